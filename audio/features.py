@@ -1,0 +1,111 @@
+"""Audio to features: load at 8 kHz mono, keep the voice, MFCC + delta + delta-delta per frame, windows.
+
+Features are computed once over the whole voiced signal of an utterance, so deltas follow the continuous
+frame sequence (the original computed each 25 ms slice on its own and all its deltas came out zero).
+"""
+import warnings
+
+import librosa
+import numpy as np
+import python_speech_features as psf
+
+import constants
+
+
+class UnusableAudio(Exception):
+    """An utterance that cannot give features: unreadable, empty, silent or too short. str() = reason."""
+
+
+def load_audio(path, sample_rate=None):
+    """Samples of `path` as float32 mono at `sample_rate` (default constants.SAMPLE_RATE)."""
+    sample_rate = sample_rate or constants.SAMPLE_RATE
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # librosa warns before its audioread fallback; the error says enough
+            signal, _ = librosa.load(path, sr=sample_rate, mono=True, dtype=np.float32)
+    except Exception as error:  # any decoder failure means the same thing here: the file is unusable
+        raise UnusableAudio(f"unreadable ({type(error).__name__}: {str(error).strip()[:120]})") from None
+    if signal.size == 0:
+        raise UnusableAudio("empty (no samples)")
+    if not np.all(np.isfinite(signal)):
+        raise UnusableAudio("contains NaN or infinite samples")
+    return signal
+
+
+def voice_only(signal, percentile=None):
+    """The part of `signal` from the first to the last sample whose |x| exceeds the percentile of |x|."""
+    percentile = constants.VOICE_PERCENTILE if percentile is None else percentile
+    magnitude = np.abs(signal)
+    if magnitude.max() < constants.SILENCE_PEAK:
+        raise UnusableAudio(f"all-silent (peak {magnitude.max():.1e} < SILENCE_PEAK {constants.SILENCE_PEAK})")
+    loud = np.flatnonzero(magnitude > np.percentile(magnitude, percentile))
+    if loud.size == 0:  # a constant-magnitude signal: nothing stands out, keep it whole
+        return signal
+    return signal[loud[0]:loud[-1] + 1]
+
+
+def deltas(features, width=None):
+    """Regression deltas over the frame axis, edge-padded (python_speech_features' definition), vectorised."""
+    width = constants.DELTA_WIDTH if width is None else width
+    padded = np.pad(features, ((width, width), (0, 0)), mode="edge")
+    frames = len(features)
+    result = np.zeros_like(features)
+    for n in range(1, width + 1):
+        result += n * (padded[width + n:width + n + frames] - padded[width - n:width - n + frames])
+    return result / (2 * sum(n * n for n in range(1, width + 1)))
+
+
+def mfcc_frames(signal, sample_rate=None):
+    """(frames, 39) float32: 13 MFCC (c0 = log energy), their deltas and delta-deltas, per 25 ms frame."""
+    sample_rate = sample_rate or constants.SAMPLE_RATE
+    mfcc = psf.mfcc(signal, samplerate=sample_rate, winlen=constants.FRAME_LENGTH_S,
+                    winstep=constants.FRAME_STEP_S, numcep=constants.NUM_MFCC,
+                    nfilt=constants.NUM_MEL_FILTERS, nfft=constants.FFT_SIZE,
+                    preemph=constants.PRE_EMPHASIS, ceplifter=constants.CEPSTRAL_LIFTER, appendEnergy=True)
+    delta = deltas(mfcc)
+    return np.concatenate([mfcc, delta, deltas(delta)], axis=1).astype(np.float32)
+
+
+def signal_features(signal, sample_rate=None):
+    """Features of the voiced part of a loaded signal; UnusableAudio says why when there are none."""
+    sample_rate = sample_rate or constants.SAMPLE_RATE
+    voiced = voice_only(signal)
+    frames = mfcc_frames(voiced, sample_rate)
+    if len(frames) < constants.MIN_VOICED_FRAMES:
+        raise UnusableAudio(f"too short ({len(voiced) / sample_rate:.3f} s voiced, {len(frames)} frames < "
+                            f"MIN_VOICED_FRAMES {constants.MIN_VOICED_FRAMES})")
+    return frames
+
+
+def utterance_features(path, sample_rate=None):
+    """Features of the voiced part of one audio file; UnusableAudio says why when there are none."""
+    return signal_features(load_audio(path, sample_rate), sample_rate)
+
+
+def feature_settings():
+    """The constants that determine the features; the cache records them and is rebuilt when they change."""
+    names = ("SAMPLE_RATE", "VOICE_PERCENTILE", "SILENCE_PEAK", "MIN_VOICED_FRAMES", "FRAME_LENGTH_S",
+             "FRAME_STEP_S", "NUM_MFCC", "NUM_MEL_FILTERS", "FFT_SIZE", "PRE_EMPHASIS", "CEPSTRAL_LIFTER",
+             "DELTA_WIDTH", "VCTK_MIC", "AUDIO_EXTENSIONS")
+    return {name: getattr(constants, name) for name in names}
+
+
+# ----------------------------------------------------------------------------------------------------
+# Windows: FRAMES_PER_WINDOW consecutive frames, WINDOW_HOP_FRAMES apart
+# ----------------------------------------------------------------------------------------------------
+def window_starts(num_frames, frames_per_window=None, hop=None):
+    """First-frame index of every window that fits in `num_frames` frames, in order."""
+    frames_per_window = frames_per_window or constants.FRAMES_PER_WINDOW
+    hop = hop or constants.WINDOW_HOP_FRAMES
+    return np.arange(0, max(num_frames - frames_per_window + 1, 0), hop)
+
+
+def gather_windows(frames, starts, frames_per_window=None):
+    """(len(starts), frames_per_window, 39) copy of the windows beginning at `starts` in `frames`."""
+    frames_per_window = frames_per_window or constants.FRAMES_PER_WINDOW
+    return frames[np.asarray(starts)[:, None] + np.arange(frames_per_window)]
+
+
+def flatten_390(windows):
+    """(n, 10, 39) windows to the original's (n, 390) rows: the (39, 10) matrix flattened coefficient-major."""
+    return windows.transpose(0, 2, 1).reshape(len(windows), -1)

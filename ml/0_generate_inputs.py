@@ -1,0 +1,60 @@
+"""Stage 0: corpus -> feature cache -> train/test inputs of the training speakers.
+
+Reads  the corpus at VCTK_CORPUS_PATH (constants.CORPUS_PATH).
+Writes <workdir>/cache/features-<fingerprint>/<speaker>/<utterance>.npy  (one per utterance, resumable)
+       <workdir>/inputs/data.npz, norm.json, inputs.json             (skipped when current; --force redoes)
+"""
+import sys
+import time
+from pathlib import Path
+
+import click
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run as a script from anywhere: find the project
+
+import constants  # noqa: E402
+import utils  # noqa: E402
+from audio.cache import FeatureCache  # noqa: E402
+from audio.corpus import find_corpus, split_speakers  # noqa: E402
+from ml import inputs as ml_inputs  # noqa: E402
+
+
+@click.command()
+@click.option("--force", is_flag=True, help="Rebuild the inputs even when they are current.")
+@click.option("--workers", type=int, default=None, help="Processes for the feature cache (default: NUM_WORKERS).")
+@utils.friendly_errors
+def main(force, workers):
+    """Build the feature cache, then the train/test inputs."""
+    start = time.perf_counter()
+    utils.print_overrides()
+    corpus = find_corpus()
+    train_speakers, unseen_speakers = split_speakers(corpus.speakers)
+    print(f"corpus: {corpus.root} ({corpus.layout}), {len(corpus.speakers)} speakers, "
+          f"{corpus.num_utterances()} utterances; split {constants.SPLIT}: {len(train_speakers)} training, "
+          f"{len(unseen_speakers)} unseen speakers")
+    utils.ensure_writable_dir(utils.workdir())
+
+    cache = FeatureCache(corpus.root)
+    wanted = [u for s in train_speakers + unseen_speakers for u in corpus.utterances[s]]
+    report = cache.build(wanted, workers=workers)
+    print(report.summary())
+
+    record = ml_inputs.expected_record(cache, corpus, train_speakers, unseen_speakers)
+    folder = ml_inputs.inputs_folder()
+    if ml_inputs.is_current(record) and not force:
+        print(f"inputs in {folder} are current (use --force to rebuild)")
+        return
+    inputs = ml_inputs.build_inputs(cache, corpus, train_speakers, unseen_speakers)
+    ml_inputs.save_inputs(inputs, record)
+    summary = ml_inputs.describe(inputs)
+    for split in ("train", "test"):
+        part = summary[split]
+        print(f"{split}: windows {tuple(part['windows'])} from {part['utterances']} utterances, frames "
+              f"{tuple(part['frames'])} float32, {part['megabytes']} MB")
+    print(f"inputs: {summary['speakers']} speakers, normalisation {summary['normalization']}, written to "
+          f"{folder} in {time.perf_counter() - start:.1f} s, peak memory {utils.peak_memory_mb():.0f} MB "
+          f"(cache workers {utils.peak_memory_mb(children=True):.0f} MB)")
+
+
+if __name__ == "__main__":
+    main()

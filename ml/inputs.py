@@ -1,0 +1,234 @@
+"""Train/test inputs of the training speakers, built from the feature cache and held without repetition.
+
+Per speaker, utterances in sorted order are split TRAIN_TEST_RATIO train / rest test; from each split,
+MAX_COUNT_PER_CLASS random segments (two uniform cut points in a random utterance) are cut, and every
+segment yields its windows of FRAMES_PER_WINDOW frames, WINDOW_HOP_FRAMES apart. The original stored
+every 390-value window as float64 (16 GB for VCTK); here each split keeps its frames once, normalised,
+as float32, plus the first-frame index, speaker label and utterance of every window. A window is
+gathered from the frames when a batch needs it.
+
+Written to the inputs folder of the work directory: data.npz (arrays), norm.json (normalisation
+statistics for every speaker) and inputs.json (what built them; written last, so it marks completion).
+"""
+import hashlib
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from tqdm import tqdm
+
+import constants
+import utils
+from audio import features
+from ml import normalization
+
+INPUT_SETTINGS = ("SPLIT", "NUM_SPEAKERS_CLASSIFICATION_TASK", "TRAIN_TEST_RATIO", "MAX_COUNT_PER_CLASS",
+                  "FRAMES_PER_WINDOW", "WINDOW_HOP_FRAMES", "NORMALIZATION", "SEED")
+ARRAYS = ("frames", "starts", "labels", "utterances", "utterance_keys")
+
+
+@dataclass
+class WindowSet:
+    """The windows of one split: frames once, and per window its first frame, speaker label, utterance."""
+    frames: np.ndarray  # (num_frames, 39) float32, normalised
+    starts: np.ndarray  # (num_windows,) int32, first frame of each window in `frames`
+    labels: np.ndarray  # (num_windows,) int32, speaker index
+    utterances: np.ndarray  # (num_windows,) int32, index into utterance_keys
+    utterance_keys: np.ndarray  # (num_utterances,) str
+
+    def __len__(self):
+        return len(self.starts)
+
+    def windows(self, index=slice(None)):
+        """(n, FRAMES_PER_WINDOW, 39) float32 copy of the selected windows."""
+        return features.gather_windows(self.frames, self.starts[index])
+
+    def flat(self, index=slice(None)):
+        """(n, 390) float32 rows of the selected windows, laid out as the original's."""
+        return features.flatten_390(self.windows(index))
+
+    def nbytes(self):
+        """Bytes held by the arrays."""
+        return sum(getattr(self, name).nbytes for name in ARRAYS)
+
+
+@dataclass
+class Inputs:
+    """Training speakers (label order), the train and test windows, and the normalisation record."""
+    speakers: list
+    train: WindowSet
+    test: WindowSet
+    norm: dict
+
+
+# ----------------------------------------------------------------------------------------------------
+# Sampling
+# ----------------------------------------------------------------------------------------------------
+def split_utterances(keys, ratio=None):
+    """(train keys, test keys): the first `ratio` of the sorted keys, at least one on each side."""
+    ratio = constants.TRAIN_TEST_RATIO if ratio is None else ratio
+    keys = sorted(keys)
+    cut = min(max(int(len(keys) * ratio), 1), len(keys) - 1)
+    return keys[:cut], keys[cut:]
+
+
+def sample_segments(lengths, count, rng, min_frames=None):
+    """`count` random segments (utterance, first frame, end frame) spanning at least `min_frames` frames.
+
+    A segment is a random utterance cut at two uniform points; pairs too close to hold one window are drawn
+    again (an utterance exactly one window long can only give itself).
+    """
+    min_frames = min_frames or constants.FRAMES_PER_WINDOW
+    lengths = np.asarray(lengths)
+    utterance = rng.integers(len(lengths), size=count)
+    begin, end = np.zeros(count, np.int64), np.zeros(count, np.int64)
+    todo = np.arange(count)
+    for _ in range(1000):
+        if todo.size == 0:
+            break
+        cuts = np.sort(rng.integers(0, lengths[utterance[todo]][:, None] + 1, size=(todo.size, 2)), axis=1)
+        begin[todo], end[todo] = cuts[:, 0], cuts[:, 1]
+        todo = todo[end[todo] - begin[todo] < min_frames]
+    begin[todo], end[todo] = 0, lengths[utterance[todo]]
+    return utterance, begin, end
+
+
+def segment_window_starts(begin, end, frames_per_window=None, hop=None):
+    """First frame of every window of every segment [begin, end), segment by segment, in order."""
+    frames_per_window = frames_per_window or constants.FRAMES_PER_WINDOW
+    hop = hop or constants.WINDOW_HOP_FRAMES
+    counts = np.maximum((end - begin - frames_per_window) // hop + 1, 0)
+    first_of_segment = np.repeat(np.cumsum(counts) - counts, counts)
+    position = np.arange(counts.sum()) - first_of_segment
+    return np.repeat(begin, counts) + hop * position, counts
+
+
+# ----------------------------------------------------------------------------------------------------
+# Building
+# ----------------------------------------------------------------------------------------------------
+def usable_utterances(cache, corpus, speakers):
+    """{speaker: sorted keys of its cached (usable) utterances} for `speakers`."""
+    return {s: sorted(u.key for u in corpus.utterances.get(s, []) if cache.has(u.key)) for s in speakers}
+
+
+def build_split(cache, keys_by_speaker, rng, progress=True, name="split"):
+    """The WindowSet of one split, raw (not normalised) frames; keys_by_speaker is in label order."""
+    all_keys = [k for keys in keys_by_speaker.values() for k in keys]
+    lengths = np.array([np.load(cache.path(k), mmap_mode="r").shape[0] for k in all_keys], dtype=np.int64)
+    offsets = np.concatenate([[0], np.cumsum(lengths)])
+    frames = np.empty((offsets[-1], 3 * constants.NUM_MFCC), np.float32)  # filled in place: no 2nd copy
+    starts, labels, utterances = [], [], []
+    first = 0
+    for label, keys in enumerate(tqdm(keys_by_speaker.values(), desc=f"{name} speakers", unit="spk",
+                                      disable=not progress)):
+        mine = slice(first, first + len(keys))
+        for index in range(mine.start, mine.stop):
+            frames[offsets[index]:offsets[index + 1]] = cache.load(all_keys[index])
+        utterance, begin, end = sample_segments(lengths[mine], constants.MAX_COUNT_PER_CLASS, rng)
+        local_starts, counts = segment_window_starts(begin, end)
+        window_utterance = np.repeat(utterance, counts) + first
+        starts.append(offsets[window_utterance] + local_starts)
+        utterances.append(window_utterance.astype(np.int32))
+        labels.append(np.full(len(local_starts), label, np.int32))
+        first = mine.stop
+    return WindowSet(frames, np.concatenate(starts).astype(np.int32), np.concatenate(labels),
+                     np.concatenate(utterances), np.array(all_keys)), offsets
+
+
+def _normalize_in_place(window_set, offsets, speakers_of_utterances, norm):
+    """Normalise every utterance's frames of `window_set` in place with the norm's method."""
+    for index, speaker in enumerate(speakers_of_utterances):
+        block = window_set.frames[offsets[index]:offsets[index + 1]]
+        block[:] = normalization.normalize(block, norm, speaker=speaker)
+
+
+def build_inputs(cache, corpus, train_speakers, unseen_speakers, progress=True):
+    """Inputs of `train_speakers` (those without two usable utterances are dropped, with a warning)."""
+    usable = usable_utterances(cache, corpus, train_speakers)
+    dropped = [s for s in train_speakers if len(usable[s]) < 2]
+    for speaker in dropped:
+        print(f"warning: speaker {speaker} has {len(usable[speaker])} usable utterance(s) and needs 2 (one "
+              f"for train, one for test): it is left out of training")
+    usable = {s: keys for s, keys in usable.items() if s not in dropped}
+    if len(usable) < 2:
+        raise utils.PipelineError(f"only {len(usable)} training speaker(s) have usable audio; a speaker "
+                                  f"classifier needs at least 2")
+    halves = {s: split_utterances(keys) for s, keys in usable.items()}
+    rng = np.random.default_rng(constants.SEED)
+    train, train_offsets = build_split(cache, {s: h[0] for s, h in halves.items()}, rng, progress, "train")
+    test, test_offsets = build_split(cache, {s: h[1] for s, h in halves.items()}, rng, progress, "test")
+
+    speaker_of = {k: s for s, keys in usable.items() for k in keys}
+    train_blocks = {s: [] for s in usable}
+    for index, key in enumerate(train.utterance_keys):
+        train_blocks[speaker_of[key]].append(train.frames[train_offsets[index]:train_offsets[index + 1]])
+    others = usable_utterances(cache, corpus, [s for s in unseen_speakers + dropped])
+    other_blocks = {s: (cache.load(k) for k in keys) for s, keys in others.items() if keys}
+    norm = normalization.fit(train_blocks, other_blocks)
+    _normalize_in_place(train, train_offsets, [speaker_of[k] for k in train.utterance_keys], norm)
+    _normalize_in_place(test, test_offsets, [speaker_of[k] for k in test.utterance_keys], norm)
+    return Inputs(list(usable), train, test, norm)
+
+
+# ----------------------------------------------------------------------------------------------------
+# Saving and loading
+# ----------------------------------------------------------------------------------------------------
+def inputs_folder():
+    """The inputs folder of the work directory."""
+    return utils.work_path("inputs")
+
+
+def expected_record(cache, corpus, train_speakers, unseen_speakers):
+    """What the inputs built now would be made of; inputs whose record matches it are current."""
+    keys = usable_utterances(cache, corpus, train_speakers + unseen_speakers)
+    digest = hashlib.sha1("\n".join(k for s in sorted(keys) for k in keys[s]).encode()).hexdigest()
+    return {"settings": utils.settings_snapshot(INPUT_SETTINGS), "cache": cache.folder.name,
+            "train_speakers": list(train_speakers), "unseen_speakers": list(unseen_speakers),
+            "utterances_digest": digest}
+
+
+def is_current(record, folder=None):
+    """Whether the inputs folder holds complete inputs built from `record`."""
+    folder = Path(folder or inputs_folder())
+    stored = utils.read_json(folder / "inputs.json")
+    return stored is not None and stored.get("built_from") == record and (folder / "data.npz").exists()
+
+
+def save_inputs(inputs, record, folder=None):
+    """Write data.npz, norm.json, then inputs.json (the completion mark), each atomically."""
+    folder = utils.ensure_writable_dir(folder or inputs_folder())
+    (folder / "inputs.json").unlink(missing_ok=True)  # until the new data is complete, nothing is current
+    arrays = {"speakers": np.array(inputs.speakers)}
+    for split in ("train", "test"):
+        for name in ARRAYS:
+            arrays[f"{split}_{name}"] = getattr(getattr(inputs, split), name)
+    with utils.atomic_path(folder / "data.npz") as tmp:
+        with open(tmp, "wb") as handle:
+            np.savez(handle, **arrays)
+    utils.write_json(folder / "norm.json", inputs.norm)
+    utils.write_json(folder / "inputs.json", {"built_from": record, "created": time.strftime("%Y-%m-%d %H:%M:%S"),
+                                              "speakers": inputs.speakers, "summary": describe(inputs)})
+
+
+def load_inputs(folder=None):
+    """The Inputs saved in `folder` (default: the work directory's); PipelineError if there are none."""
+    folder = Path(folder or inputs_folder())
+    if utils.read_json(folder / "inputs.json") is None or not (folder / "data.npz").exists():
+        raise utils.PipelineError(f"no inputs in {folder}: run `python ml/0_generate_inputs.py` first")
+    with np.load(folder / "data.npz", allow_pickle=False) as data:
+        splits = {split: WindowSet(**{name: data[f"{split}_{name}"] for name in ARRAYS})
+                  for split in ("train", "test")}
+        speakers = data["speakers"].tolist()
+    return Inputs(speakers, splits["train"], splits["test"], utils.read_json(folder / "norm.json"))
+
+
+def describe(inputs):
+    """Shapes and counts of the inputs, as a dict for the record and the terminal."""
+    width = constants.FRAMES_PER_WINDOW * inputs.train.frames.shape[1]
+    summary = {"speakers": len(inputs.speakers), "normalization": inputs.norm["method"]}
+    for split in ("train", "test"):
+        part = getattr(inputs, split)
+        summary[split] = {"windows": [len(part), width], "frames": list(part.frames.shape),
+                          "utterances": len(part.utterance_keys), "megabytes": round(part.nbytes() / 2**20, 1)}
+    return summary
