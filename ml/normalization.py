@@ -77,4 +77,5 @@ def normalize(frames, norm, speaker=None, method=None):
         mean, std = moments(frames, per_coefficient=method == "per_utterance_cmvn")
     else:
         raise ValueError(f"unknown normalisation {method!r}")
-    return (frames - np.asarray(mean, np.float32)) / np.asarray(std, np.float32)
+    scaled = (frames - np.asarray(mean, np.float32)) / np.asarray(std, np.float32)
+    return scaled.astype(np.float32, copy=False)

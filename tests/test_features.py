@@ -1,0 +1,85 @@
+"""Features: MFCC + deltas over the whole signal, the voice trim, bad audio, windows and their layout."""
+import numpy as np
+import pytest
+import python_speech_features as psf
+import soundfile as sf
+
+import constants
+from audio import features
+from audio.features import UnusableAudio
+
+from conftest import write_voice
+
+
+@pytest.fixture
+def signal():
+    rng = np.random.default_rng(3)
+    t = np.arange(8000) / 8000
+    return (np.sin(2 * np.pi * 150 * t * (1 + t)) * (1 + t) + 0.05 * rng.standard_normal(t.size)).astype(np.float32)
+
+
+def test_features_match_python_speech_features_on_the_whole_signal(signal):
+    frames = features.mfcc_frames(signal)
+    reference = psf.mfcc(signal, 8000, winlen=0.025, winstep=0.01, numcep=13, nfilt=13, nfft=512)
+    delta = psf.delta(reference, 2)
+    assert frames.shape == (1 + int(np.ceil((8000 - 200) / 80)), 39) and frames.dtype == np.float32
+    np.testing.assert_allclose(frames[:, :13], reference, rtol=1e-5, atol=1e-4)
+    np.testing.assert_allclose(frames[:, 13:26], delta, rtol=1e-5, atol=1e-4)
+    np.testing.assert_allclose(frames[:, 26:], psf.delta(delta, 2), rtol=1e-5, atol=1e-4)
+    assert np.abs(frames[:, 13:]).mean(axis=0).min() > 1e-3  # the original's deltas were all zero
+
+
+def test_voice_only_cuts_from_first_to_last_sample_above_the_percentile():
+    signal = np.full(1000, 0.001, np.float32)
+    signal[300:701:50] = [0.5, -0.2, 0.3, 0.9, -0.4, 0.2, 0.6, -0.3, 0.25]  # 9 loud samples < 5 %
+    voiced = features.voice_only(signal, percentile=95)
+    assert len(voiced) == 401 and voiced[0] == np.float32(0.5) and voiced[-1] == np.float32(0.25)
+    ramp = np.linspace(0, 1, 1001, dtype=np.float32)
+    assert len(features.voice_only(ramp, percentile=90)) == 100  # samples above 0.9
+
+
+def test_loading_resamples_any_rate_to_8khz_mono(tmp_path):
+    stereo = np.stack([np.sin(np.arange(48000) / 10), np.zeros(48000)], axis=1) * 0.5
+    sf.write(tmp_path / "stereo.wav", stereo, 48000)
+    loaded = features.load_audio(tmp_path / "stereo.wav")
+    assert loaded.dtype == np.float32 and loaded.shape == (8000,)
+    write_voice(tmp_path / "a22.wav", sample_rate=22050, seed=1)
+    write_voice(tmp_path / "a16.flac", sample_rate=16000, seed=1)
+    a, b = (features.utterance_features(tmp_path / name) for name in ("a22.wav", "a16.flac"))
+    assert abs(len(a) - len(b)) <= 1
+    n = min(len(a), len(b))
+    assert np.corrcoef(a[:n, 1:13].ravel(), b[:n, 1:13].ravel())[0, 1] > 0.95
+
+
+@pytest.mark.parametrize("make, reason", [
+    (lambda p: p.write_bytes(b"RIFF\x00\x01garbage that is not audio" * 10), "unreadable"),
+    (lambda p: p.write_bytes(b""), "unreadable"),
+    (lambda p: sf.write(p, np.zeros(0), 16000), "empty"),
+    (lambda p: sf.write(p, np.zeros(16000), 16000), "all-silent"),
+    (lambda p: sf.write(p, 0.5 * np.sin(np.arange(800) / 3), 16000), "too short"),
+])
+def test_bad_audio_gives_a_reason(tmp_path, make, reason):
+    path = tmp_path / "bad.wav"
+    make(path)
+    with pytest.raises(UnusableAudio, match=reason):
+        features.utterance_features(path)
+
+
+def test_window_count_order_and_the_original_390_layout():
+    frames = np.arange(25 * 39, dtype=np.float32).reshape(25, 39)
+    starts = features.window_starts(len(frames))
+    assert starts.tolist() == [0, 3, 6, 9, 12, 15]  # (25 - 10) // 3 + 1 windows, 3 frames apart
+    windows = features.gather_windows(frames, starts)
+    assert windows.shape == (6, 10, 39)
+    np.testing.assert_array_equal(windows[2], frames[6:16])
+    flat = features.flatten_390(windows)
+    assert flat.shape == (6, 390)
+    # coefficient-major: the (39, 10) matrix flattened, so entry c * 10 + t is coefficient c of frame t
+    assert flat[2, 5 * 10 + 7] == frames[6 + 7, 5]
+    assert len(features.window_starts(9)) == 0 and len(features.window_starts(10)) == 1
+
+
+def test_feature_settings_track_the_constants(monkeypatch):
+    before = features.feature_settings()
+    monkeypatch.setattr(constants, "NUM_MEL_FILTERS", 26)
+    assert features.feature_settings() != before
