@@ -71,6 +71,37 @@ NORMALIZATION = "global_per_coefficient"
 SEED = 1234  # seeds segment sampling, model initialisation and batch order
 
 # ----------------------------------------------------------------------------------------------------
+# Model (ml/model.py)
+# ----------------------------------------------------------------------------------------------------
+# "conv": 1-D convolutions over the 10 frames with the 39 coefficients as channels, ~100k parameters.
+# "dense": the original, 390 -> 200 sigmoid -> softmax (~94k parameters with 80 speakers), as a reference.
+MODEL = "conv"
+EMBEDDING_SIZE = 200  # values per embedding (original: 200)
+CONV_FILTERS = [64, 96, 96]  # output channels of the convolutions, one entry per layer
+CONV_KERNEL = 3  # frames seen by each convolution
+
+# ----------------------------------------------------------------------------------------------------
+# Training (ml/1_train_triplet_softmax_model.py)
+# ----------------------------------------------------------------------------------------------------
+BATCH_SIZE = 900  # windows per batch; the triplet batch is 300 anchors, 300 positives, 300 negatives
+LEARNING_RATE = 0.001  # Adam (original: 0.001)
+# Softmax training (Keras fit), the original's schedule
+SOFTMAX_MAX_EPOCHS = 1000  # total epochs before the run stops by itself (original: 1000)
+CHECKPOINT_EVERY_EPOCHS = 10  # weights are saved every this many epochs, and at the end of a run
+EARLY_STOPPING_MIN_DELTA = 0.01  # validation softmax accuracy must improve by this much ...
+EARLY_STOPPING_PATIENCE = 100  # ... within this many epochs, or training stops
+REDUCE_LR_FACTOR = 0.5  # learning rate x this when the validation loss stalls ...
+REDUCE_LR_PATIENCE = 10  # ... for this many epochs
+MIN_LEARNING_RATE = 1e-4  # ... but never below this
+MAX_VALIDATION_WINDOWS = 100000  # test windows scored after each epoch (seeded sample); 0 = all
+# Triplet training (a loop of single steps)
+TRIPLET_MARGIN = 0.2  # cosine margin (original: 0.2); a batch of one speaker scores exactly this
+TRIPLET_MAX_STEPS = 5000  # total steps before the run stops by itself (the original looped forever)
+CHECKPOINT_EVERY_STEPS = 100  # weights are saved every this many steps, and at the end of a run
+PRINT_EVERY_STEPS = 10  # moving averages are printed this often ...
+MOVING_AVERAGE_STEPS = 100  # ... over this many last steps
+
+# ----------------------------------------------------------------------------------------------------
 # Demo corpus (audio/demo_corpus.py): a small synthetic VCTK-shaped corpus for the main command and tests
 # ----------------------------------------------------------------------------------------------------
 DEMO_NUM_SPEAKERS = 24  # speakers written
@@ -89,6 +120,7 @@ CHOICES = {  # names whose value must be one of these
     "NORMALIZATION": ("per_speaker", "global", "global_per_coefficient", "per_utterance",
                       "per_utterance_cmvn"),
     "DEMO_LAYOUT": ("0.92", "0.80"),
+    "MODEL": ("conv", "dense"),
 }
 _TRUE, _FALSE = ("1", "true", "yes", "on"), ("0", "false", "no", "off")
 

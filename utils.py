@@ -64,7 +64,7 @@ def ensure_writable_dir(path):
 def atomic_path(path):
     """Yield a temporary path beside `path`; on success it is renamed to `path`, on failure removed."""
     path = Path(path)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    tmp = path.with_name(f".tmp-{os.getpid()}-{path.name}")  # keeps the suffix: Keras checks it
     try:
         yield tmp
         os.replace(tmp, path)
@@ -74,8 +74,8 @@ def atomic_path(path):
 
 
 def remove_stale_temporaries(folder):
-    """Delete temporary files left by a killed run (names start with '.' and contain '.tmp-')."""
-    for tmp in Path(folder).rglob(".*.tmp-*"):
+    """Delete temporary files left by a killed run (their names start with '.tmp-')."""
+    for tmp in Path(folder).rglob(".tmp-*"):
         tmp.unlink(missing_ok=True)
 
 

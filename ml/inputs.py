@@ -48,6 +48,11 @@ class WindowSet:
         """(n, 390) float32 rows of the selected windows, laid out as the original's."""
         return features.flatten_390(self.windows(index))
 
+    def subset(self, index):
+        """The WindowSet of the selected windows (sharing the frames)."""
+        return WindowSet(self.frames, self.starts[index], self.labels[index], self.utterances[index],
+                         self.utterance_keys)
+
     def nbytes(self):
         """Bytes held by the arrays."""
         return sum(getattr(self, name).nbytes for name in ARRAYS)

@@ -41,3 +41,22 @@ def tone_corpus(tmp_path):
             if n == 1:
                 write_voice(folder / f"{stem}_mic2.flac", f0=90 + 40 * s, seed=99)
     return root
+
+
+@pytest.fixture
+def small_inputs(tone_corpus, workdir, monkeypatch):
+    """Inputs of 3 training speakers (p228 unseen) saved in the work dir, with small batches for speed."""
+    from audio.cache import FeatureCache
+    from audio.corpus import find_corpus
+    from ml import inputs as ml_inputs
+
+    monkeypatch.setattr(constants, "MAX_COUNT_PER_CLASS", 20)
+    monkeypatch.setattr(constants, "BATCH_SIZE", 48)
+    monkeypatch.setattr(constants, "MAX_VALIDATION_WINDOWS", 0)
+    corpus = find_corpus(tone_corpus)
+    cache = FeatureCache(corpus.root)
+    cache.build([u for s in corpus.speakers for u in corpus.utterances[s]], progress=False)
+    train, unseen = ["p225", "p226", "p227"], ["p228"]
+    built = ml_inputs.build_inputs(cache, corpus, train, unseen, progress=False)
+    ml_inputs.save_inputs(built, ml_inputs.expected_record(cache, corpus, train, unseen))
+    return ml_inputs.load_inputs()

@@ -47,7 +47,7 @@ def test_an_interrupted_build_resumes_without_corrupt_entries(corpus, workdir, m
         calls.append(job)
         if len(calls) == 7:
             # the process is killed while writing: a temporary file is left, the entry is not
-            tmp = cache.path(job[0]).with_name(f".{cache.path(job[0]).name}.tmp-12345")
+            tmp = cache.path(job[0]).with_name(f".tmp-12345-{cache.path(job[0]).name}")
             tmp.parent.mkdir(parents=True, exist_ok=True)
             tmp.write_bytes(b"\x93NUMPY half a file")
             raise KeyboardInterrupt
@@ -60,7 +60,7 @@ def test_an_interrupted_build_resumes_without_corrupt_entries(corpus, workdir, m
     monkeypatch.setattr(cache_module, "_cache_one", real)
     report = cache.build(all_utterances(corpus), progress=False)
     assert (report.already_cached, report.built) == (6, 14)
-    assert not list(cache.folder.rglob("*.tmp-*"))
+    assert not list(cache.folder.rglob(".tmp-*"))
     assert all(len(cache.load(u.key)) >= 10 for u in all_utterances(corpus))
 
 

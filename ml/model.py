@@ -1,0 +1,64 @@
+"""The speaker models: one Keras model with two outputs, `embeddings` and `softmax`.
+
+Both architectures read a window as (FRAMES_PER_WINDOW, 39) and share the head: a 200-value embedding
+layer "fc1", the layer "embeddings" (L2 normalisation when asked for, else the identity: the topology is
+the same either way, so weights move between the two), and the classifier "softmax".
+"""
+import keras
+from keras import layers
+
+import constants
+
+FEATURE_SIZE = 3 * 13  # coefficients per frame: 13 MFCC, delta, delta-delta
+
+
+@keras.saving.register_keras_serializable(package="deep_speaker")
+class L2Normalization(layers.Layer):
+    """Scale each embedding to unit L2 norm when `active`; pass it through unchanged otherwise."""
+
+    def __init__(self, active=True, **kwargs):
+        super().__init__(**kwargs)
+        self.active = active
+
+    def call(self, inputs):
+        if not self.active:
+            return inputs
+        return inputs / keras.ops.sqrt(keras.ops.maximum(keras.ops.sum(inputs ** 2, axis=-1, keepdims=True), 1e-12))
+
+    def get_config(self):
+        return {**super().get_config(), "active": self.active}
+
+
+def conv_trunk(windows):
+    """1-D convolutions over time (coefficients as channels), pooled by mean and max, to 'fc1'."""
+    x = windows
+    for index, filters in enumerate(constants.CONV_FILTERS, start=1):
+        x = layers.Conv1D(filters, constants.CONV_KERNEL, padding="same", use_bias=False, name=f"conv{index}")(x)
+        x = layers.BatchNormalization(name=f"conv{index}_bn")(x)
+        x = layers.ReLU(name=f"conv{index}_relu")(x)
+    pooled = layers.Concatenate(name="pool")([layers.GlobalAveragePooling1D(name="mean_pool")(x),
+                                              layers.GlobalMaxPooling1D(name="max_pool")(x)])
+    return layers.Dense(constants.EMBEDDING_SIZE, name="fc1")(pooled)
+
+
+def dense_trunk(windows):
+    """The original: all 390 values into one sigmoid layer 'fc1'."""
+    return layers.Dense(constants.EMBEDDING_SIZE, activation="sigmoid", name="fc1")(layers.Flatten(name="flat")(windows))
+
+
+def build_model(num_speakers, architecture=None, normalize_embeddings=False):
+    """The model of `architecture` ("conv" or "dense", default constants.MODEL) for `num_speakers` classes."""
+    architecture = architecture or constants.MODEL
+    trunks = {"conv": conv_trunk, "dense": dense_trunk}
+    if architecture not in trunks:
+        raise ValueError(f"unknown MODEL {architecture!r}; use one of {', '.join(trunks)}")
+    windows = keras.Input((constants.FRAMES_PER_WINDOW, FEATURE_SIZE), name="windows")
+    embeddings = L2Normalization(active=normalize_embeddings, name="embeddings")(trunks[architecture](windows))
+    softmax = layers.Dense(num_speakers, activation="softmax", name="softmax")(embeddings)
+    return keras.Model(windows, {"embeddings": embeddings, "softmax": softmax}, name=f"deep_speaker_{architecture}")
+
+
+def freeze_below_softmax(model):
+    """Make every layer but the 'softmax' head untrainable (frozen re-training)."""
+    for layer in model.layers:
+        layer.trainable = layer.name == "softmax"

@@ -1,0 +1,277 @@
+"""Training: softmax pre-training (Keras fit), cosine triplet training (a step loop), frozen re-training.
+
+Each mode writes into its own run folder, <workdir>/runs/<mode>/: checkpoints (weights/*.weights.h5),
+history.csv, settings.json and state.json, which names the latest checkpoint and its epoch or step.
+A run continues from its own latest checkpoint; a new run starts from the weights of the mode before it
+(softmax -> triplet -> frozen), so pretrained weights flow through the three commands.
+"""
+import contextlib
+import csv
+import math
+import time
+from collections import deque
+from pathlib import Path
+
+import keras
+import numpy as np
+from tqdm import tqdm
+
+import constants
+import utils
+from ml import evaluation
+from ml.batches import WindowBatches
+from ml.model import build_model, freeze_below_softmax
+from ml.triplet_loss import triplet_loss
+
+PREDECESSORS = {"softmax": (), "triplet": ("softmax",), "frozen": ("triplet", "softmax")}
+UNITS = {"softmax": "epoch", "triplet": "step", "frozen": "epoch"}
+TRAINING_SETTINGS = ("MODEL", "EMBEDDING_SIZE", "CONV_FILTERS", "CONV_KERNEL", "BATCH_SIZE", "LEARNING_RATE",
+                     "SOFTMAX_MAX_EPOCHS", "CHECKPOINT_EVERY_EPOCHS", "EARLY_STOPPING_MIN_DELTA",
+                     "EARLY_STOPPING_PATIENCE", "REDUCE_LR_FACTOR", "REDUCE_LR_PATIENCE", "MIN_LEARNING_RATE",
+                     "MAX_VALIDATION_WINDOWS", "TRIPLET_MARGIN", "TRIPLET_MAX_STEPS", "CHECKPOINT_EVERY_STEPS",
+                     "MOVING_AVERAGE_STEPS", "NORMALIZATION", "SEED")
+
+
+class NonFiniteLoss(utils.PipelineError):
+    """The loss became NaN or infinite; the last good checkpoint is kept."""
+
+
+# ----------------------------------------------------------------------------------------------------
+# Run folders and checkpoints
+# ----------------------------------------------------------------------------------------------------
+class RunFolder:
+    """<workdir>/runs/<mode>: checkpoints, history.csv, settings.json and state.json of one mode."""
+
+    def __init__(self, mode):
+        self.mode = mode
+        self.folder = utils.work_path("runs", mode)
+        self.history = self.folder / "history.csv"
+
+    def state(self):
+        """The state record (latest checkpoint, its count, the model it fits), or None before any."""
+        return utils.read_json(self.folder / "state.json")
+
+    def save(self, model, count, identity):
+        """Write the weights at `count` (epoch or step) atomically, then point state.json at them."""
+        name = f"{UNITS[self.mode]}-{count:06d}.weights.h5"
+        target = utils.ensure_writable_dir(self.folder / "weights") / name
+        with utils.atomic_path(target) as tmp:
+            model.save_weights(tmp)
+        utils.write_json(self.folder / "state.json", {"latest": f"weights/{name}", "count": count,
+                                                      "unit": UNITS[self.mode], "model": identity})
+
+    def write_settings(self, extra):
+        """Record the settings this run used (overwritten by each run; history.csv keeps every epoch/step)."""
+        utils.ensure_writable_dir(self.folder)
+        utils.write_json(self.folder / "settings.json",
+                         {**utils.settings_snapshot(TRAINING_SETTINGS), **extra,
+                          "started": time.strftime("%Y-%m-%d %H:%M:%S")})
+
+
+def model_identity(speakers):
+    """What a checkpoint must match to be loaded: architecture, its sizes and the speakers (label order)."""
+    return {"architecture": constants.MODEL, "embedding_size": constants.EMBEDDING_SIZE,
+            "conv_filters": list(constants.CONV_FILTERS), "conv_kernel": constants.CONV_KERNEL,
+            "num_speakers": len(speakers), "speakers": list(speakers)}
+
+
+def restore(model, mode, identity, fresh=False):
+    """Load the checkpoint this run continues from; return (count to continue from, where it came from)."""
+    if fresh:
+        return 0, "fresh weights (--fresh)"
+    for source in (mode,) + PREDECESSORS[mode]:
+        run = RunFolder(source)
+        state = run.state()
+        if state is None:
+            continue
+        _check_compatible(state["model"], identity, run.folder / state["latest"])
+        model.load_weights(run.folder / state["latest"])
+        count = state["count"] if source == mode else 0
+        return count, f"{run.folder / state['latest']} ({state['unit']} {state['count']})"
+    return 0, "fresh weights (no checkpoint yet)"
+
+
+def _check_compatible(stored, identity, path):
+    """PipelineError naming the difference when a checkpoint was trained for another model or speakers."""
+    different = [key for key in identity if stored.get(key) != identity[key]]
+    if not different:
+        return
+    shown = "; ".join(f"{key}: checkpoint {_short(stored.get(key))}, now {_short(identity[key])}" for key in different)
+    raise utils.PipelineError(f"the checkpoint {path} does not fit this model ({shown}). Use --fresh to start "
+                              f"again, or another DEEP_SPEAKER_WORKDIR to keep both")
+
+
+def _short(value):
+    """A value for a message: lists of speakers are shortened."""
+    if isinstance(value, list) and len(value) > 6:
+        return f"[{', '.join(map(str, value[:3]))}, ... {len(value)} in all]"
+    return value
+
+
+# ----------------------------------------------------------------------------------------------------
+# Softmax training: pre-training, and re-training of the head on frozen embeddings
+# ----------------------------------------------------------------------------------------------------
+class Checkpoints(keras.callbacks.Callback):
+    """Save every `every` epochs and after the last epoch; stop on a non-finite loss without saving."""
+
+    def __init__(self, run, identity, every):
+        super().__init__()
+        self.run, self.identity, self.every = run, identity, every
+        self.last_epoch, self.last_epoch_seen, self.failed = None, 0, None
+
+    def on_train_batch_end(self, batch, logs=None):
+        if logs and not math.isfinite(float(logs.get("loss", 0.0))):
+            self.failed = f"the loss became {logs['loss']} in epoch {self.last_epoch_seen + 1}, batch {batch + 1}"
+            self.model.stop_training = True
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self.last_epoch_seen = epoch
+
+    def on_epoch_end(self, epoch, logs=None):
+        if self.failed is None:
+            self.last_epoch = epoch + 1
+            if self.last_epoch % self.every == 0:
+                self.run.save(self.model, self.last_epoch, self.identity)
+
+    def on_train_end(self, logs=None):
+        state = self.run.state()
+        if self.failed is None and self.last_epoch and (state is None or state["count"] != self.last_epoch):
+            self.run.save(self.model, self.last_epoch, self.identity)
+
+
+def train_softmax(inputs, epochs=None, fresh=False, freeze=False, normalize_embeddings=False, verbose=1):
+    """Softmax training (mode "softmax", or "frozen" with `freeze`); returns the final test accuracies."""
+    mode = "frozen" if freeze else "softmax"
+    run = RunFolder(mode)
+    keras.utils.set_random_seed(constants.SEED)
+    model = build_model(len(inputs.speakers), normalize_embeddings=normalize_embeddings)
+    identity = model_identity(inputs.speakers)
+    start, source = restore(model, mode, identity, fresh)
+    if freeze:
+        freeze_below_softmax(model)
+    model.compile(optimizer=keras.optimizers.Adam(constants.LEARNING_RATE),
+                  loss={"softmax": "sparse_categorical_crossentropy", "embeddings": None},
+                  metrics={"softmax": ["accuracy"]})
+    end = start + epochs if epochs else constants.SOFTMAX_MAX_EPOCHS
+    run.write_settings({"mode": mode, "start_epoch": start, "end_epoch": end, "started_from": source,
+                        "normalize_embeddings": normalize_embeddings})
+    print(f"{mode}: {model.count_params():,} parameters ({constants.MODEL}), epochs {start + 1}-{end}, "
+          f"from {source}")
+    if start >= end:
+        print(f"{mode}: already at epoch {start}; nothing to do (raise --epochs or use --fresh)")
+    checkpoints = Checkpoints(run, identity, constants.CHECKPOINT_EVERY_EPOCHS)
+    callbacks = [
+        checkpoints,
+        keras.callbacks.EarlyStopping("val_softmax_accuracy", mode="max", min_delta=constants.EARLY_STOPPING_MIN_DELTA,
+                                      patience=constants.EARLY_STOPPING_PATIENCE),
+        keras.callbacks.ReduceLROnPlateau("val_loss", factor=constants.REDUCE_LR_FACTOR,
+                                          patience=constants.REDUCE_LR_PATIENCE, min_lr=constants.MIN_LEARNING_RATE),
+        keras.callbacks.CSVLogger(str(run.history), append=True),
+    ]
+    validation = WindowBatches(_validation_subset(inputs.test), shuffle=False)
+    model.fit(WindowBatches(inputs.train), validation_data=validation, initial_epoch=start, epochs=end,
+              callbacks=callbacks, verbose=verbose)
+    if checkpoints.failed:
+        raise NonFiniteLoss(f"{mode}: {checkpoints.failed}; training stopped, the last good checkpoint is "
+                            f"kept ({_latest_path(run)}). Try a lower LEARNING_RATE.")
+    probabilities = evaluation.predict_in_batches(model, inputs.test, "softmax")
+    window, utterance = evaluation.classification_accuracy(probabilities, inputs.test.labels, inputs.test.utterances)
+    print(f"{mode}: test accuracy {window:.1%} per window, {utterance:.1%} per utterance "
+          f"({len(inputs.test):,} windows of {len(inputs.test.utterance_keys)} utterances, "
+          f"normalisation {inputs.norm['method']})")
+    return {"window_accuracy": window, "utterance_accuracy": utterance, "model": model}
+
+
+def _validation_subset(window_set):
+    """A seeded sample of at most MAX_VALIDATION_WINDOWS test windows (all when 0 or fewer exist)."""
+    limit = constants.MAX_VALIDATION_WINDOWS
+    if limit <= 0 or len(window_set) <= limit:
+        return window_set
+    chosen = np.sort(np.random.default_rng(constants.SEED).choice(len(window_set), limit, replace=False))
+    return window_set.subset(chosen)
+
+
+def _latest_path(run):
+    """The latest checkpoint of `run`, or a note that there is none."""
+    state = run.state()
+    return run.folder / state["latest"] if state else "none yet"
+
+
+# ----------------------------------------------------------------------------------------------------
+# Triplet training
+# ----------------------------------------------------------------------------------------------------
+class TripletSampler:
+    """Triplet batches of one split: anchors and positives of speaker A, negatives of another speaker B."""
+
+    def __init__(self, window_set, rng):
+        self.window_set, self.rng = window_set, rng
+        self.by_speaker = [np.flatnonzero(window_set.labels == k) for k in range(window_set.labels.max() + 1)]
+        self.by_speaker = [windows for windows in self.by_speaker if len(windows)]
+
+    def batch(self, size=None):
+        """(windows, speaker labels) of size anchors + size positives + size negatives."""
+        size = size or constants.BATCH_SIZE // 3
+        a, b = self.rng.choice(len(self.by_speaker), 2, replace=False)
+        own, other = self.by_speaker[a], self.by_speaker[b]
+        anchors_positives = self.rng.choice(own, 2 * size, replace=len(own) < 2 * size)
+        negatives = self.rng.choice(other, size, replace=len(other) < size)
+        chosen = np.concatenate([anchors_positives, negatives])
+        return self.window_set.windows(chosen), self.window_set.labels[chosen]
+
+
+def train_triplet(inputs, steps=None, fresh=False, normalize_embeddings=False, progress=True):
+    """The original's triplet loop; returns the moving-average train and test losses at the end."""
+    run = RunFolder("triplet")
+    keras.utils.set_random_seed(constants.SEED)
+    model = build_model(len(inputs.speakers), normalize_embeddings=normalize_embeddings)
+    identity = model_identity(inputs.speakers)
+    start, source = restore(model, "triplet", identity, fresh)
+    model.get_layer("softmax").trainable = False  # the triplet loss does not reach the classifier
+    model.compile(optimizer=keras.optimizers.Adam(constants.LEARNING_RATE),
+                  loss={"embeddings": triplet_loss, "softmax": None})
+    end = start + steps if steps else constants.TRIPLET_MAX_STEPS
+    run.write_settings({"mode": "triplet", "start_step": start, "end_step": end, "started_from": source,
+                        "normalize_embeddings": normalize_embeddings})
+    print(f"triplet: {model.count_params():,} parameters ({constants.MODEL}), steps {start + 1}-{end}, from {source}")
+    rng = np.random.default_rng([constants.SEED, start])  # a resumed run draws new batches, reproducibly
+    train_batches, test_batches = TripletSampler(inputs.train, rng), TripletSampler(inputs.test, rng)
+    averages = {"loss": deque(maxlen=constants.MOVING_AVERAGE_STEPS),
+                "test_loss": deque(maxlen=constants.MOVING_AVERAGE_STEPS)}
+    bar = tqdm(range(start + 1, end + 1), desc="triplet", unit="step", disable=not progress)
+    with appending_csv(run.history, ("step", "loss", "test_loss")) as write_history:
+        for step in bar:
+            windows, labels = train_batches.batch()
+            targets = {"embeddings": np.zeros((len(labels), 1), np.float32), "softmax": labels}
+            loss = model.train_on_batch(windows, targets, return_dict=True)["loss"]
+            test_windows, test_labels = test_batches.batch()
+            test_loss = model.test_on_batch(test_windows, {"embeddings": targets["embeddings"], "softmax": test_labels},
+                                            return_dict=True)["loss"]
+            if not (math.isfinite(loss) and math.isfinite(test_loss)):
+                raise NonFiniteLoss(f"triplet: the loss became {loss} at step {step}; training stopped, the last "
+                                    f"good checkpoint is kept ({_latest_path(run)}). Try a lower LEARNING_RATE.")
+            averages["loss"].append(loss)
+            averages["test_loss"].append(test_loss)
+            write_history([step, f"{loss:.6f}", f"{test_loss:.6f}"])
+            if step % constants.PRINT_EVERY_STEPS == 0:
+                bar.set_postfix(loss=f"{np.mean(averages['loss']):.4f}", test_loss=f"{np.mean(averages['test_loss']):.4f}")
+            if step % constants.CHECKPOINT_EVERY_STEPS == 0 or step == end:
+                run.save(model, step, identity)
+    summary = {name: float(np.mean(values)) if values else float("nan") for name, values in averages.items()}
+    print(f"triplet: step {max(end, start)}, moving average over the last {len(averages['loss'])} steps: "
+          f"loss {summary['loss']:.4f}, test loss {summary['test_loss']:.4f}")
+    return {**summary, "model": model}
+
+
+@contextlib.contextmanager
+def appending_csv(path, header):
+    """Yield a function that appends a row to the CSV file at `path` (header once), flushed at each row."""
+    new = not Path(path).exists()
+    with open(path, "a", newline="") as handle:
+        writer = csv.writer(handle)
+        if new:
+            writer.writerow(header)
+
+        def write(row):
+            writer.writerow(row)
+            handle.flush()  # a killed run loses no step it reported
+        yield write

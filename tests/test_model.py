@@ -1,0 +1,68 @@
+"""The models and the cosine triplet loss."""
+import keras
+import numpy as np
+import pytest
+
+from ml.model import L2Normalization, build_model, freeze_below_softmax
+from ml.triplet_loss import triplet_loss
+
+
+def reference_loss(embeddings, margin=0.2):
+    unit = embeddings / np.linalg.norm(embeddings, axis=1, keepdims=True)
+    a, p, n = np.split(unit, 3)
+    return np.mean(np.maximum((a * n).sum(1) - (a * p).sum(1) + margin, 0))
+
+
+def test_triplet_loss_matches_a_numpy_reference_and_is_scale_free():
+    embeddings = np.random.default_rng(0).normal(size=(30, 8)).astype(np.float32)
+    loss = float(triplet_loss(None, embeddings))
+    assert loss == pytest.approx(reference_loss(embeddings), abs=1e-6)
+    scales = np.random.default_rng(1).uniform(0.1, 10, size=(30, 1)).astype(np.float32)
+    assert float(triplet_loss(None, embeddings * scales)) == pytest.approx(loss, abs=1e-5)
+
+
+def test_anchor_positive_negative_of_one_speaker_give_exactly_the_margin():
+    one = np.tile(np.random.default_rng(2).normal(size=(1, 8)).astype(np.float32), (3 * 5, 1))
+    assert float(triplet_loss(None, one)) == pytest.approx(0.2, abs=1e-6)
+    separated = np.concatenate([np.eye(8)[:1].repeat(10, 0), np.eye(8)[:1].repeat(10, 0), np.eye(8)[1:2].repeat(10, 0)])
+    assert float(triplet_loss(None, separated.astype(np.float32))) == pytest.approx(0.0, abs=1e-6)
+
+
+def test_parameter_counts_with_80_speakers():
+    conv, dense = build_model(80, "conv"), build_model(80, "dense")
+    print(f"conv {conv.count_params():,} parameters, dense {dense.count_params():,}")
+    assert 80_000 <= conv.count_params() <= 130_000
+    assert dense.count_params() == 390 * 200 + 200 + 200 * 80 + 80  # the original's 94,280
+    assert set(conv.output_names) == {"embeddings", "softmax"}
+
+
+def test_normalised_embeddings_have_unit_norm_and_softmax_sums_to_one():
+    model = build_model(5, normalize_embeddings=True)
+    out = model(np.random.default_rng(3).normal(size=(7, 10, 39)).astype(np.float32))
+    np.testing.assert_allclose(np.linalg.norm(np.asarray(out["embeddings"]), axis=1), 1, rtol=1e-5)
+    np.testing.assert_allclose(np.asarray(out["softmax"]).sum(axis=1), 1, rtol=1e-5)
+
+
+def test_models_save_and_load_in_keras_safe_mode(tmp_path):
+    model = build_model(4, "conv", normalize_embeddings=True)
+    model.save(tmp_path / "model.keras")
+    loaded = keras.models.load_model(tmp_path / "model.keras", safe_mode=True)
+    x = np.random.default_rng(4).normal(size=(3, 10, 39)).astype(np.float32)
+    np.testing.assert_allclose(np.asarray(loaded(x)["embeddings"]), np.asarray(model(x)["embeddings"]), rtol=1e-5)
+    assert isinstance(loaded.get_layer("embeddings"), L2Normalization)
+
+
+def test_weights_move_between_normalised_and_plain_embeddings(tmp_path):
+    plain, normalised = build_model(4, normalize_embeddings=False), build_model(4, normalize_embeddings=True)
+    plain.save_weights(tmp_path / "w.weights.h5")
+    normalised.load_weights(tmp_path / "w.weights.h5")
+    x = np.ones((2, 10, 39), np.float32)
+    raw = np.asarray(plain(x)["embeddings"])
+    np.testing.assert_allclose(np.asarray(normalised(x)["embeddings"]), raw / np.linalg.norm(raw, axis=1, keepdims=True),
+                               rtol=1e-5)
+
+
+def test_freezing_leaves_only_the_softmax_head_trainable():
+    model = build_model(4)
+    freeze_below_softmax(model)
+    assert [w.path for w in model.trainable_weights] == ["softmax/kernel", "softmax/bias"]
