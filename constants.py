@@ -102,6 +102,16 @@ PRINT_EVERY_STEPS = 10  # moving averages are printed this often ...
 MOVING_AVERAGE_STEPS = 100  # ... over this many last steps
 
 # ----------------------------------------------------------------------------------------------------
+# Evaluation (ml/2_evaluate_unseen_speakers.py) and inference (ml/3_embed_verify_identify.py)
+# ----------------------------------------------------------------------------------------------------
+SAP_SAN_WINDOWS_PER_SPEAKER = 300  # windows per unseen speaker for the original's SAP/SAN check (seeded)
+MAX_IMPOSTOR_TRIALS = 200000  # different-speaker utterance pairs scored (seeded sample when there are more)
+DCF_P_TARGET = 0.01  # prior of a target trial in the detection cost (NIST SRE convention)
+DCF_COST_MISS = 1.0  # cost of missing a target trial
+DCF_COST_FALSE_ALARM = 1.0  # cost of accepting an impostor trial
+PROJECTION = "tsne"  # 2-D map of the unseen speakers' utterance embeddings: "tsne" or "pca"
+
+# ----------------------------------------------------------------------------------------------------
 # Demo corpus (audio/demo_corpus.py): a small synthetic VCTK-shaped corpus for the main command and tests
 # ----------------------------------------------------------------------------------------------------
 DEMO_NUM_SPEAKERS = 24  # speakers written
@@ -121,6 +131,7 @@ CHOICES = {  # names whose value must be one of these
                       "per_utterance_cmvn"),
     "DEMO_LAYOUT": ("0.92", "0.80"),
     "MODEL": ("conv", "dense"),
+    "PROJECTION": ("tsne", "pca"),
 }
 _TRUE, _FALSE = ("1", "true", "yes", "on"), ("0", "false", "no", "off")
 

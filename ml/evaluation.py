@@ -1,9 +1,23 @@
-"""Evaluation: what a model's outputs say about speakers it was trained on (and, later, unseen ones)."""
+"""Evaluation: closed-set accuracy on the training speakers, verification and SAP/SAN on unseen speakers.
+
+Error rates come from scikit-learn's ROC and DET curves. The unseen speakers' features are normalised
+with the inputs' method; under "per_speaker" that uses each speaker's own statistics (its identity), and
+the report says so.
+"""
+import itertools
+
 import numpy as np
+from sklearn.metrics import det_curve, roc_curve
 
 import constants
+import utils
+from ml import embeddings as emb
+from ml.normalization import LABEL_FREE
 
 
+# ----------------------------------------------------------------------------------------------------
+# Closed set: the training speakers' test utterances
+# ----------------------------------------------------------------------------------------------------
 def predict_in_batches(model, window_set, output, batch_size=None):
     """The `output` ("softmax" or "embeddings") of `model` for every window of `window_set`, in order."""
     batch_size = batch_size or constants.BATCH_SIZE
@@ -25,3 +39,97 @@ def classification_accuracy(probabilities, labels, utterances):
     present = np.bincount(utterances, minlength=count) > 0
     per_utterance = float(np.mean(pooled[present].argmax(axis=1) == truth[present]))
     return per_window, per_utterance
+
+
+# ----------------------------------------------------------------------------------------------------
+# Unseen speakers
+# ----------------------------------------------------------------------------------------------------
+def sap_san(window_embeddings_by_speaker, rng, per_speaker=None):
+    """The original's check: mean cosine distance of windows within a speaker (SAP) and across two (SAN).
+
+    Returns (overall SAP, overall SAN, matrix): matrix[i, j] is the mean distance between windows of
+    speakers i and j (SAP on the diagonal, pairs of a window with itself left out).
+    """
+    per_speaker = per_speaker or constants.SAP_SAN_WINDOWS_PER_SPEAKER
+    samples = []
+    for windows in window_embeddings_by_speaker:
+        chosen = rng.choice(len(windows), min(per_speaker, len(windows)), replace=False)
+        unit = windows[chosen] / np.maximum(np.linalg.norm(windows[chosen], axis=1, keepdims=True), 1e-12)
+        samples.append(unit)
+    count = len(samples)
+    matrix = np.zeros((count, count))
+    for i, j in itertools.combinations_with_replacement(range(count), 2):
+        distances = 1 - samples[i] @ samples[j].T
+        if i == j:
+            n = len(distances)
+            matrix[i, i] = (distances.sum() - np.trace(distances)) / max(n * (n - 1), 1)
+        else:
+            matrix[i, j] = matrix[j, i] = distances.mean()
+    off_diagonal = matrix[~np.eye(count, dtype=bool)]
+    return float(np.mean(np.diag(matrix))), float(off_diagonal.mean()) if count > 1 else float("nan"), matrix
+
+
+def verification_trials(utterance_embeddings, speakers, rng, max_impostors=None):
+    """(scores, is_target): cosine of every same-speaker pair and of different-speaker pairs (all, or a sample)."""
+    max_impostors = max_impostors or constants.MAX_IMPOSTOR_TRIALS
+    speakers = np.asarray(speakers)
+    first, second = np.triu_indices(len(speakers), k=1)
+    same = speakers[first] == speakers[second]
+    impostors = np.flatnonzero(~same)
+    if len(impostors) > max_impostors:
+        impostors = np.sort(rng.choice(impostors, max_impostors, replace=False))
+    pairs = np.concatenate([np.flatnonzero(same), impostors])
+    scores = np.einsum("ij,ij->i", utterance_embeddings[first[pairs]], utterance_embeddings[second[pairs]])
+    return scores, same[pairs]
+
+
+def equal_error_rate(scores, is_target):
+    """(EER, the score threshold at that point) from scikit-learn's ROC curve."""
+    false_alarm, hit, thresholds = roc_curve(is_target, scores)
+    miss = 1 - hit
+    index = int(np.nanargmin(np.abs(miss - false_alarm)))
+    return float((miss[index] + false_alarm[index]) / 2), float(thresholds[index])
+
+
+def min_dcf(scores, is_target, p_target=None, cost_miss=None, cost_false_alarm=None):
+    """Minimum normalised detection cost over thresholds, from scikit-learn's DET curve."""
+    p_target = constants.DCF_P_TARGET if p_target is None else p_target
+    cost_miss = constants.DCF_COST_MISS if cost_miss is None else cost_miss
+    cost_false_alarm = constants.DCF_COST_FALSE_ALARM if cost_false_alarm is None else cost_false_alarm
+    false_alarm, miss, _ = det_curve(is_target, scores)
+    # the DET curve leaves out the two trivial thresholds (accept all, reject all): add them
+    false_alarm, miss = np.concatenate([[1.0], false_alarm, [0.0]]), np.concatenate([[0.0], miss, [1.0]])
+    cost = cost_miss * p_target * miss + cost_false_alarm * (1 - p_target) * false_alarm
+    return float(cost.min() / min(cost_miss * p_target, cost_false_alarm * (1 - p_target)))
+
+
+def unseen_speaker_report(model, cache, corpus, unseen_speakers, norm, seed=None):
+    """Embeddings, SAP/SAN and verification figures of the unseen speakers (dict, plus arrays for plots)."""
+    rng = np.random.default_rng(constants.SEED if seed is None else seed)
+    speakers, frame_list = [], []
+    for speaker in unseen_speakers:
+        for utterance in corpus.utterances.get(speaker, []):
+            if cache.has(utterance.key):
+                speakers.append(speaker)
+                frame_list.append(emb.normalized_frames(cache.load(utterance.key), norm, speaker))
+    present = sorted(set(speakers))
+    if len(present) < 2:
+        raise utils.PipelineError(f"{len(present)} unseen speaker(s) with usable audio; the evaluation needs at "
+                                      f"least 2 (with DEEP_SPEAKER_SPLIT=auto, lower NUM_SPEAKERS_CLASSIFICATION_TASK)")
+    windows = emb.embed_windows(model, frame_list)
+    utterance_embeddings = np.stack([emb.pool(w) for w in windows])
+    by_speaker = [np.concatenate([w for w, s in zip(windows, speakers) if s == name]) for name in present]
+    sap, san, matrix = sap_san(by_speaker, rng)
+    scores, is_target = verification_trials(utterance_embeddings, speakers, rng)
+    if is_target.all() or not is_target.any():
+        raise utils.PipelineError("the unseen speakers need at least two utterances each for verification trials")
+    eer, threshold = equal_error_rate(scores, is_target)
+    report = {"eer": eer, "eer_threshold": threshold, "min_dcf": min_dcf(scores, is_target),
+              "min_dcf_p_target": constants.DCF_P_TARGET, "sap": sap, "san": san,
+              "num_unseen_speakers": len(present), "num_unseen_utterances": len(speakers),
+              "num_trials": int(len(scores)), "num_target_trials": int(is_target.sum()),
+              "normalization": norm["method"], "label_free": norm["method"] in LABEL_FREE,
+              "sap_san_per_speaker": {"speakers": present, "mean_cosine_distance": matrix.round(4).tolist()}}
+    arrays = {"scores": scores, "is_target": is_target, "utterance_embeddings": utterance_embeddings,
+              "utterance_speakers": np.array(speakers), "distance_matrix": matrix, "speakers": present}
+    return report, arrays

@@ -8,7 +8,7 @@ from click.testing import CliRunner
 
 import constants
 import utils
-from ml import training
+from ml import checkpoints, training
 from ml.model import build_model
 
 
@@ -20,7 +20,7 @@ def load_script():
 
 
 def history_rows(mode):
-    with open(training.RunFolder(mode).history) as handle:
+    with open(checkpoints.RunFolder(mode).history) as handle:
         return list(csv.DictReader(handle))
 
 
@@ -79,7 +79,7 @@ def test_a_non_finite_loss_stops_the_run_and_keeps_the_last_good_checkpoint(smal
     assert utils.read_json(workdir / "runs" / "softmax" / "state.json")["count"] == 1
     with pytest.raises(training.NonFiniteLoss, match="step 1"):
         training.train_triplet(small_inputs, steps=3, progress=False)
-    assert training.RunFolder("triplet").state() is None
+    assert checkpoints.RunFolder("triplet").state() is None
 
 
 @pytest.mark.parametrize("flags, message", [

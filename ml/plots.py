@@ -1,0 +1,99 @@
+"""PNG figures of an evaluation: DET curve, score histograms, a 2-D map of embeddings, training curves."""
+import csv
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")  # files only: no screen needed
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+from sklearn.decomposition import PCA  # noqa: E402
+from sklearn.manifold import TSNE  # noqa: E402
+from sklearn.metrics import DetCurveDisplay  # noqa: E402
+
+import constants  # noqa: E402
+
+
+def _save(figure, path):
+    """Write `figure` to `path` and release it."""
+    figure.tight_layout()
+    figure.savefig(path, dpi=110)
+    plt.close(figure)
+    return Path(path)
+
+
+def det_plot(scores, is_target, eer, path):
+    """DET curve of the verification trials (normal-deviate axes), with the EER marked in the legend."""
+    figure, axis = plt.subplots(figsize=(5, 5))
+    DetCurveDisplay.from_predictions(is_target, scores, ax=axis, name=f"unseen speakers (EER {eer:.1%})")
+    axis.set(title="Speaker verification, utterance embeddings", xlabel="false alarm rate (impostor accepted)",
+             ylabel="miss rate (same speaker rejected)")
+    return _save(figure, path)
+
+
+def score_histograms(scores, is_target, threshold, path):
+    """Histograms of same-speaker and different-speaker cosine scores, and the EER threshold."""
+    figure, axis = plt.subplots(figsize=(6, 4))
+    bins = np.linspace(min(scores.min(), -1e-3), max(scores.max(), 1e-3), 60)
+    axis.hist(scores[~is_target], bins=bins, density=True, alpha=0.6, label=f"different speakers ({(~is_target).sum():,})")
+    axis.hist(scores[is_target], bins=bins, density=True, alpha=0.6, label=f"same speaker ({is_target.sum():,})")
+    axis.axvline(threshold, color="k", linestyle="--", label=f"EER threshold {threshold:.3f}")
+    axis.set_xlabel("cosine score")
+    axis.set_ylabel("density")
+    axis.legend()
+    return _save(figure, path)
+
+
+def embedding_map(embeddings, speakers, path, method=None):
+    """The utterance embeddings in 2-D (t-SNE or PCA), one colour per speaker."""
+    method = method or constants.PROJECTION
+    if method == "tsne" and len(embeddings) > 5:
+        points = TSNE(2, perplexity=min(30.0, (len(embeddings) - 1) / 3), init="pca",
+                      random_state=constants.SEED).fit_transform(embeddings)
+    else:
+        method, points = "pca", PCA(2, random_state=constants.SEED).fit_transform(embeddings)
+    figure, axis = plt.subplots(figsize=(6, 6))
+    names = sorted(set(speakers))
+    colours = plt.get_cmap("tab20" if len(names) <= 20 else "gist_ncar", len(names))
+    for index, name in enumerate(names):
+        mine = np.asarray(speakers) == name
+        axis.scatter(points[mine, 0], points[mine, 1], s=14, color=colours(index), label=name)
+    if len(names) <= 20:
+        axis.legend(fontsize=7, markerscale=1.2, ncol=2)
+    axis.set_title(f"Unseen speakers' utterance embeddings ({method.upper() if method == 'pca' else 't-SNE'})")
+    axis.set_xticks([])
+    axis.set_yticks([])
+    return _save(figure, path)
+
+
+def training_curves(histories, path):
+    """Loss and accuracy per epoch of the softmax runs, and the triplet loss per step (moving average)."""
+    figure, axes = plt.subplots(1, 2, figsize=(11, 4))
+    for mode in ("softmax", "frozen"):
+        rows = _read_csv(histories.get(mode))
+        if rows:
+            epochs = [int(r["epoch"]) + 1 for r in rows]
+            axes[0].plot(epochs, [float(r["softmax_accuracy"]) for r in rows], label=f"{mode} train")
+            axes[0].plot(epochs, [float(r["val_softmax_accuracy"]) for r in rows], "--", label=f"{mode} test")
+    axes[0].set(xlabel="epoch", ylabel="accuracy per window", title="Softmax training")
+    rows = _read_csv(histories.get("triplet"))
+    if rows:
+        steps = np.array([int(r["step"]) for r in rows])
+        for key in ("loss", "test_loss"):
+            values = np.array([float(r[key]) for r in rows])
+            width = min(constants.MOVING_AVERAGE_STEPS, len(values))
+            smooth = np.convolve(values, np.ones(width) / width, mode="valid")
+            axes[1].plot(steps[width - 1:], smooth, label=key.replace("_", " "))
+    axes[1].set(xlabel="step", ylabel="triplet loss (moving average)", title="Triplet training")
+    for axis in axes:
+        if axis.lines:
+            axis.legend()
+    return _save(figure, path)
+
+
+def _read_csv(path):
+    """Rows of a history CSV file, or [] when there is none."""
+    if path is None or not Path(path).exists():
+        return []
+    with open(path, newline="") as handle:
+        return list(csv.DictReader(handle))
