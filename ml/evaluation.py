@@ -85,7 +85,7 @@ def verification_trials(utterance_embeddings, speakers, rng, max_impostors=None)
 
 def equal_error_rate(scores, is_target):
     """(EER, the score threshold at that point) from scikit-learn's ROC curve."""
-    false_alarm, hit, thresholds = roc_curve(is_target, scores)
+    false_alarm, hit, thresholds = roc_curve(is_target, scores, drop_intermediate=False)
     miss = 1 - hit
     index = int(np.nanargmin(np.abs(miss - false_alarm)))
     return float((miss[index] + false_alarm[index]) / 2), float(thresholds[index])

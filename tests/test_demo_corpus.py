@@ -44,11 +44,11 @@ def corpus(tmp_path_factory):
     return write(tmp_path_factory.mktemp("corpus"))
 
 
-@pytest.mark.parametrize("layout, sample_rate, audio_folder, suffix, subtype_format", [
+@pytest.mark.parametrize("layout, sample_rate, audio_folder, suffix, file_format", [
     ("0.92", 16000, "wav48_silence_trimmed", "_mic1.flac", "FLAC"),
     ("0.80", 48000, "wav48", ".wav", "WAV"),
 ])
-def test_layout(tmp_path, layout, sample_rate, audio_folder, suffix, subtype_format):
+def test_layout(tmp_path, layout, sample_rate, audio_folder, suffix, file_format):
     """Every release's folders, names, format, sample rate and channel count."""
     root = write(tmp_path, layout=layout, sample_rate=sample_rate)
     assert root == tmp_path
@@ -61,7 +61,7 @@ def test_layout(tmp_path, layout, sample_rate, audio_folder, suffix, subtype_for
         if name.startswith(audio_folder):
             info = sf.info(root / name)
             assert (info.samplerate, info.channels) == (sample_rate, 1)
-            assert (info.format, info.subtype) == (subtype_format, "PCM_16")
+            assert (info.format, info.subtype) == (file_format, "PCM_16")
 
 
 def test_defaults_come_from_constants_at_call_time(tmp_path, monkeypatch):

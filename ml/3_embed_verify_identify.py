@@ -1,0 +1,83 @@
+"""Stage 3: use the trained model on any recordings (wav or flac, any sample rate).
+
+    python ml/3_embed_verify_identify.py embed me.wav [--out me.npy]
+    python ml/3_embed_verify_identify.py verify a.flac b.wav
+    python ml/3_embed_verify_identify.py enroll alice alice1.wav alice2.wav
+    python ml/3_embed_verify_identify.py identify who.wav
+
+Reads  the latest checkpoint in <workdir>/runs/, <workdir>/inputs/norm.json, and the EER threshold of
+       <workdir>/evaluation/report.json (verify and identify).
+Writes embed: the .npy file; enroll: <workdir>/gallery/<name>.npy
+"""
+import sys
+from pathlib import Path
+
+import click
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run as a script from anywhere: find the project
+
+import numpy as np  # noqa: E402
+
+import utils  # noqa: E402
+from ml.inference import Speakers  # noqa: E402
+
+AUDIO = click.Path(dir_okay=False, path_type=Path)
+
+
+@click.group()
+def main():
+    """Embed, verify, enroll and identify recordings with the latest trained model."""
+    utils.print_overrides()
+
+
+@main.command()
+@click.argument("audio", type=AUDIO)
+@click.option("--out", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="Where to write the embedding [default: AUDIO with .npy].")
+@utils.friendly_errors
+def embed(audio, out):
+    """Write the embedding of AUDIO as a .npy file."""
+    vector = Speakers().embed(audio)
+    out = out or audio.with_suffix(".npy")
+    with utils.atomic_path(out) as tmp:
+        with open(tmp, "wb") as handle:
+            np.save(handle, vector.astype(np.float32), allow_pickle=False)
+    print(f"{audio}: embedding of {vector.size} values written to {out}")
+
+
+@main.command()
+@click.argument("first", type=AUDIO)
+@click.argument("second", type=AUDIO)
+@utils.friendly_errors
+def verify(first, second):
+    """Say whether FIRST and SECOND are spoken by the same speaker."""
+    speakers = Speakers()
+    score, same = speakers.verify(first, second)
+    print(f"score {score:.3f}, threshold {speakers.threshold():.3f} (EER point of the last evaluation): "
+          f"{'same speaker' if same else 'different speakers'}")
+
+
+@main.command()
+@click.argument("name")
+@click.argument("audio", type=AUDIO, nargs=-1, required=True)
+@utils.friendly_errors
+def enroll(name, audio):
+    """Enroll NAME from one or more AUDIO files into the gallery."""
+    target = Speakers().enroll(name, list(audio))
+    print(f"enrolled {name} from {len(audio)} file(s): {target}")
+
+
+@main.command()
+@click.argument("audio", type=AUDIO)
+@utils.friendly_errors
+def identify(audio):
+    """Find the enrolled speaker of AUDIO ("unknown" when no score reaches the threshold)."""
+    speakers = Speakers()
+    name, scores = speakers.identify(audio)
+    for candidate, score in list(scores.items())[:5]:
+        print(f"  {candidate:20s} {score:.3f}")
+    print(f"{audio}: {name} (threshold {speakers.threshold():.3f})")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,74 @@
+"""Evaluation metrics and plots on synthetic embeddings whose answer is known."""
+import numpy as np
+import pytest
+
+from ml import evaluation, plots
+
+
+def clustered(rng, speakers=6, per_speaker=8, spread=0.05, size=16):
+    centres = rng.normal(size=(speakers, size))
+    points = np.repeat(centres, per_speaker, axis=0) + spread * rng.normal(size=(speakers * per_speaker, size))
+    return points / np.linalg.norm(points, axis=1, keepdims=True), np.repeat([f"s{i}" for i in range(speakers)], per_speaker)
+
+
+def test_perfectly_separated_speakers_give_zero_eer_and_min_dcf():
+    rng = np.random.default_rng(0)
+    embeddings, speakers = clustered(rng)
+    scores, is_target = evaluation.verification_trials(embeddings, speakers, rng)
+    assert is_target.sum() == 6 * 8 * 7 // 2 and len(scores) == 48 * 47 // 2
+    eer, threshold = evaluation.equal_error_rate(scores, is_target)
+    assert eer == pytest.approx(0, abs=1e-9) and scores[~is_target].max() <= threshold <= scores[is_target].min()
+    assert evaluation.min_dcf(scores, is_target) == pytest.approx(0, abs=1e-9)
+
+
+def test_random_embeddings_give_an_eer_near_one_half_and_min_dcf_near_one():
+    rng = np.random.default_rng(1)
+    embeddings = rng.normal(size=(400, 16))
+    embeddings /= np.linalg.norm(embeddings, axis=1, keepdims=True)
+    speakers = np.repeat(np.arange(40), 10)
+    scores, is_target = evaluation.verification_trials(embeddings, speakers, rng, max_impostors=20000)
+    assert len(scores) == is_target.sum() + 20000
+    eer, _ = evaluation.equal_error_rate(scores, is_target)
+    assert 0.4 < eer <= 0.5 + 1e-9
+    assert 0.9 < evaluation.min_dcf(scores, is_target) <= 1.0
+
+
+def test_eer_of_known_scores():
+    scores = np.array([0.9, 0.8, 0.7, 0.6, 0.75, 0.5, 0.4, 0.3])
+    is_target = np.array([1, 1, 1, 1, 0, 0, 0, 0], bool)
+    eer, threshold = evaluation.equal_error_rate(scores, is_target)
+    assert eer == pytest.approx(0.25) and threshold == pytest.approx(0.7)
+
+
+def test_sap_is_far_below_san_for_separated_speakers():
+    rng = np.random.default_rng(2)
+    embeddings, speakers = clustered(rng, speakers=4, per_speaker=50)
+    by_speaker = [embeddings[speakers == name] for name in sorted(set(speakers))]
+    sap, san, matrix = evaluation.sap_san(by_speaker, rng, per_speaker=30)
+    assert matrix.shape == (4, 4) and np.allclose(matrix, matrix.T)
+    assert sap < 0.01 < 0.5 < san and np.allclose(np.diag(matrix).mean(), sap)
+
+
+def test_classification_accuracy_per_window_and_per_utterance():
+    probabilities = np.array([[0.9, 0.1], [0.4, 0.6], [0.45, 0.55], [0.2, 0.8], [0.3, 0.7]])
+    labels, utterances = np.array([0, 0, 0, 1, 1]), np.array([0, 0, 1, 2, 2])
+    window, utterance = evaluation.classification_accuracy(probabilities, labels, utterances)
+    assert window == pytest.approx(3 / 5) and utterance == pytest.approx(2 / 3)
+
+
+def test_plots_are_written(tmp_path):
+    rng = np.random.default_rng(3)
+    embeddings, speakers = clustered(rng, spread=0.5)
+    scores, is_target = evaluation.verification_trials(embeddings, speakers, rng)
+    eer, threshold = evaluation.equal_error_rate(scores, is_target)
+    history = tmp_path / "history.csv"
+    history.write_text("step,loss,test_loss\n" + "".join(f"{i},{1 / i:.4f},{1.1 / i:.4f}\n" for i in range(1, 30)))
+    softmax = tmp_path / "softmax.csv"
+    softmax.write_text("epoch,loss,softmax_accuracy,val_loss,val_softmax_accuracy\n0,2,0.3,2.1,0.25\n1,1,0.6,1.5,0.5\n")
+    written = [plots.det_plot(scores, is_target, eer, tmp_path / "det.png"),
+               plots.score_histograms(scores, is_target, threshold, tmp_path / "hist.png"),
+               plots.embedding_map(embeddings, speakers, tmp_path / "map.png"),
+               plots.embedding_map(embeddings, speakers, tmp_path / "pca.png", method="pca"),
+               plots.training_curves({"triplet": history, "softmax": softmax, "frozen": None}, tmp_path / "curves.png")]
+    for path in written:
+        assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and path.stat().st_size > 5000
