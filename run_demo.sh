@@ -18,3 +18,15 @@ python -m audio.demo_corpus "$VCTK_CORPUS_PATH"
 
 stage 1 "feature cache and train/test inputs"
 python ml/0_generate_inputs.py
+
+stage 2 "softmax pre-training"
+python ml/1_train_triplet_softmax_model.py --loss_on_softmax --epochs 10
+
+stage 3 "cosine triplet training of the embeddings"
+python ml/1_train_triplet_softmax_model.py --loss_on_embeddings --normalize_embeddings --steps 300
+
+stage 4 "softmax re-trained on the frozen embeddings (the accuracy check)"
+python ml/1_train_triplet_softmax_model.py --loss_on_softmax --freeze_embedding_weights --normalize_embeddings --epochs 5
+
+stage 5 "evaluation on the unseen speakers: $DEEP_SPEAKER_WORKDIR/evaluation/"
+python ml/2_evaluate_unseen_speakers.py

@@ -19,7 +19,6 @@ with numpy; there are no per-sample Python loops.
 Every random draw comes from generators seeded by (seed, speaker index[, utterance number]), so the same
 arguments write the same bytes, and speaker k sounds the same whatever the number of speakers written.
 """
-import os
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import NamedTuple
@@ -32,6 +31,7 @@ from scipy.ndimage import gaussian_filter1d
 from tqdm import tqdm
 
 import constants
+import utils
 
 # ----------------------------------------------------------------------------------------------------
 # Corpus layout
@@ -54,7 +54,6 @@ LAYOUTS = {
 TEXT_FOLDER = "txt"
 SPEAKER_INFO_FILE = "speaker-info.txt"
 SPEAKER_INFO_HEADER = "ID  AGE  GENDER  ACCENTS  REGION"
-PARTIAL_SUFFIX = ".part"  # an interrupted write leaves only this; the next run overwrites it
 
 # ----------------------------------------------------------------------------------------------------
 # Phone inventory. Formant targets are for an average adult male vocal tract (scale 1.0) and are scaled
@@ -539,9 +538,8 @@ def utterance_paths(root, layout, speaker_index, number):
 def _write_atomically(path, write):
     """Call write(temporary path) next to `path`, then rename it over `path`."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    partial = path.with_name(path.name + PARTIAL_SUFFIX)
-    write(partial)
-    os.replace(partial, path)
+    with utils.atomic_path(path) as partial:
+        write(partial)
 
 
 def _speaker_info(voices):
@@ -585,6 +583,8 @@ def write_demo_corpus(root, num_speakers=None, utterances_per_speaker=None, samp
     if min(num_speakers, utterances, sample_rate) < 1 or seed < 0:
         raise ValueError("speakers, utterances and sample rate must be positive, the seed non-negative")
     root = Path(root)
+    if root.exists():
+        utils.remove_stale_temporaries(root)  # left by an interrupted run
     voices = [draw_voice(np.random.default_rng([seed, 0, k])) for k in range(num_speakers)]
     with tqdm(total=num_speakers * utterances, desc="demo corpus", unit="utt", disable=not progress) as bar:
         for k, voice in enumerate(voices):
@@ -620,8 +620,7 @@ def _help(text, name):
               help=_help("The same seed writes the same bytes.", "DEMO_SEED"))
 def main(out_dir, speakers, utterances, sample_rate, layout, seed):
     """Write a synthetic VCTK-shaped corpus to OUT_DIR (files already there are kept)."""
-    for name, value in constants.OVERRIDES.items():
-        click.echo(f"override: {name}={value!r}")
+    utils.print_overrides()
     root = write_demo_corpus(out_dir, speakers, utterances, sample_rate, layout, seed)
     speakers = _setting(speakers, "DEMO_NUM_SPEAKERS")
     utterances = _setting(utterances, "DEMO_UTTERANCES_PER_SPEAKER")

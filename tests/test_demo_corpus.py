@@ -116,12 +116,12 @@ def test_resume_skips_existing_files_and_completes_the_corpus(tmp_path):
     root = write(tmp_path / "resumed", utterances_per_speaker=1)
     (root / "txt/p226/p226_001.txt").unlink()
     (root / "wav48_silence_trimmed/p227/p227_001_mic1.flac").unlink()
-    (root / "wav48_silence_trimmed/p227/p227_001_mic1.flac.part").write_bytes(b"interrupted")
+    (root / "wav48_silence_trimmed/p227/.tmp-12345-p227_001_mic1.flac").write_bytes(b"interrupted")
     before = mtimes(root)
     write(root)
     assert tree(root) == reference
     after = mtimes(root)
-    kept = [name for name in before if not name.endswith(".part") and name != "speaker-info.txt"]
+    kept = [name for name in before if ".tmp-" not in name and name != "speaker-info.txt"]
     assert kept and all(after[name] == before[name] for name in kept)
 
 
