@@ -37,8 +37,6 @@ class Speakers:
         """The unit-length embedding of one audio file; PipelineError when the file gives no features."""
         try:
             frames = features.utterance_features(path)
-        except FileNotFoundError:
-            raise utils.PipelineError(f"{path}: no such file") from None
         except features.UnusableAudio as reason:
             raise utils.PipelineError(f"{path}: {reason}") from None
         window_embeddings = embeddings.embed_windows(self.model, [embeddings.normalized_frames(frames, self.norm)])[0]

@@ -1,0 +1,129 @@
+"""Evaluation script and inference on a tiny demo corpus with a briefly trained model."""
+import importlib.util
+import json
+
+import librosa
+import numpy as np
+import pytest
+import soundfile as sf
+from click.testing import CliRunner
+
+import constants
+import utils
+from audio.cache import FeatureCache
+from audio.corpus import find_corpus, split_speakers
+from audio.demo_corpus import write_demo_corpus
+from ml import inputs as ml_inputs
+from ml import training
+from ml.inference import UNKNOWN, Speakers
+
+
+def load_script(path):
+    spec = importlib.util.spec_from_file_location(path.replace("/", "_"), path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    """A demo corpus of 5 speakers (3 train, 2 unseen), its inputs, a model trained for 2 epochs, evaluated."""
+    root = tmp_path_factory.mktemp("inference")
+    with pytest.MonkeyPatch.context() as patch:
+        for name, value in {"WORKDIR": str(root / "work"), "NUM_WORKERS": 1, "SPLIT": "auto", "BATCH_SIZE": 120,
+                            "NUM_SPEAKERS_CLASSIFICATION_TASK": 3, "MAX_COUNT_PER_CLASS": 30,
+                            "CORPUS_PATH": str(root / "corpus")}.items():
+            patch.setattr(constants, name, value)
+        write_demo_corpus(root / "corpus", num_speakers=5, utterances_per_speaker=5, progress=False)
+        corpus = find_corpus()
+        train, unseen = split_speakers(corpus.speakers)
+        cache = FeatureCache(corpus.root)
+        cache.build([u for s in corpus.speakers for u in corpus.utterances[s]], progress=False)
+        built = ml_inputs.build_inputs(cache, corpus, train, unseen, progress=False)
+        ml_inputs.save_inputs(built, ml_inputs.expected_record(cache, corpus, train, unseen))
+        training.train_softmax(built, epochs=2, verbose=0)
+        result = CliRunner().invoke(load_script("ml/2_evaluate_unseen_speakers.py").main, [])
+        yield root, corpus, result
+
+
+def test_the_evaluation_writes_a_report_with_every_field_and_the_plots(trained):
+    root, _, result = trained
+    assert result.exit_code == 0, result.output
+    assert "EER = " in result.output and "SAP = " in result.output
+    report = json.loads((root / "work" / "evaluation" / "report.json").read_text())
+    for key in ("eer", "min_dcf", "sap", "san", "identification_accuracy", "num_unseen_speakers", "num_trials"):
+        assert key in report
+    assert 0 <= report["eer"] <= 0.5 and 0 <= report["min_dcf"] <= 1 and 0 <= report["identification_accuracy"] <= 1
+    assert report["num_unseen_speakers"] == 2 and report["num_trials"] == 10 * 9 // 2 and report["label_free"]
+    assert 0 <= report["sap"] <= 2 and 0 <= report["san"] <= 2
+    for name in ("det_curve", "score_histograms", "embedding_map", "training_curves"):
+        assert (root / "work" / "evaluation" / f"{name}.png").stat().st_size > 5000
+
+
+@pytest.fixture
+def speakers(trained, monkeypatch):
+    root, corpus, _ = trained
+    monkeypatch.setattr(constants, "WORKDIR", str(root / "work"))
+    return Speakers(), corpus
+
+
+def test_embed_is_deterministic_unit_length_and_resampling_invariant(speakers, tmp_path):
+    model, corpus = speakers
+    path = corpus.utterances["p228"][0].path
+    first, second = model.embed(path), model.embed(path)
+    np.testing.assert_array_equal(first, second)
+    assert first.shape == (constants.EMBEDDING_SIZE,) and np.linalg.norm(first) == pytest.approx(1, abs=1e-5)
+    audio, rate = sf.read(path)
+    sf.write(tmp_path / "same-at-48k.wav", librosa.resample(audio, orig_sr=rate, target_sr=48000), 48000)
+    assert float(first @ model.embed(tmp_path / "same-at-48k.wav")) > 0.99
+
+
+def test_verify_enroll_and_identify_speakers_never_seen_in_training(speakers, monkeypatch):
+    model, corpus = speakers
+    monkeypatch.setattr(Speakers, "threshold", lambda self: 0.5)
+    p228, p229 = corpus.utterances["p228"], corpus.utterances["p229"]
+    score, same = model.verify(p228[0].path, p228[0].path)
+    assert score == pytest.approx(1, abs=1e-5) and same
+    model.enroll("p228", [p228[0].path])
+    model.enroll("p229", [u.path for u in p229[:3]])
+    assert set(model.enrolled()) == {"p228", "p229"}
+    name, scores = model.identify(p228[0].path)  # its own enrollment: a perfect match
+    assert name == "p228" and scores["p228"] == pytest.approx(1, abs=1e-5) and list(scores)[0] == "p228"
+    name, scores = model.identify(p229[4].path)
+    assert list(scores.values()) == sorted(scores.values(), reverse=True)
+    assert name == (list(scores)[0] if list(scores.values())[0] >= 0.5 else UNKNOWN)
+    monkeypatch.setattr(Speakers, "threshold", lambda self: 1.01)  # nobody reaches it
+    assert model.identify(p228[0].path)[0] == UNKNOWN
+
+
+def test_the_real_threshold_comes_from_the_evaluation(speakers, trained):
+    model, _ = speakers
+    report = json.loads((trained[0] / "work" / "evaluation" / "report.json").read_text())
+    assert model.threshold() == report["eer_threshold"]
+
+
+@pytest.mark.parametrize("make, message", [
+    (lambda p: p.write_bytes(b"not audio at all"), "unreadable"),
+    (lambda p: sf.write(p, np.zeros(8000), 8000), "all-silent"),
+    (lambda p: sf.write(p, 0.5 * np.sin(np.arange(400)), 8000), "too short"),
+    (lambda p: None, "unreadable"),
+])
+def test_bad_files_give_clear_errors(speakers, tmp_path, make, message):
+    model, _ = speakers
+    path = tmp_path / "bad.wav"
+    make(path)
+    with pytest.raises(utils.PipelineError, match=message):
+        model.embed(path)
+
+
+def test_the_command_line_embeds_and_reports_errors_without_traceback(speakers, trained, tmp_path):
+    _, corpus = speakers
+    script = load_script("ml/3_embed_verify_identify.py").main
+    out = tmp_path / "e.npy"
+    result = CliRunner().invoke(script, ["embed", str(corpus.utterances["p229"][0].path), "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    assert np.load(out).shape == (constants.EMBEDDING_SIZE,)
+    bad = CliRunner().invoke(script, ["verify", str(tmp_path / "missing.wav"), str(out)])
+    assert bad.exit_code == 1 and "missing.wav" in str(bad.exception) + bad.output
+    enrol = CliRunner().invoke(script, ["enroll", "../escape", str(corpus.utterances["p229"][0].path)])
+    assert enrol.exit_code == 1
