@@ -56,7 +56,8 @@ def test_an_interrupted_build_resumes_without_corrupt_entries(corpus, workdir, m
     monkeypatch.setattr(cache_module, "_cache_one", dies_on_the_seventh)
     with pytest.raises(KeyboardInterrupt):
         cache.build(all_utterances(corpus), progress=False)
-    assert len(list(cache.folder.rglob("*.npy"))) == 6
+    assert sum(cache.has(u.key) for u in all_utterances(corpus)) == 6
+    assert len(list(cache.folder.rglob(".tmp-*"))) == 1  # what the killed write left
     monkeypatch.setattr(cache_module, "_cache_one", real)
     report = cache.build(all_utterances(corpus), progress=False)
     assert (report.already_cached, report.built) == (6, 14)
