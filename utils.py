@@ -96,7 +96,7 @@ def read_json(path, default=None):
 # ----------------------------------------------------------------------------------------------------
 # Reporting
 # ----------------------------------------------------------------------------------------------------
-def peak_memory_mb(children=False):
+def peak_memory_mib(children=False):
     """Peak resident memory of this process (or of its finished children) in MiB, as the OS counts it."""
     who = resource.RUSAGE_CHILDREN if children else resource.RUSAGE_SELF
     return resource.getrusage(who).ru_maxrss / 1024  # Linux reports KiB

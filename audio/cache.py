@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
+import threadpoolctl
 from tqdm import tqdm
 
 import constants
@@ -108,7 +109,10 @@ def _run_jobs(todo, workers):
 
 
 def _use_settings(settings):
-    """Give a worker process the feature settings of its parent (which may differ from constants.py)."""
+    """Prepare a worker: one BLAS thread, and the feature settings of its parent (maybe not constants.py's)."""
+    # The filterbank product inside python_speech_features is small: with one BLAS thread per core-sized
+    # worker it runs ~7x faster than with threads that fight the other workers for the same cores.
+    threadpoolctl.threadpool_limits(1)
     for name, value in settings.items():
         setattr(constants, name, value)
 

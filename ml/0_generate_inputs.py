@@ -50,10 +50,10 @@ def main(force, workers):
     for split in ("train", "test"):
         part = summary[split]
         print(f"{split}: windows {tuple(part['windows'])} from {part['utterances']} utterances, frames "
-              f"{tuple(part['frames'])} float32, {part['megabytes']} MB")
+              f"{tuple(part['frames'])} float32, {part['mebibytes']} MiB")
     print(f"inputs: {summary['speakers']} speakers, normalisation {summary['normalization']}, written to "
-          f"{folder} in {time.perf_counter() - start:.1f} s, peak memory {utils.peak_memory_mb():.0f} MB "
-          f"(cache workers {utils.peak_memory_mb(children=True):.0f} MB)")
+          f"{folder} in {time.perf_counter() - start:.1f} s, peak memory {utils.peak_memory_mib():.0f} MiB "
+          f"(cache workers {utils.peak_memory_mib(children=True):.0f} MiB)")
 
 
 if __name__ == "__main__":

@@ -133,11 +133,11 @@ def build_split(cache, keys_by_speaker, rng, progress=True, name="split"):
         utterance, begin, end = sample_segments(lengths[mine], constants.MAX_COUNT_PER_CLASS, rng)
         local_starts, counts = segment_window_starts(begin, end)
         window_utterance = np.repeat(utterance, counts) + first
-        starts.append(offsets[window_utterance] + local_starts)
+        starts.append((offsets[window_utterance] + local_starts).astype(np.int32))
         utterances.append(window_utterance.astype(np.int32))
         labels.append(np.full(len(local_starts), label, np.int32))
         first = mine.stop
-    return WindowSet(frames, np.concatenate(starts).astype(np.int32), np.concatenate(labels),
+    return WindowSet(frames, np.concatenate(starts), np.concatenate(labels),
                      np.concatenate(utterances), np.array(all_keys)), offsets
 
 
@@ -235,5 +235,5 @@ def describe(inputs):
     for split in ("train", "test"):
         part = getattr(inputs, split)
         summary[split] = {"windows": [len(part), width], "frames": list(part.frames.shape),
-                          "utterances": len(part.utterance_keys), "megabytes": round(part.nbytes() / 2**20, 1)}
+                          "utterances": len(part.utterance_keys), "mebibytes": round(part.nbytes() / 2**20, 1)}
     return summary

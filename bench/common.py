@@ -1,0 +1,56 @@
+"""What both benchmarks share: the machine they ran on, and the result table printed and written as JSON."""
+import datetime
+import os
+import platform
+import subprocess
+from pathlib import Path
+
+import utils
+
+REPO = Path(__file__).resolve().parents[1]
+GB = 1e9  # results are in decimal units: 1 GB = 10^9 bytes, 1 MB = 10^6 bytes
+MB = 1e6
+# numpy's BLAS runs matrix products on several threads unless these say otherwise; on a busy machine the
+# threads of parallel workers compete for the cores, so the setting is printed with every result
+BLAS_THREAD_VARIABLES = ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS")
+
+
+def machine():
+    """CPU model (/proc/cpuinfo), logical core count, `nproc` (cores usable here), Python, and the date."""
+    model = "unknown"
+    with open("/proc/cpuinfo") as cpuinfo:
+        for line in cpuinfo:
+            if line.startswith("model name"):
+                model = line.split(":", 1)[1].strip()
+                break
+    nproc = subprocess.run(["nproc"], capture_output=True, text=True, check=True).stdout.strip()
+    return {"cpu": model, "cores": os.cpu_count(), "nproc": int(nproc), "python": platform.python_version(),
+            "date": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
+            "load_average_1min_at_start": os.getloadavg()[0],
+            "blas_threads": {name: os.environ.get(name, "unset") for name in BLAS_THREAD_VARIABLES}}
+
+
+def machine_line(info, repeats):
+    """A line naming the machine, its load, the date and the number of repeats, printed above each table."""
+    blas = ", ".join(f"{name}={value}" for name, value in info["blas_threads"].items())
+    return (f"Machine: {info['cpu']}, {info['cores']} cores (nproc {info['nproc']}), Python {info['python']}, "
+            f"{blas}; 1-min load average {info['load_average_1min_at_start']:.1f} at start, "
+            f"{info['load_average_1min_at_end']:.1f} at end; {info['date']}; medians of {repeats} repeats.")
+
+
+def markdown_table(rows):
+    """A two-column markdown table of (measurement, value) rows."""
+    lines = ["| measurement | value |", "|---|---|"]
+    lines += [f"| {name} | {value} |" for name, value in rows]
+    return "\n".join(lines)
+
+
+def publish(record, rows, out):
+    """Print the machine line and the table, and write the record (with the table) as JSON to `out`."""
+    record["machine"]["load_average_1min_at_end"] = os.getloadavg()[0]
+    table = machine_line(record["machine"], record["repeats"]) + "\n\n" + markdown_table(rows)
+    print("\n" + table)
+    out = Path(out)
+    utils.ensure_writable_dir(out.parent)
+    utils.write_json(out, {**record, "table": table})
+    print(f"\nwritten to {out}")
