@@ -27,6 +27,7 @@ from pathlib import Path
 
 import click
 import numpy as np
+import threadpoolctl
 import python_speech_features as psf
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run as a script from anywhere: find the project
@@ -99,7 +100,16 @@ def compare(original, ours):
 
 
 def extraction_benchmark(corpus, count, repeats):
-    """Seconds per hour of audio of both methods (per repeat and median), their ratio, and the comparison."""
+    """Seconds per hour of audio of both methods (per repeat and median), their ratio, and the comparison.
+
+    Both run with one BLAS thread, as the cache workers do (audio/cache.py).
+    """
+    with threadpoolctl.threadpool_limits(1):
+        return _extraction_benchmark(corpus, count, repeats)
+
+
+def _extraction_benchmark(corpus, count, repeats):
+    """extraction_benchmark's measurements."""
     signals = voiced_sample(corpus, count)
     hours = sum(len(s) for s in signals) / constants.SAMPLE_RATE / 3600
     print(f"a. {len(signals)} utterances, {hours * 60:.1f} min of voiced audio at {constants.SAMPLE_RATE} Hz")

@@ -96,7 +96,10 @@ def train_softmax(inputs, epochs=None, fresh=False, freeze=False, normalize_embe
     print(f"{mode}: test accuracy {window:.1%} per window, {utterance:.1%} per utterance "
           f"({len(inputs.test):,} windows of {len(inputs.test.utterance_keys)} utterances, "
           f"normalisation {inputs.norm['method']})")
-    return {"window_accuracy": window, "utterance_accuracy": utterance, "model": model}
+    result = {"window_accuracy": window, "utterance_accuracy": utterance, "epoch": checkpoints.last_epoch or start,
+              "normalization": inputs.norm["method"]}
+    utils.write_json(run.folder / "result.json", result)
+    return {**result, "model": model}
 
 
 def _validation_subset(window_set):
@@ -176,6 +179,8 @@ def train_triplet(inputs, steps=None, fresh=False, normalize_embeddings=False, p
     summary = {name: float(np.mean(values)) if values else float("nan") for name, values in averages.items()}
     print(f"triplet: step {max(end, start)}, moving average over the last {len(averages['loss'])} steps: "
           f"loss {summary['loss']:.4f}, test loss {summary['test_loss']:.4f}")
+    summary["step"] = max(end, start)
+    utils.write_json(run.folder / "result.json", summary)
     return {**summary, "model": model}
 
 

@@ -1,0 +1,120 @@
+"""What the pipeline learns, end to end: the conv model beside the original dense one, label-free and not.
+
+For each configuration (model x normalisation) the numbered scripts run in order in a work dir of
+their own under --workdir: inputs, softmax pre-training (--epochs), an evaluation of the softmax
+embeddings, triplet training (--steps), frozen re-training (--frozen-epochs) and the final evaluation.
+The table collects the accuracies of the training speakers' test utterances, the triplet test loss
+(moving average) at 2k and 5k steps, and the unseen speakers' SAP/SAN, EER and minDCF.
+
+    VCTK_CORPUS_PATH=../shared/data/so-dev-vctk092 DEEP_SPEAKER_SPLIT=auto python bench/quality.py
+
+Each stage resumes, so an interrupted run can be started again with the same command.
+"""
+import csv
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import click
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+import utils  # noqa: E402
+
+TRAIN = "ml/1_train_triplet_softmax_model.py"
+
+
+def stage(env, *command):
+    """Run one numbered script with `env`; stop with its output when it fails."""
+    print(f"  $ {' '.join(command)}", flush=True)
+    result = subprocess.run([sys.executable, *command], cwd=REPO, env=env, capture_output=True, text=True)
+    if result.returncode != 0:
+        raise utils.PipelineError(f"{' '.join(command)} failed:\n{result.stdout[-2000:]}\n{result.stderr[-2000:]}")
+    return result.stdout
+
+
+def triplet_loss_at(history, step):
+    """Moving-average test loss over the MOVING_AVERAGE_STEPS (100) steps up to `step`, or None."""
+    if not history.exists():
+        return None
+    with open(history, newline="") as handle:
+        rows = [r for r in csv.DictReader(handle) if step - 100 < int(r["step"]) <= step]
+    return sum(float(r["test_loss"]) for r in rows) / len(rows) if len(rows) == 100 else None
+
+
+def run_configuration(model, normalization, workdir, epochs, steps, frozen_epochs):
+    """All stages of one configuration; returns its row of results."""
+    env = {**os.environ, "DEEP_SPEAKER_WORKDIR": str(workdir), "DEEP_SPEAKER_MODEL": model,
+           "DEEP_SPEAKER_NORMALIZATION": normalization}
+    start = time.perf_counter()
+    stage(env, "ml/0_generate_inputs.py")
+    stage(env, TRAIN, "--loss_on_softmax", "--epochs", str(epochs))
+    stage(env, "ml/2_evaluate_unseen_speakers.py", "--run", "softmax")
+    softmax_report = utils.read_json(workdir / "evaluation" / "report.json")
+    stage(env, TRAIN, "--loss_on_embeddings", "--normalize_embeddings", "--steps", str(steps))
+    stage(env, TRAIN, "--loss_on_softmax", "--freeze_embedding_weights", "--normalize_embeddings",
+          "--epochs", str(frozen_epochs))
+    stage(env, "ml/2_evaluate_unseen_speakers.py", "--run", "frozen")
+    report = utils.read_json(workdir / "evaluation" / "report.json")
+    softmax = utils.read_json(workdir / "runs" / "softmax" / "result.json")
+    frozen = utils.read_json(workdir / "runs" / "frozen" / "result.json")
+    history = workdir / "runs" / "triplet" / "history.csv"
+    return {"model": model, "normalization": normalization, "label_free": report["label_free"],
+            "softmax_epochs": epochs, "triplet_steps": steps, "frozen_epochs": frozen_epochs,
+            "softmax_window": softmax["window_accuracy"], "softmax_utterance": softmax["utterance_accuracy"],
+            "frozen_window": frozen["window_accuracy"], "frozen_utterance": frozen["utterance_accuracy"],
+            "triplet_test_loss_2k": triplet_loss_at(history, 2000),
+            "triplet_test_loss_5k": triplet_loss_at(history, 5000),
+            "softmax_only_eer": softmax_report["eer"], "softmax_only_min_dcf": softmax_report["min_dcf"],
+            "eer": report["eer"], "min_dcf": report["min_dcf"], "sap": report["sap"], "san": report["san"],
+            "num_unseen_speakers": report["num_unseen_speakers"], "minutes": (time.perf_counter() - start) / 60}
+
+
+def percent(value):
+    """A fraction as a percentage for the table, or a dash."""
+    return "-" if value is None else f"{value:.1%}"
+
+
+@click.command()
+@click.option("--configs", default="conv:global,dense:global,conv:per_speaker,dense:per_speaker", show_default=True,
+              help="Comma-separated model:normalisation pairs.")
+@click.option("--epochs", default=20, show_default=True, help="Softmax pre-training epochs.")
+@click.option("--steps", default=5000, show_default=True, help="Triplet steps.")
+@click.option("--frozen-epochs", default=5, show_default=True, help="Frozen re-training epochs.")
+@click.option("--workdir", type=click.Path(path_type=Path), default=None,
+              help="Parent of the configurations' work dirs [default: <work dir>/quality].")
+@utils.friendly_errors
+def main(configs, epochs, steps, frozen_epochs, workdir):
+    """Run every configuration through all stages and print one table."""
+    utils.print_overrides()
+    workdir = workdir or utils.work_path("quality")
+    rows = []
+    for config in configs.split(","):
+        model, normalization = config.split(":")
+        print(f"{model} model, {normalization} normalisation:", flush=True)
+        rows.append(run_configuration(model, normalization, workdir / f"{model}-{normalization}", epochs, steps,
+                                      frozen_epochs))
+        print(f"  done in {rows[-1]['minutes']:.0f} min: {json.dumps({k: v for k, v in rows[-1].items() if k != 'minutes'})}",
+              flush=True)
+    print(f"\n{time.strftime('%Y-%m-%d')}; softmax {epochs} epochs, triplet {steps} steps, frozen {frozen_epochs} "
+          f"epochs; accuracies on the training speakers' test utterances, the rest on the unseen speakers\n")
+    print("| model | normalisation | softmax acc. window / utterance | frozen acc. window / utterance | "
+          "frozen / softmax | triplet test loss 2k / 5k | SAP / SAN | EER softmax only | EER | minDCF |")
+    print("|---|---|---|---|---|---|---|---|---|---|")
+    for r in rows:
+        label = r["normalization"] + ("" if r["label_free"] else " (uses the speaker's identity)")
+        losses = " / ".join("-" if v is None else f"{v:.3f}" for v in (r["triplet_test_loss_2k"], r["triplet_test_loss_5k"]))
+        print(f"| {r['model']} | {label} | {percent(r['softmax_window'])} / {percent(r['softmax_utterance'])} | "
+              f"{percent(r['frozen_window'])} / {percent(r['frozen_utterance'])} | "
+              f"{r['frozen_window'] / r['softmax_window']:.2f} | {losses} | {r['sap']:.3f} / {r['san']:.3f} | "
+              f"{percent(r['softmax_only_eer'])} | {percent(r['eer'])} | {r['min_dcf']:.3f} |")
+    utils.ensure_writable_dir(workdir)
+    (workdir / "quality.json").write_text(json.dumps(rows, indent=2))
+
+
+if __name__ == "__main__":
+    main()
