@@ -10,6 +10,7 @@
 Files of any sample rate and length are preprocessed as in training (8 kHz mono, voice-only trim,
 MFCC + deltas, normalisation without knowing the speaker). Speakers need not be in the training set.
 """
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -32,6 +33,7 @@ class Speakers:
                                       "needs to know who is speaking; rebuild them with a label-free NORMALIZATION "
                                       "and retrain to embed recordings of unknown speakers")
         self.gallery = Path(gallery or utils.work_path("gallery"))
+        self._warned = False
 
     def embed(self, path):
         """The unit-length embedding of one audio file; PipelineError when the file gives no features."""
@@ -48,6 +50,10 @@ class Speakers:
         if report is None:
             raise utils.PipelineError("no evaluation yet, so no decision threshold: run "
                                       "`python ml/2_evaluate_unseen_speakers.py` first")
+        if report.get("checkpoint") != self.source and not self._warned:
+            self._warned = True
+            print(f"warning: the threshold comes from an evaluation of {report.get('checkpoint')}, not of {self.source}; "
+                  f"re-run ml/2_evaluate_unseen_speakers.py for a threshold that fits this model", file=sys.stderr)
         return report["eer_threshold"]
 
     def verify(self, first, second):
