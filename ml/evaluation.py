@@ -34,17 +34,14 @@ def predict_in_batches(model, window_set, output, batch_size=None):
     return np.concatenate(parts)[position]
 
 
-def classification_accuracy(probabilities, labels, utterances):
-    """(per-window accuracy, per-utterance accuracy).
-
-    An utterance's windows are pooled by summing their log-probabilities, i.e. treated as independent
-    evidence (on the dev corpus this beat averaging the probabilities: 90.0 % against 86.6 % per utterance
-    for a conv model after one epoch).
-    """
+def classification_accuracy(probabilities, labels, utterances, pooling=None):
+    """(per-window accuracy, per-utterance accuracy); UTTERANCE_POOLING says how windows are combined."""
+    pooling = pooling or constants.UTTERANCE_POOLING
     per_window = float(np.mean(probabilities.argmax(axis=1) == labels))
     count = utterances.max() + 1
+    evidence = np.log(np.maximum(probabilities, 1e-12)) if pooling == "log_probability" else probabilities
     pooled = np.zeros((count, probabilities.shape[1]))
-    np.add.at(pooled, utterances, np.log(np.maximum(probabilities, 1e-12)))
+    np.add.at(pooled, utterances, evidence)
     truth = np.full(count, -1)
     truth[utterances] = labels
     present = np.bincount(utterances, minlength=count) > 0

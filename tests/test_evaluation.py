@@ -54,6 +54,11 @@ def test_classification_accuracy_per_window_and_per_utterance():
     labels, utterances = np.array([0, 0, 0, 1, 1]), np.array([0, 0, 1, 2, 2])
     window, utterance = evaluation.classification_accuracy(probabilities, labels, utterances)
     assert window == pytest.approx(3 / 5) and utterance == pytest.approx(2 / 3)
+    # one window all but excluding class 0 outvotes three mild votes for it by log-probability only
+    probabilities = np.array([[0.7, 0.3], [0.7, 0.3], [0.7, 0.3], [0.001, 0.999]])
+    labels, utterances = np.zeros(4, int), np.zeros(4, int)
+    assert evaluation.classification_accuracy(probabilities, labels, utterances, "mean_probability")[1] == 1
+    assert evaluation.classification_accuracy(probabilities, labels, utterances, "log_probability")[1] == 0
 
 
 def test_plots_are_written(tmp_path):
