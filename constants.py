@@ -79,6 +79,7 @@ MODEL = "conv"
 EMBEDDING_SIZE = 200  # values per embedding (original: 200)
 CONV_FILTERS = [64, 96, 96]  # output channels of the convolutions, one entry per layer
 CONV_KERNEL = 3  # frames seen by each convolution
+DROPOUT = 0.3  # of the pooled features before fc1 while training (conv only): it overfits the train utterances
 
 # ----------------------------------------------------------------------------------------------------
 # Training (ml/1_train_triplet_softmax_model.py)
@@ -105,8 +106,8 @@ MOVING_AVERAGE_STEPS = 100  # ... over this many last steps
 # Evaluation (ml/2_evaluate_unseen_speakers.py) and inference (ml/3_embed_verify_identify.py)
 # ----------------------------------------------------------------------------------------------------
 # How an utterance's windows vote in closed-set identification: "log_probability" sums their log
-# probabilities (independent evidence; 90.0 % against 86.6 % per utterance for a conv model after one epoch
-# on the dev corpus), "mean_probability" averages their probabilities.
+# probabilities (independent evidence: one window that all but rules a speaker out counts), and
+# "mean_probability" averages their probabilities.
 UTTERANCE_POOLING = "log_probability"
 SAP_SAN_WINDOWS_PER_SPEAKER = 300  # windows per unseen speaker for the original's SAP/SAN check (seeded)
 MAX_IMPOSTOR_TRIALS = 200000  # different-speaker utterance pairs scored (seeded sample when there are more)

@@ -12,7 +12,7 @@ import utils
 
 PREDECESSORS = {"softmax": (), "triplet": ("softmax",), "frozen": ("triplet", "softmax")}
 UNITS = {"softmax": "epoch", "triplet": "step", "frozen": "epoch"}
-TRAINING_SETTINGS = ("MODEL", "EMBEDDING_SIZE", "CONV_FILTERS", "CONV_KERNEL", "BATCH_SIZE", "LEARNING_RATE",
+TRAINING_SETTINGS = ("MODEL", "EMBEDDING_SIZE", "CONV_FILTERS", "CONV_KERNEL", "DROPOUT", "BATCH_SIZE", "LEARNING_RATE",
                      "SOFTMAX_MAX_EPOCHS", "CHECKPOINT_EVERY_EPOCHS", "EARLY_STOPPING_MIN_DELTA",
                      "EARLY_STOPPING_PATIENCE", "REDUCE_LR_FACTOR", "REDUCE_LR_PATIENCE", "MIN_LEARNING_RATE",
                      "MAX_VALIDATION_WINDOWS", "TRIPLET_MARGIN", "TRIPLET_MAX_STEPS", "CHECKPOINT_EVERY_STEPS",

@@ -38,6 +38,7 @@ def conv_trunk(windows):
         x = layers.ReLU(name=f"conv{index}_relu")(x)
     pooled = layers.Concatenate(name="pool")([layers.GlobalAveragePooling1D(name="mean_pool")(x),
                                               layers.GlobalMaxPooling1D(name="max_pool")(x)])
+    pooled = layers.Dropout(constants.DROPOUT, seed=constants.SEED, name="dropout")(pooled)
     return layers.Dense(constants.EMBEDDING_SIZE, name="fc1")(pooled)
 
 
