@@ -8,7 +8,8 @@ The table collects the accuracies of the training speakers' test utterances, the
 
     VCTK_CORPUS_PATH=../shared/data/so-dev-vctk092 DEEP_SPEAKER_SPLIT=auto python bench/quality.py
 
-Each stage resumes, so an interrupted run can be started again with the same command.
+Each stage resumes and training stops at the given totals, so an interrupted run can be started again
+with the same command (a finished one then only re-runs the evaluations).
 """
 import csv
 import json
@@ -46,18 +47,26 @@ def triplet_loss_at(history, step):
     return sum(float(r["test_loss"]) for r in rows) / len(rows) if len(rows) == 100 else None
 
 
+def train_up_to(env, workdir, mode, total, *flags):
+    """Train `mode` until its checkpoint count reaches `total` (a re-run trains only what is missing)."""
+    state = utils.read_json(workdir / "runs" / mode / "state.json")
+    missing = total - (state["count"] if state else 0)
+    if missing > 0:
+        stage(env, TRAIN, *flags, "--steps" if mode == "triplet" else "--epochs", str(missing))
+
+
 def run_configuration(model, normalization, workdir, epochs, steps, frozen_epochs):
     """All stages of one configuration; returns its row of results."""
     env = {**os.environ, "DEEP_SPEAKER_WORKDIR": str(workdir), "DEEP_SPEAKER_MODEL": model,
            "DEEP_SPEAKER_NORMALIZATION": normalization}
     start = time.perf_counter()
     stage(env, "ml/0_generate_inputs.py")
-    stage(env, TRAIN, "--loss_on_softmax", "--epochs", str(epochs))
+    train_up_to(env, workdir, "softmax", epochs, "--loss_on_softmax")
     stage(env, "ml/2_evaluate_unseen_speakers.py", "--run", "softmax")
     softmax_report = utils.read_json(workdir / "evaluation" / "report.json")
-    stage(env, TRAIN, "--loss_on_embeddings", "--normalize_embeddings", "--steps", str(steps))
-    stage(env, TRAIN, "--loss_on_softmax", "--freeze_embedding_weights", "--normalize_embeddings",
-          "--epochs", str(frozen_epochs))
+    train_up_to(env, workdir, "triplet", steps, "--loss_on_embeddings", "--normalize_embeddings")
+    train_up_to(env, workdir, "frozen", frozen_epochs, "--loss_on_softmax", "--freeze_embedding_weights",
+                "--normalize_embeddings")
     stage(env, "ml/2_evaluate_unseen_speakers.py", "--run", "frozen")
     report = utils.read_json(workdir / "evaluation" / "report.json")
     softmax = utils.read_json(workdir / "runs" / "softmax" / "result.json")

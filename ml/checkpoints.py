@@ -37,8 +37,9 @@ class RunFolder:
         target = utils.ensure_writable_dir(self.folder / "weights") / name
         with utils.atomic_path(target) as tmp:
             model.save_weights(tmp)
-        utils.write_json(self.folder / "state.json", {"latest": f"weights/{name}", "count": count,
-                                                      "unit": UNITS[self.mode], "model": identity})
+        utils.write_json(self.folder / "state.json", {
+            "latest": f"weights/{name}", "count": count, "unit": UNITS[self.mode], "model": identity,
+            "normalize_embeddings": bool(model.get_layer("embeddings").active)})  # how to rebuild it for use
 
     def write_settings(self, extra):
         """Record the settings this run used (overwritten by each run; history.csv keeps every epoch/step)."""

@@ -38,7 +38,7 @@ def load_trained_model(run=None, checkpoint=None):
         raise utils.PipelineError(f"no checkpoint file {path}")
     stored = state["model"]
     check_compatible(stored, model_identity(stored["speakers"]), path)
-    model = build_model(stored["num_speakers"])
+    model = build_model(stored["num_speakers"], normalize_embeddings=state.get("normalize_embeddings", False))
     model.load_weights(path)
     return model, stored["speakers"], f"{path} ({run})"
 

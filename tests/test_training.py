@@ -8,7 +8,7 @@ from click.testing import CliRunner
 
 import constants
 import utils
-from ml import checkpoints, training
+from ml import checkpoints, embeddings, evaluation, training
 from ml.model import build_model
 
 
@@ -40,6 +40,7 @@ def test_softmax_then_triplet_then_frozen_write_their_run_folders_and_resume(sma
     triplet = training.train_triplet(small_inputs, steps=5, normalize_embeddings=True, progress=False)
     state = utils.read_json(workdir / "runs" / "triplet" / "state.json")
     assert state["count"] == 5 and state["unit"] == "step" and np.isfinite(triplet["loss"])
+    assert state["normalize_embeddings"] and not utils.read_json(run / "state.json")["normalize_embeddings"]
     assert "softmax/weights/epoch-000004" in utils.read_json(workdir / "runs" / "triplet" / "settings.json")["started_from"]
     training.train_triplet(small_inputs, steps=3, normalize_embeddings=True, progress=False)
     assert [int(r["step"]) for r in history_rows("triplet")] == list(range(1, 9))
@@ -48,7 +49,17 @@ def test_softmax_then_triplet_then_frozen_write_their_run_folders_and_resume(sma
 
     start = build_model(len(small_inputs.speakers), normalize_embeddings=True)
     start.load_weights(workdir / "runs" / "triplet" / "weights" / "step-000008.weights.h5")
-    frozen = training.train_softmax(small_inputs, epochs=2, freeze=True, normalize_embeddings=True, verbose=0)["model"]
+    result = training.train_softmax(small_inputs, epochs=2, freeze=True, normalize_embeddings=True, verbose=0)
+    frozen = result["model"]
+    # the checkpoint, loaded for use, is the model that was trained (L2 normalisation included)
+    loaded, speakers, _ = embeddings.load_trained_model("frozen")
+    probabilities = evaluation.predict_in_batches(loaded, small_inputs.test, "softmax")
+    accuracy = evaluation.classification_accuracy(probabilities, small_inputs.test.labels, small_inputs.test.utterances)
+    assert speakers == small_inputs.speakers and accuracy == (result["window_accuracy"], result["utterance_accuracy"])
+    windows = small_inputs.test.windows(slice(0, 20))
+    for output in ("embeddings", "softmax"):
+        np.testing.assert_allclose(np.asarray(loaded(windows)[output]), np.asarray(frozen(windows)[output]), rtol=1e-5,
+                                   atol=1e-6)
     for before, after in zip(start.weights, frozen.weights):
         if before.path.startswith("softmax/"):
             assert not np.allclose(before.numpy(), after.numpy()), before.path
