@@ -1,6 +1,6 @@
 """From a trained checkpoint to embeddings: load the model, embed windows, pool them per utterance.
 
-An utterance's embedding is the mean of its window embeddings, scaled to unit length, so that the cosine
+An utterance's embedding is the mean of its unit-length window embeddings, scaled to unit length, so that the cosine
 of two utterances is their dot product.
 """
 import os
@@ -53,8 +53,13 @@ def embed_windows(model, frame_list):
 
 
 def pool(window_embeddings):
-    """The utterance embedding: mean of the window embeddings, unit length."""
-    mean = window_embeddings.mean(axis=0)
+    """The utterance embedding: mean of the unit-length window embeddings, unit length.
+
+    Each window counts the same, whatever its embedding's norm (without L2 normalisation in the model,
+    a few loud windows would otherwise dominate the mean).
+    """
+    unit = window_embeddings / np.maximum(np.linalg.norm(window_embeddings, axis=1, keepdims=True), 1e-12)
+    mean = unit.mean(axis=0)
     return mean / max(np.linalg.norm(mean), 1e-12)
 
 

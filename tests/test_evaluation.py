@@ -77,3 +77,9 @@ def test_plots_are_written(tmp_path):
                plots.training_curves({"triplet": history, "softmax": softmax, "frozen": None}, tmp_path / "curves.png")]
     for path in written:
         assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and path.stat().st_size > 5000
+
+
+def test_utterance_pooling_gives_every_window_the_same_weight():
+    from ml.embeddings import pool
+    windows = np.array([[100.0, 0.0], [0.0, 1.0]])
+    np.testing.assert_allclose(pool(windows), [np.sqrt(0.5), np.sqrt(0.5)])
