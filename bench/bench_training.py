@@ -8,7 +8,6 @@ extrapolated from the batch rate to the number of batches of one epoch of these 
 """
 import json
 import os
-import platform
 import statistics
 import sys
 import time
@@ -23,19 +22,12 @@ import numpy as np  # noqa: E402
 
 import constants  # noqa: E402
 import utils  # noqa: E402
+from bench import common  # noqa: E402
 from ml.batches import WindowBatches  # noqa: E402
 from ml.inputs import load_inputs  # noqa: E402
 from ml.model import build_model  # noqa: E402
 from ml.training import TripletSampler  # noqa: E402
 from ml.triplet_loss import triplet_loss  # noqa: E402
-
-
-def cpu_name():
-    """The CPU model as /proc/cpuinfo names it."""
-    for line in Path("/proc/cpuinfo").read_text().splitlines():
-        if line.startswith("model name"):
-            return line.split(":", 1)[1].strip()
-    return platform.processor() or "unknown"
 
 
 def time_batches(step, make_batch, batches, repeats):
@@ -88,7 +80,7 @@ def main(batches, repeats, out):
     utils.print_overrides()
     inputs = load_inputs()
     rows = [measure(inputs, architecture, batches, repeats) for architecture in ("dense", "conv")]
-    print(f"\n{cpu_name()}, {len(os.sched_getaffinity(0))} cores, {time.strftime('%Y-%m-%d')}; "
+    print(f"\n{common.machine()['cpu']}, {len(os.sched_getaffinity(0))} cores, {time.strftime('%Y-%m-%d')}; "
           f"{len(inputs.speakers)} speakers, {len(inputs.train):,} training windows, batch {constants.BATCH_SIZE}; "
           f"median of {repeats} x {batches} batches\n")
     print("| model | parameters | softmax windows/s | softmax epoch | triplet windows/s | triplet step |")
