@@ -18,7 +18,7 @@ from ml import evaluation
 from ml.batches import WindowBatches
 from ml.checkpoints import RunFolder, model_identity, restore
 from ml.model import build_model, freeze_below_softmax
-from ml.triplet_loss import triplet_loss
+from ml.triplet_loss import batch_hard_triplet_loss, triplet_loss
 
 
 class NonFiniteLoss(utils.PipelineError):
@@ -139,6 +139,22 @@ class TripletSampler:
         return self.window_set.windows(chosen), self.window_set.labels[chosen]
 
 
+class SpeakerBatchSampler(TripletSampler):
+    """Batches of TRIPLET_SPEAKERS_PER_BATCH speakers (all, if fewer), BATCH_SIZE // that many windows each."""
+
+    def batch(self, size=None):
+        """(windows, speaker labels) of the chosen speakers, speaker by speaker."""
+        count = min(constants.TRIPLET_SPEAKERS_PER_BATCH, len(self.by_speaker))
+        per_speaker = max((size or constants.BATCH_SIZE) // count, 2)
+        speakers = self.rng.choice(len(self.by_speaker), count, replace=False)
+        chosen = np.concatenate([self.rng.choice(self.by_speaker[s], per_speaker,
+                                                 replace=len(self.by_speaker[s]) < per_speaker) for s in speakers])
+        return self.window_set.windows(chosen), self.window_set.labels[chosen]
+
+
+SELECTIONS = {"original": (TripletSampler, triplet_loss), "batch_hard": (SpeakerBatchSampler, batch_hard_triplet_loss)}
+
+
 def train_triplet(inputs, steps=None, fresh=False, normalize_embeddings=False, progress=True):
     """The original's triplet loop; returns the moving-average train and test losses at the end."""
     run = RunFolder("triplet")
@@ -147,24 +163,27 @@ def train_triplet(inputs, steps=None, fresh=False, normalize_embeddings=False, p
     identity = model_identity(inputs.speakers)
     start, source = restore(model, "triplet", identity, fresh)
     model.get_layer("softmax").trainable = False  # the triplet loss does not reach the classifier
+    sampler, loss_function = SELECTIONS[constants.TRIPLET_SELECTION]
     model.compile(optimizer=keras.optimizers.Adam(constants.LEARNING_RATE),
-                  loss={"embeddings": triplet_loss, "softmax": None})
+                  loss={"embeddings": loss_function, "softmax": None})
     end = start + steps if steps else constants.TRIPLET_MAX_STEPS
     run.write_settings({"mode": "triplet", "start_step": start, "end_step": end, "started_from": source,
-                        "normalize_embeddings": normalize_embeddings})
-    print(f"triplet: {model.count_params():,} parameters ({constants.MODEL}), steps {start + 1}-{end}, from {source}")
+                        "normalize_embeddings": normalize_embeddings, "selection": constants.TRIPLET_SELECTION})
+    print(f"triplet: {model.count_params():,} parameters ({constants.MODEL}), steps {start + 1}-{end}, from {source}, "
+          f"{constants.TRIPLET_SELECTION} batches")
     rng = np.random.default_rng([constants.SEED, start])  # a resumed run draws new batches, reproducibly
-    train_batches, test_batches = TripletSampler(inputs.train, rng), TripletSampler(inputs.test, rng)
+    train_batches, test_batches = sampler(inputs.train, rng), sampler(inputs.test, rng)
     averages = {"loss": deque(maxlen=constants.MOVING_AVERAGE_STEPS),
                 "test_loss": deque(maxlen=constants.MOVING_AVERAGE_STEPS)}
     bar = tqdm(range(start + 1, end + 1), desc="triplet", unit="step", disable=not progress)
     with appending_csv(run.history, ("step", "loss", "test_loss")) as write_history:
         for step in bar:
             windows, labels = train_batches.batch()
-            targets = {"embeddings": np.zeros((len(labels), 1), np.float32), "softmax": labels}
+            targets = {"embeddings": labels[:, None].astype(np.float32), "softmax": labels}  # batch_hard reads labels
             loss = model.train_on_batch(windows, targets, return_dict=True)["loss"]
             test_windows, test_labels = test_batches.batch()
-            test_loss = model.test_on_batch(test_windows, {"embeddings": targets["embeddings"], "softmax": test_labels},
+            test_loss = model.test_on_batch(test_windows, {"embeddings": test_labels[:, None].astype(np.float32),
+                                                          "softmax": test_labels},
                                             return_dict=True)["loss"]
             if not (math.isfinite(loss) and math.isfinite(test_loss)):
                 raise NonFiniteLoss(f"triplet: the loss became {loss} at step {step}; training stopped, the last "
