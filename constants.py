@@ -94,6 +94,9 @@ EARLY_STOPPING_PATIENCE = 100  # ... within this many epochs, or training stops
 REDUCE_LR_FACTOR = 0.5  # learning rate x this when the validation loss stalls ...
 REDUCE_LR_PATIENCE = 10  # ... for this many epochs
 MIN_LEARNING_RATE = 1e-4  # ... but never below this
+# Training windows get a random recording level: c0 (log frame energy) of each window is shifted by a
+# Gaussian draw of this std, in natural-log energy units (1.0 = 4.3 dB); 0 turns it off (ml/augmentation.py).
+GAIN_AUGMENTATION_STD = 1.0
 MAX_VALIDATION_WINDOWS = 100000  # test windows scored after each epoch (seeded sample); 0 = all
 # Triplet training (a loop of single steps)
 TRIPLET_MARGIN = 0.2  # cosine margin (original: 0.2); a batch of one speaker scores exactly this

@@ -3,17 +3,20 @@ import keras
 import numpy as np
 
 import constants
+from ml.augmentation import random_level
 
 
 class WindowBatches(keras.utils.PyDataset):
     """(windows, {"softmax": labels, "embeddings": placeholder}) batches of one WindowSet.
 
     Like the original, an epoch covers the windows truncated to a multiple of the batch size; with
-    `shuffle`, the order is drawn again each epoch from a generator seeded once.
+    `shuffle`, the order is drawn again each epoch from a generator seeded once. With `level_std` > 0
+    (training batches), each window's level is shifted at random (ml/augmentation.py).
     """
 
-    def __init__(self, window_set, batch_size=None, shuffle=True, seed=None):
+    def __init__(self, window_set, batch_size=None, shuffle=True, seed=None, level_std=0.0):
         super().__init__()
+        self.level_std = level_std
         self.window_set = window_set
         self.batch_size = batch_size or constants.BATCH_SIZE
         self.shuffle = shuffle
@@ -27,7 +30,8 @@ class WindowBatches(keras.utils.PyDataset):
     def __getitem__(self, index):
         chosen = np.sort(self.order[index * self.batch_size:(index + 1) * self.batch_size])  # sorted: faster gather
         labels = self.window_set.labels[chosen]
-        return self.window_set.windows(chosen), {"softmax": labels, "embeddings": np.zeros((len(chosen), 1), np.float32)}
+        windows = random_level(self.window_set.windows(chosen), self.rng, self.level_std)
+        return windows, {"softmax": labels, "embeddings": np.zeros((len(chosen), 1), np.float32)}
 
     def on_epoch_end(self):
         if self.shuffle:

@@ -15,6 +15,7 @@ from tqdm import tqdm
 import constants
 import utils
 from ml import evaluation
+from ml.augmentation import level_std, random_level
 from ml.batches import WindowBatches
 from ml.checkpoints import RunFolder, model_identity, restore
 from ml.model import build_model, freeze_below_softmax
@@ -86,7 +87,7 @@ def train_softmax(inputs, epochs=None, fresh=False, freeze=False, normalize_embe
         keras.callbacks.CSVLogger(str(run.history), append=True),
     ]
     validation = WindowBatches(_validation_subset(inputs.test), shuffle=False)
-    model.fit(WindowBatches(inputs.train), validation_data=validation, initial_epoch=start, epochs=end,
+    model.fit(WindowBatches(inputs.train, level_std=level_std(inputs.norm)), validation_data=validation, initial_epoch=start, epochs=end,
               callbacks=callbacks, verbose=verbose)
     if checkpoints.failed:
         raise NonFiniteLoss(f"{mode}: {checkpoints.failed}; training stopped, the last good checkpoint is "
@@ -123,8 +124,8 @@ def _latest_path(run):
 class TripletSampler:
     """Triplet batches of one split: anchors and positives of speaker A, negatives of another speaker B."""
 
-    def __init__(self, window_set, rng):
-        self.window_set, self.rng = window_set, rng
+    def __init__(self, window_set, rng, level_std=0.0):
+        self.window_set, self.rng, self.level_std = window_set, rng, level_std
         self.by_speaker = [np.flatnonzero(window_set.labels == k) for k in range(window_set.labels.max() + 1)]
         self.by_speaker = [windows for windows in self.by_speaker if len(windows)]
 
@@ -136,7 +137,11 @@ class TripletSampler:
         anchors_positives = self.rng.choice(own, 2 * size, replace=len(own) < 2 * size)
         negatives = self.rng.choice(other, size, replace=len(other) < size)
         chosen = np.concatenate([anchors_positives, negatives])
-        return self.window_set.windows(chosen), self.window_set.labels[chosen]
+        return self.drawn(chosen)
+
+    def drawn(self, chosen):
+        """(windows, labels) of the chosen windows, their levels shifted when augmenting."""
+        return random_level(self.window_set.windows(chosen), self.rng, self.level_std), self.window_set.labels[chosen]
 
 
 class SpeakerBatchSampler(TripletSampler):
@@ -149,7 +154,7 @@ class SpeakerBatchSampler(TripletSampler):
         speakers = self.rng.choice(len(self.by_speaker), count, replace=False)
         chosen = np.concatenate([self.rng.choice(self.by_speaker[s], per_speaker,
                                                  replace=len(self.by_speaker[s]) < per_speaker) for s in speakers])
-        return self.window_set.windows(chosen), self.window_set.labels[chosen]
+        return self.drawn(chosen)
 
 
 SELECTIONS = {"original": (TripletSampler, triplet_loss), "batch_hard": (SpeakerBatchSampler, batch_hard_triplet_loss)}
@@ -172,7 +177,8 @@ def train_triplet(inputs, steps=None, fresh=False, normalize_embeddings=False, p
     print(f"triplet: {model.count_params():,} parameters ({constants.MODEL}), steps {start + 1}-{end}, from {source}, "
           f"{constants.TRIPLET_SELECTION} batches")
     rng = np.random.default_rng([constants.SEED, start])  # a resumed run draws new batches, reproducibly
-    train_batches, test_batches = sampler(inputs.train, rng), sampler(inputs.test, rng)
+    train_batches = sampler(inputs.train, rng, level_std(inputs.norm))
+    test_batches = sampler(inputs.test, rng)
     averages = {"loss": deque(maxlen=constants.MOVING_AVERAGE_STEPS),
                 "test_loss": deque(maxlen=constants.MOVING_AVERAGE_STEPS)}
     bar = tqdm(range(start + 1, end + 1), desc="triplet", unit="step", disable=not progress)
