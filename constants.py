@@ -100,11 +100,7 @@ GAIN_AUGMENTATION_STD = 1.0
 MAX_VALIDATION_WINDOWS = 100000  # test windows scored after each epoch (seeded sample); 0 = all
 # Triplet training (a loop of single steps)
 TRIPLET_MARGIN = 0.2  # cosine margin (original: 0.2); a batch of one speaker scores exactly this
-# How a triplet batch is drawn: "original" takes two speakers per step (300 anchors and 300 positives of
-# speaker A, 300 negatives of B); "batch_hard" takes TRIPLET_SPEAKERS_PER_BATCH speakers with an equal share
-# of the batch each, and every window is an anchor with its hardest positive and negative in the batch.
-TRIPLET_SELECTION = "original"
-TRIPLET_SPEAKERS_PER_BATCH = 30  # speakers per batch under "batch_hard" (BATCH_SIZE // this windows each)
+TRIPLET_LEARNING_RATE = 0.0001  # Adam in triplet training (original: 0.001, which undid softmax pre-training: README)
 TRIPLET_MAX_STEPS = 5000  # total steps before the run stops by itself (the original looped forever)
 CHECKPOINT_EVERY_STEPS = 100  # weights are saved every this many steps, and at the end of a run
 PRINT_EVERY_STEPS = 10  # moving averages are printed this often ...
@@ -146,7 +142,6 @@ CHOICES = {  # names whose value must be one of these
     "MODEL": ("conv", "dense"),
     "PROJECTION": ("tsne", "pca"),
     "UTTERANCE_POOLING": ("log_probability", "mean_probability"),
-    "TRIPLET_SELECTION": ("original", "batch_hard"),
 }
 _TRUE, _FALSE = ("1", "true", "yes", "on"), ("0", "false", "no", "off")
 

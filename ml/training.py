@@ -19,7 +19,7 @@ from ml.augmentation import level_std, random_level
 from ml.batches import WindowBatches
 from ml.checkpoints import RunFolder, model_identity, restore
 from ml.model import build_model, freeze_below_softmax
-from ml.triplet_loss import batch_hard_triplet_loss, triplet_loss
+from ml.triplet_loss import triplet_loss
 
 
 class NonFiniteLoss(utils.PipelineError):
@@ -87,8 +87,9 @@ def train_softmax(inputs, epochs=None, fresh=False, freeze=False, normalize_embe
         keras.callbacks.CSVLogger(str(run.history), append=True),
     ]
     validation = WindowBatches(_validation_subset(inputs.test), shuffle=False)
-    model.fit(WindowBatches(inputs.train, level_std=level_std(inputs.norm)), validation_data=validation, initial_epoch=start, epochs=end,
-              callbacks=callbacks, verbose=verbose)
+    training_batches = WindowBatches(inputs.train, level_std=level_std(inputs.norm))
+    model.fit(training_batches, validation_data=validation, initial_epoch=start, epochs=end, callbacks=callbacks,
+              verbose=verbose)
     if checkpoints.failed:
         raise NonFiniteLoss(f"{mode}: {checkpoints.failed}; training stopped, the last good checkpoint is "
                             f"kept ({_latest_path(run)}). Try a lower LEARNING_RATE.")
@@ -144,22 +145,6 @@ class TripletSampler:
         return random_level(self.window_set.windows(chosen), self.rng, self.level_std), self.window_set.labels[chosen]
 
 
-class SpeakerBatchSampler(TripletSampler):
-    """Batches of TRIPLET_SPEAKERS_PER_BATCH speakers (all, if fewer), BATCH_SIZE // that many windows each."""
-
-    def batch(self, size=None):
-        """(windows, speaker labels) of the chosen speakers, speaker by speaker."""
-        count = min(constants.TRIPLET_SPEAKERS_PER_BATCH, len(self.by_speaker))
-        per_speaker = max((size or constants.BATCH_SIZE) // count, 2)
-        speakers = self.rng.choice(len(self.by_speaker), count, replace=False)
-        chosen = np.concatenate([self.rng.choice(self.by_speaker[s], per_speaker,
-                                                 replace=len(self.by_speaker[s]) < per_speaker) for s in speakers])
-        return self.drawn(chosen)
-
-
-SELECTIONS = {"original": (TripletSampler, triplet_loss), "batch_hard": (SpeakerBatchSampler, batch_hard_triplet_loss)}
-
-
 def train_triplet(inputs, steps=None, fresh=False, normalize_embeddings=False, progress=True):
     """The original's triplet loop; returns the moving-average train and test losses at the end."""
     run = RunFolder("triplet")
@@ -168,28 +153,26 @@ def train_triplet(inputs, steps=None, fresh=False, normalize_embeddings=False, p
     identity = model_identity(inputs.speakers)
     start, source = restore(model, "triplet", identity, fresh)
     model.get_layer("softmax").trainable = False  # the triplet loss does not reach the classifier
-    sampler, loss_function = SELECTIONS[constants.TRIPLET_SELECTION]
-    model.compile(optimizer=keras.optimizers.Adam(constants.LEARNING_RATE),
-                  loss={"embeddings": loss_function, "softmax": None})
+    model.compile(optimizer=keras.optimizers.Adam(constants.TRIPLET_LEARNING_RATE),
+                  loss={"embeddings": triplet_loss, "softmax": None})
     end = start + steps if steps else constants.TRIPLET_MAX_STEPS
     run.write_settings({"mode": "triplet", "start_step": start, "end_step": end, "started_from": source,
-                        "normalize_embeddings": normalize_embeddings, "selection": constants.TRIPLET_SELECTION})
+                        "normalize_embeddings": normalize_embeddings})
     print(f"triplet: {model.count_params():,} parameters ({constants.MODEL}), steps {start + 1}-{end}, from {source}, "
-          f"{constants.TRIPLET_SELECTION} batches")
+          f"learning rate {constants.TRIPLET_LEARNING_RATE:g}")
     rng = np.random.default_rng([constants.SEED, start])  # a resumed run draws new batches, reproducibly
-    train_batches = sampler(inputs.train, rng, level_std(inputs.norm))
-    test_batches = sampler(inputs.test, rng)
+    train_batches = TripletSampler(inputs.train, rng, level_std(inputs.norm))
+    test_batches = TripletSampler(inputs.test, rng)
     averages = {"loss": deque(maxlen=constants.MOVING_AVERAGE_STEPS),
                 "test_loss": deque(maxlen=constants.MOVING_AVERAGE_STEPS)}
     bar = tqdm(range(start + 1, end + 1), desc="triplet", unit="step", disable=not progress)
     with appending_csv(run.history, ("step", "loss", "test_loss")) as write_history:
         for step in bar:
             windows, labels = train_batches.batch()
-            targets = {"embeddings": labels[:, None].astype(np.float32), "softmax": labels}  # batch_hard reads labels
+            targets = {"embeddings": np.zeros((len(labels), 1), np.float32), "softmax": labels}
             loss = model.train_on_batch(windows, targets, return_dict=True)["loss"]
             test_windows, test_labels = test_batches.batch()
-            test_loss = model.test_on_batch(test_windows, {"embeddings": test_labels[:, None].astype(np.float32),
-                                                          "softmax": test_labels},
+            test_loss = model.test_on_batch(test_windows, {"embeddings": targets["embeddings"], "softmax": test_labels},
                                             return_dict=True)["loss"]
             if not (math.isfinite(loss) and math.isfinite(test_loss)):
                 raise NonFiniteLoss(f"triplet: the loss became {loss} at step {step}; training stopped, the last "

@@ -75,17 +75,6 @@ def test_fresh_ignores_checkpoints_and_the_same_seed_gives_the_same_first_epoch(
     assert float(first["loss"]) == pytest.approx(float(second["loss"]), rel=1e-4)
 
 
-def test_batch_hard_batches_hold_several_speakers_equally_and_train(small_inputs, workdir, monkeypatch):
-    monkeypatch.setattr(constants, "TRIPLET_SELECTION", "batch_hard")
-    monkeypatch.setattr(constants, "TRIPLET_SPEAKERS_PER_BATCH", 2)
-    windows, labels = training.SpeakerBatchSampler(small_inputs.train, np.random.default_rng(0)).batch()
-    assert len(windows) == len(labels) == constants.BATCH_SIZE and len(set(labels.tolist())) == 2
-    assert np.bincount(labels)[np.unique(labels)].tolist() == [constants.BATCH_SIZE // 2] * 2
-    result = training.train_triplet(small_inputs, steps=3, normalize_embeddings=True, progress=False)
-    assert np.isfinite(result["loss"]) and 0 <= result["loss"] <= 2 + constants.TRIPLET_MARGIN
-    assert utils.read_json(workdir / "runs" / "triplet" / "settings.json")["selection"] == "batch_hard"
-
-
 def test_a_checkpoint_for_another_speaker_count_fails_clearly(small_inputs, workdir):
     training.train_softmax(small_inputs, epochs=1, verbose=0)
     small_inputs.speakers.append("p999")
