@@ -1,12 +1,16 @@
 """What the pipeline learns, end to end: the conv model beside the original dense one, label-free and not.
 
-For each configuration (model x normalisation) the numbered scripts run in order in a work dir of
-their own under --workdir: inputs, softmax pre-training (--epochs), an evaluation of the softmax
+For each configuration (model x normalisation, optionally with settings overridden) the numbered
+scripts run in order in a work dir of their own under --workdir: inputs, softmax pre-training (--epochs), an evaluation of the softmax
 embeddings, triplet training (--steps), frozen re-training (--frozen-epochs) and the final evaluation.
 The table collects the accuracies of the training speakers' test utterances, the triplet test loss
 (moving average) at 2k and 5k steps, and the unseen speakers' SAP/SAN, EER and minDCF.
 
     VCTK_CORPUS_PATH=../shared/data/so-dev-vctk092 DEEP_SPEAKER_SPLIT=auto python bench/quality.py
+
+An ablation overrides constants for one configuration, e.g. `--configs conv:global:GAIN_AUGMENTATION_STD=0`
+(several separated by ";"). A configuration whose overrides are all triplet settings (TRIPLET_*) starts
+from the softmax run of the same model and normalisation without overrides, when that one exists.
 
 Each stage resumes and training stops at the given totals, so an interrupted run can be started again
 with the same command (a finished one then only re-runs the evaluations).
@@ -14,6 +18,7 @@ with the same command (a finished one then only re-runs the evaluations).
 import csv
 import json
 import os
+import shutil
 import subprocess
 import sys
 import time
@@ -55,10 +60,26 @@ def train_up_to(env, workdir, mode, total, *flags):
         stage(env, TRAIN, *flags, "--steps" if mode == "triplet" else "--epochs", str(missing))
 
 
-def run_configuration(model, normalization, workdir, epochs, steps, frozen_epochs):
+def parse_configuration(text):
+    """(model, normalisation, {NAME: value}) from "model:normalisation[:NAME=value;NAME=value]"."""
+    model, normalization, *rest = text.split(":", 2)
+    overrides = dict(item.split("=", 1) for item in rest[0].split(";") if item) if rest else {}
+    return model, normalization, overrides
+
+
+def share_softmax(base, workdir):
+    """Start `workdir` from the cache, inputs and softmax run of `base`, if it has one and workdir is new."""
+    if workdir.exists() or not (base / "runs" / "softmax" / "state.json").exists():
+        return
+    for part in ("cache", "inputs", "runs/softmax"):
+        shutil.copytree(base / part, workdir / part)
+
+
+def run_configuration(model, normalization, overrides, workdir, epochs, steps, frozen_epochs):
     """All stages of one configuration; returns its row of results."""
     env = {**os.environ, "DEEP_SPEAKER_WORKDIR": str(workdir), "DEEP_SPEAKER_MODEL": model,
-           "DEEP_SPEAKER_NORMALIZATION": normalization}
+           "DEEP_SPEAKER_NORMALIZATION": normalization,
+           **{f"DEEP_SPEAKER_{name}": value for name, value in overrides.items()}}
     start = time.perf_counter()
     stage(env, "ml/0_generate_inputs.py")
     train_up_to(env, workdir, "softmax", epochs, "--loss_on_softmax")
@@ -72,7 +93,7 @@ def run_configuration(model, normalization, workdir, epochs, steps, frozen_epoch
     softmax = utils.read_json(workdir / "runs" / "softmax" / "result.json")
     frozen = utils.read_json(workdir / "runs" / "frozen" / "result.json")
     history = workdir / "runs" / "triplet" / "history.csv"
-    return {"model": model, "normalization": normalization, "label_free": report["label_free"],
+    return {"model": model, "normalization": normalization, "overrides": overrides, "label_free": report["label_free"],
             "softmax_epochs": epochs, "triplet_steps": steps, "frozen_epochs": frozen_epochs,
             "softmax_window": softmax["window_accuracy"], "softmax_utterance": softmax["utterance_accuracy"],
             "frozen_window": frozen["window_accuracy"], "frozen_utterance": frozen["utterance_accuracy"],
@@ -104,21 +125,24 @@ def main(configs, epochs, steps, frozen_epochs, workdir):
     workdir = workdir or utils.work_path("quality")
     rows = []
     for config in configs.split(","):
-        model, normalization = config.split(":")
-        print(f"{model} model, {normalization} normalisation:", flush=True)
-        rows.append(run_configuration(model, normalization, workdir / f"{model}-{normalization}", epochs, steps,
-                                      frozen_epochs))
+        model, normalization, overrides = parse_configuration(config)
+        print(f"{model} model, {normalization} normalisation, overrides {overrides or 'none'}:", flush=True)
+        name = "-".join([model, normalization] + [f"{k}={v}" for k, v in sorted(overrides.items())])
+        if overrides and all(key.startswith("TRIPLET_") for key in overrides):
+            share_softmax(workdir / f"{model}-{normalization}", workdir / name)
+        rows.append(run_configuration(model, normalization, overrides, workdir / name, epochs, steps, frozen_epochs))
         print(f"  done in {rows[-1]['minutes']:.0f} min: {json.dumps({k: v for k, v in rows[-1].items() if k != 'minutes'})}",
               flush=True)
     print(f"\n{time.strftime('%Y-%m-%d')}; softmax {epochs} epochs, triplet {steps} steps, frozen {frozen_epochs} "
           f"epochs; accuracies on the training speakers' test utterances, the rest on the unseen speakers\n")
-    print("| model | normalisation | softmax acc. window / utterance | frozen acc. window / utterance | "
+    print("| model | normalisation | overrides | softmax acc. window / utterance | frozen acc. window / utterance | "
           "frozen / softmax | triplet test loss 2k / 5k | SAP / SAN | EER softmax only | EER | minDCF |")
-    print("|---|---|---|---|---|---|---|---|---|---|")
+    print("|---|---|---|---|---|---|---|---|---|---|---|")
     for r in rows:
         label = r["normalization"] + ("" if r["label_free"] else " (uses the speaker's identity)")
         losses = " / ".join("-" if v is None else f"{v:.3f}" for v in (r["triplet_test_loss_2k"], r["triplet_test_loss_5k"]))
-        print(f"| {r['model']} | {label} | {percent(r['softmax_window'])} / {percent(r['softmax_utterance'])} | "
+        changed = ", ".join(f"{k}={v}" for k, v in r["overrides"].items()) or "-"
+        print(f"| {r['model']} | {label} | {changed} | {percent(r['softmax_window'])} / {percent(r['softmax_utterance'])} | "
               f"{percent(r['frozen_window'])} / {percent(r['frozen_utterance'])} | "
               f"{r['frozen_window'] / r['softmax_window']:.2f} | {losses} | {r['sap']:.3f} / {r['san']:.3f} | "
               f"{percent(r['softmax_only_eer'])} | {percent(r['eer'])} | {r['min_dcf']:.3f} |")

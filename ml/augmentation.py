@@ -12,11 +12,13 @@ import constants
 
 
 def level_scale(norm):
-    """How much one unit of log energy is after normalisation (frames are divided by a std)."""
-    method = norm["method"]
-    if method == "global_per_coefficient":
+    """How large one unit of log energy is in the normalised inputs (the frames were divided by a std).
+
+    Exact for "global" and "global_per_coefficient"; for the other methods, whose std differs per speaker
+    or utterance, the global std of the same kind (scalar, or c0's own) stands in for it.
+    """
+    if norm["method"] in ("global_per_coefficient", "per_utterance_cmvn"):
         return 1.0 / norm["global_per_coefficient"][1][0]
-    # scalar methods: per_speaker and per_utterance divide by a std of the same kind as the global one
     return 1.0 / norm["global"][1]
 
 
