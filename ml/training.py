@@ -123,7 +123,10 @@ def _latest_path(run):
 # Triplet training
 # ----------------------------------------------------------------------------------------------------
 class TripletSampler:
-    """Triplet batches of one split: anchors and positives of speaker A, negatives of another speaker B."""
+    """Triplet batches of one split: anchors and positives of a speaker A, negatives of another speaker B.
+
+    The original drew one pair (A, B) per batch; TRIPLET_PAIRS_PER_BATCH pairs share the batch equally.
+    """
 
     def __init__(self, window_set, rng, level_std=0.0):
         self.window_set, self.rng, self.level_std = window_set, rng, level_std
@@ -133,12 +136,16 @@ class TripletSampler:
     def batch(self, size=None):
         """(windows, speaker labels) of size anchors + size positives + size negatives."""
         size = size or constants.BATCH_SIZE // 3
-        a, b = self.rng.choice(len(self.by_speaker), 2, replace=False)
-        own, other = self.by_speaker[a], self.by_speaker[b]
-        anchors_positives = self.rng.choice(own, 2 * size, replace=len(own) < 2 * size)
-        negatives = self.rng.choice(other, size, replace=len(other) < size)
-        chosen = np.concatenate([anchors_positives, negatives])
-        return self.drawn(chosen)
+        pairs = max(min(constants.TRIPLET_PAIRS_PER_BATCH, size), 1)
+        parts = [[], [], []]
+        for count in np.diff(np.linspace(0, size, pairs + 1).astype(int)):
+            a, b = self.rng.choice(len(self.by_speaker), 2, replace=False)
+            own, other = self.by_speaker[a], self.by_speaker[b]
+            anchors_positives = self.rng.choice(own, 2 * count, replace=len(own) < 2 * count)
+            parts[0].append(anchors_positives[:count])
+            parts[1].append(anchors_positives[count:])
+            parts[2].append(self.rng.choice(other, count, replace=len(other) < count))
+        return self.drawn(np.concatenate([np.concatenate(part) for part in parts]))
 
     def drawn(self, chosen):
         """(windows, labels) of the chosen windows, their levels shifted when augmenting."""

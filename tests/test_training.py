@@ -75,6 +75,17 @@ def test_fresh_ignores_checkpoints_and_the_same_seed_gives_the_same_first_epoch(
     assert float(first["loss"]) == pytest.approx(float(second["loss"]), rel=1e-4)
 
 
+@pytest.mark.parametrize("pairs", [1, 4])
+def test_triplet_batches_pair_each_anchor_with_its_speaker_and_another(small_inputs, monkeypatch, pairs):
+    monkeypatch.setattr(constants, "TRIPLET_PAIRS_PER_BATCH", pairs)
+    windows, labels = training.TripletSampler(small_inputs.train, np.random.default_rng(0)).batch()
+    anchors, positives, negatives = np.split(labels, 3)
+    assert len(windows) == constants.BATCH_SIZE // 3 * 3
+    assert np.all(anchors == positives) and np.all(anchors != negatives)
+    pair_count = len(set(zip(anchors.tolist(), negatives.tolist())))
+    assert pair_count == 1 if pairs == 1 else pair_count > 1
+
+
 def test_a_checkpoint_for_another_speaker_count_fails_clearly(small_inputs, workdir):
     training.train_softmax(small_inputs, epochs=1, verbose=0)
     small_inputs.speakers.append("p999")
