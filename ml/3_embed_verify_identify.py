@@ -4,6 +4,7 @@
     python ml/3_embed_verify_identify.py verify a.flac b.wav
     python ml/3_embed_verify_identify.py enroll alice alice1.wav alice2.wav
     python ml/3_embed_verify_identify.py identify who.wav
+    python ml/3_embed_verify_identify.py --run softmax verify a.flac b.wav   # a given run, not the latest
 
 Reads  the latest checkpoint in <workdir>/runs/, <workdir>/inputs/norm.json, and the EER threshold of
        <workdir>/evaluation/report.json (verify and identify).
@@ -25,19 +26,24 @@ AUDIO = click.Path(dir_okay=False, path_type=Path)
 
 
 @click.group()
-def main():
-    """Embed, verify, enroll and identify recordings with the latest trained model."""
+@click.option("--run", type=click.Choice(["softmax", "triplet", "frozen"]), default=None,
+              help="Use this run's latest checkpoint [default: the run written last].")
+@click.pass_context
+def main(context, run):
+    """Embed, verify, enroll and identify recordings with a trained model (the latest, or --run's)."""
     utils.print_overrides()
+    context.obj = {"run": run}
 
 
 @main.command()
 @click.argument("audio", type=AUDIO)
 @click.option("--out", type=click.Path(dir_okay=False, path_type=Path), default=None,
               help="Where to write the embedding [default: AUDIO with .npy].")
+@click.pass_obj
 @utils.friendly_errors
-def embed(audio, out):
+def embed(options, audio, out):
     """Write the embedding of AUDIO as a .npy file."""
-    vector = Speakers().embed(audio)
+    vector = Speakers(run=options["run"]).embed(audio)
     out = out or audio.with_suffix(".npy")
     with utils.atomic_path(out) as tmp:
         with open(tmp, "wb") as handle:
@@ -48,10 +54,11 @@ def embed(audio, out):
 @main.command()
 @click.argument("first", type=AUDIO)
 @click.argument("second", type=AUDIO)
+@click.pass_obj
 @utils.friendly_errors
-def verify(first, second):
+def verify(options, first, second):
     """Say whether FIRST and SECOND are spoken by the same speaker."""
-    speakers = Speakers()
+    speakers = Speakers(run=options["run"])
     score, same = speakers.verify(first, second)
     print(f"score {score:.3f}, threshold {speakers.threshold():.3f} (EER point of the last evaluation): "
           f"{'same speaker' if same else 'different speakers'}")
@@ -60,19 +67,21 @@ def verify(first, second):
 @main.command()
 @click.argument("name")
 @click.argument("audio", type=AUDIO, nargs=-1, required=True)
+@click.pass_obj
 @utils.friendly_errors
-def enroll(name, audio):
+def enroll(options, name, audio):
     """Enroll NAME from one or more AUDIO files into the gallery."""
-    target = Speakers().enroll(name, list(audio))
+    target = Speakers(run=options["run"]).enroll(name, list(audio))
     print(f"enrolled {name} from {len(audio)} file(s): {target}")
 
 
 @main.command()
 @click.argument("audio", type=AUDIO)
+@click.pass_obj
 @utils.friendly_errors
-def identify(audio):
+def identify(options, audio):
     """Find the enrolled speaker of AUDIO ("unknown" when no score reaches the threshold)."""
-    speakers = Speakers()
+    speakers = Speakers(run=options["run"])
     name, scores = speakers.identify(audio)
     for candidate, score in list(scores.items())[:5]:
         print(f"  {candidate:20s} {score:.3f}")

@@ -127,3 +127,8 @@ def test_the_command_line_embeds_and_reports_errors_without_traceback(speakers, 
     assert bad.exit_code == 1 and "missing.wav" in str(bad.exception) + bad.output
     enrol = CliRunner().invoke(script, ["enroll", "../escape", str(corpus.utterances["p229"][0].path)])
     assert enrol.exit_code == 1
+    chosen = CliRunner().invoke(script, ["--run", "softmax", "embed", str(corpus.utterances["p229"][0].path),
+                                         "--out", str(out)])
+    assert chosen.exit_code == 0, chosen.output
+    missing = CliRunner().invoke(script, ["--run", "triplet", "embed", str(corpus.utterances["p229"][0].path)])
+    assert missing.exit_code == 1 and "triplet run has no checkpoint" in str(missing.exception) + missing.output
