@@ -6,7 +6,7 @@
     python ml/3_embed_verify_identify.py identify who.wav
     python ml/3_embed_verify_identify.py --run softmax verify a.flac b.wav   # a given run, not the latest
 
-Reads  the latest checkpoint in <workdir>/runs/, <workdir>/inputs/norm.json, and the EER threshold of
+Reads  the latest checkpoint in <workdir>/runs/ (or of --run), <workdir>/inputs/norm.json, and the EER threshold of
        <workdir>/evaluation/report.json (verify and identify).
 Writes embed: the .npy file; enroll: <workdir>/gallery/<name>.npy
 """
