@@ -22,7 +22,7 @@ from ml.inputs import load_inputs  # noqa: E402
 
 
 @click.command()
-@click.option("--run", type=click.Choice(["softmax", "triplet", "frozen"]), default=None,
+@click.option("--run", type=click.Choice(embeddings.RUN_ORDER), default=None,
               help="Which training run to evaluate [default: the one that saved last].")
 @click.option("--checkpoint", type=click.Path(exists=True, dir_okay=False), default=None,
               help="A weights file of that run [default: its latest].")

@@ -20,13 +20,14 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run as a script 
 import numpy as np  # noqa: E402
 
 import utils  # noqa: E402
+from ml import embeddings  # noqa: E402
 from ml.inference import Speakers  # noqa: E402
 
 AUDIO = click.Path(dir_okay=False, path_type=Path)
 
 
 @click.group()
-@click.option("--run", type=click.Choice(["softmax", "triplet", "frozen"]), default=None,
+@click.option("--run", type=click.Choice(embeddings.RUN_ORDER), default=None,
               help="Use this run's latest checkpoint [default: the run written last].")
 @click.pass_context
 def main(context, run):

@@ -11,17 +11,6 @@ import numpy as np
 import constants
 
 
-def level_scale(norm):
-    """How large one unit of log energy is in the normalised inputs (the frames were divided by a std).
-
-    Exact for "global" and "global_per_coefficient"; for the other methods, whose std differs per speaker
-    or utterance, the global std of the same kind (scalar, or c0's own) stands in for it.
-    """
-    if norm["method"] in ("global_per_coefficient", "per_utterance_cmvn"):
-        return 1.0 / norm["global_per_coefficient"][1][0]
-    return 1.0 / norm["global"][1]
-
-
 def random_level(windows, rng, std_in_inputs):
     """Shift c0 of every (FRAMES_PER_WINDOW, 39) window in place by a draw of N(0, std_in_inputs)."""
     if std_in_inputs > 0:
@@ -31,5 +20,14 @@ def random_level(windows, rng, std_in_inputs):
 
 
 def level_std(norm):
-    """GAIN_AUGMENTATION_STD in the units of normalised inputs (0 when augmentation is off)."""
-    return constants.GAIN_AUGMENTATION_STD * level_scale(norm)
+    """GAIN_AUGMENTATION_STD in the units of normalised inputs (0 when augmentation is off).
+
+    The frames were divided by a std: exact for "global" and "global_per_coefficient"; for the other
+    methods, whose std differs per speaker or utterance, the global std of the same kind (scalar, or
+    c0's own) stands in for it.
+    """
+    if norm["method"] in ("global_per_coefficient", "per_utterance_cmvn"):
+        std = norm["global_per_coefficient"][1][0]
+    else:
+        std = norm["global"][1]
+    return constants.GAIN_AUGMENTATION_STD / std
