@@ -28,6 +28,15 @@ def test_anchor_positive_negative_of_one_speaker_give_exactly_the_margin():
     assert float(triplet_loss(None, separated.astype(np.float32))) == pytest.approx(0.0, abs=1e-6)
 
 
+def test_grouped_triplet_loss_scores_each_group_by_its_mean_unit_embedding():
+    rng = np.random.default_rng(3)
+    embeddings = rng.normal(size=(3 * 4 * 5, 8)).astype(np.float32)  # 4 triplets of groups of 5 windows
+    unit = embeddings / np.linalg.norm(embeddings, axis=1, keepdims=True)
+    pooled = unit.reshape(-1, 5, 8).mean(1)
+    assert float(triplet_loss(None, embeddings, group=5)) == pytest.approx(reference_loss(pooled), abs=1e-6)
+    assert float(triplet_loss(None, embeddings, group=1)) == pytest.approx(reference_loss(embeddings), abs=1e-6)
+
+
 def test_parameter_counts_with_80_speakers():
     conv, dense = build_model(80, "conv"), build_model(80, "dense")
     print(f"conv {conv.count_params():,} parameters, dense {dense.count_params():,}")
