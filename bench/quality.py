@@ -9,8 +9,8 @@ scripts run in order in a work dir of their own under --workdir: inputs, softmax
     VCTK_CORPUS_PATH=../shared/data/so-dev-vctk092 DEEP_SPEAKER_SPLIT=auto python bench/quality.py
 
 An ablation overrides constants for one configuration, e.g. `--configs conv:global:GAIN_AUGMENTATION_STD=0`
-(several separated by ";"). A configuration whose overrides are all triplet settings (TRIPLET_*) starts
-from the softmax run of the same model and normalisation without overrides, when that one exists.
+(several separated by ";"). A configuration that overrides triplet settings (TRIPLET_*) starts from the
+softmax run of the same configuration without them, when that one exists in --workdir.
 
 Each stage resumes and training stops at the given totals, so an interrupted run can be started again
 with the same command (a finished one then only re-runs the evaluations).
@@ -65,6 +65,11 @@ def parse_configuration(text):
     model, normalization, *rest = text.split(":", 2)
     overrides = dict(item.split("=", 1) for item in rest[0].split(";") if item) if rest else {}
     return model, normalization, overrides
+
+
+def configuration_name(model, normalization, overrides):
+    """The work dir name of a configuration: model-normalisation[-NAME=value...]."""
+    return "-".join([model, normalization] + [f"{k}={v}" for k, v in sorted(overrides.items())])
 
 
 def share_softmax(base, workdir):
@@ -127,9 +132,10 @@ def main(configs, epochs, steps, frozen_epochs, workdir):
     for config in configs.split(","):
         model, normalization, overrides = parse_configuration(config)
         print(f"{model} model, {normalization} normalisation, overrides {overrides or 'none'}:", flush=True)
-        name = "-".join([model, normalization] + [f"{k}={v}" for k, v in sorted(overrides.items())])
-        if overrides and all(key.startswith("TRIPLET_") for key in overrides):
-            share_softmax(workdir / f"{model}-{normalization}", workdir / name)
+        name = configuration_name(model, normalization, overrides)
+        softmax_overrides = {k: v for k, v in overrides.items() if not k.startswith("TRIPLET_")}
+        if softmax_overrides != overrides:
+            share_softmax(workdir / configuration_name(model, normalization, softmax_overrides), workdir / name)
         rows.append(run_configuration(model, normalization, overrides, workdir / name, epochs, steps, frozen_epochs))
         print(f"  done in {rows[-1]['minutes']:.0f} min: {json.dumps({k: v for k, v in rows[-1].items() if k != 'minutes'})}",
               flush=True)

@@ -213,10 +213,10 @@ def train_triplet(inputs, steps=None, fresh=False, normalize_embeddings=False, p
     with appending_csv(run.history, ("step", "loss", "test_loss")) as write_history:
         for step in bar:
             windows, labels = train_batches.batch()
-            targets = {"embeddings": np.zeros((len(labels), 1), np.float32), "softmax": labels}
+            targets = {"embeddings": labels[:, None].astype(np.float32), "softmax": labels}  # labels: for mining
             loss = model.train_on_batch(windows, targets, return_dict=True)["loss"]
             test_windows, test_labels = test_batches.batch()
-            test_loss = model.test_on_batch(test_windows, {"embeddings": targets["embeddings"], "softmax": test_labels},
+            test_loss = model.test_on_batch(test_windows, {"embeddings": test_labels[:, None].astype(np.float32), "softmax": test_labels},
                                             return_dict=True)["loss"]
             if not (math.isfinite(loss) and math.isfinite(test_loss)):
                 raise NonFiniteLoss(f"triplet: the loss became {loss} at step {step}; training stopped, the last "

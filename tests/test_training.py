@@ -106,6 +106,16 @@ def test_grouped_triplet_batches_take_each_group_from_one_utterance_at_one_level
     np.testing.assert_array_equal(windows[:, :, 1:], window_set.windows(chosen)[:, :, 1:])
 
 
+@pytest.mark.parametrize("negatives", ["semi_hard", "hardest"])
+def test_triplet_training_runs_with_pooled_groups_and_mined_negatives(small_inputs, workdir, monkeypatch, negatives):
+    monkeypatch.setattr(constants, "TRIPLET_WINDOWS_PER_EMBEDDING", 5)
+    monkeypatch.setattr(constants, "TRIPLET_PAIRS_PER_BATCH", 6)
+    monkeypatch.setattr(constants, "TRIPLET_NEGATIVES", negatives)
+    result = training.train_triplet(small_inputs, steps=2, progress=False)
+    assert np.isfinite(result["loss"]) and np.isfinite(result["test_loss"]) and result["step"] == 2
+    assert [int(row["step"]) for row in history_rows("triplet")] == [1, 2]
+
+
 def test_a_checkpoint_for_another_speaker_count_fails_clearly(small_inputs, workdir):
     training.train_softmax(small_inputs, epochs=1, verbose=0)
     small_inputs.speakers.append("p999")
