@@ -102,11 +102,6 @@ MAX_VALIDATION_WINDOWS = 100000  # test windows scored after each epoch (seeded 
 TRIPLET_MARGIN = 0.2  # cosine margin (original: 0.2); a batch of one speaker scores exactly this
 TRIPLET_LEARNING_RATE = 0.0001  # Adam in triplet training (original: 0.001, which undid softmax pre-training: README)
 TRIPLET_PAIRS_PER_BATCH = 1  # speaker pairs (A, B) sharing a triplet batch (original: 1); at most BATCH_SIZE // 3
-TRIPLET_WINDOWS_PER_EMBEDDING = 1  # windows pooled into one triplet embedding (original: 1, each window alone); above 1,
-#   anchor, positive and negative are each this many windows of one utterance, pooled as the evaluation pools them
-# Each anchor's negative: "sampled" (the original: the one drawn for it), "semi_hard" (the most similar
-#   embedding of another speaker in the batch that is still less similar than the positive) or "hardest"
-TRIPLET_NEGATIVES = "sampled"
 TRIPLET_MAX_STEPS = 5000  # total steps before the run stops by itself (the original looped forever)
 CHECKPOINT_EVERY_STEPS = 100  # weights are saved every this many steps, and at the end of a run
 PRINT_EVERY_STEPS = 10  # moving averages are printed this often ...
@@ -147,7 +142,6 @@ CHOICES = {  # names whose value must be one of these
     "DEMO_LAYOUT": ("0.92", "0.80"),
     "MODEL": ("conv", "dense"),
     "PROJECTION": ("tsne", "pca"),
-    "TRIPLET_NEGATIVES": ("sampled", "semi_hard", "hardest"),
     "UTTERANCE_POOLING": ("log_probability", "mean_probability"),
 }
 _TRUE, _FALSE = ("1", "true", "yes", "on"), ("0", "false", "no", "off")

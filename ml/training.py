@@ -126,67 +126,30 @@ class TripletSampler:
     """Triplet batches of one split: anchors and positives of a speaker A, negatives of another speaker B.
 
     The original drew one pair (A, B) per batch; TRIPLET_PAIRS_PER_BATCH pairs share the batch equally.
-    With TRIPLET_WINDOWS_PER_EMBEDDING = G > 1 a batch holds groups of G windows of one utterance: an
-    anchor group, a positive group from another utterance of A, a negative group from an utterance of B.
     """
 
     def __init__(self, window_set, rng, level_std=0.0):
         self.window_set, self.rng, self.level_std = window_set, rng, level_std
         self.by_speaker = [np.flatnonzero(window_set.labels == k) for k in range(window_set.labels.max() + 1)]
         self.by_speaker = [windows for windows in self.by_speaker if len(windows)]
-        self.by_utterance = []  # per speaker, the window indices of each of its utterances
-        for windows in self.by_speaker:
-            utterances = window_set.utterances[windows]
-            order = np.argsort(utterances, kind="stable")
-            cuts = np.flatnonzero(np.diff(utterances[order])) + 1
-            self.by_utterance.append(np.split(windows[order], cuts))
 
     def batch(self, size=None):
-        """(windows, speaker labels) of size anchors + size positives + size negatives.
-
-        With groups of G windows, `size` is rounded down to whole groups (at least one).
-        """
-        return self.drawn(self.choose(size), max(constants.TRIPLET_WINDOWS_PER_EMBEDDING, 1))
-
-    def choose(self, size=None):
-        """Window indices of a batch: anchors, positives, negatives."""
+        """(windows, speaker labels) of size anchors + size positives + size negatives."""
         size = size or constants.BATCH_SIZE // 3
-        group = max(constants.TRIPLET_WINDOWS_PER_EMBEDDING, 1)
-        triplets = max(size // group, 1)
-        pairs = max(min(constants.TRIPLET_PAIRS_PER_BATCH, triplets), 1)
+        pairs = max(min(constants.TRIPLET_PAIRS_PER_BATCH, size), 1)
         parts = [[], [], []]
-        for count in np.diff(np.linspace(0, triplets, pairs + 1).astype(int)):
+        for count in np.diff(np.linspace(0, size, pairs + 1).astype(int)):
             a, b = self.rng.choice(len(self.by_speaker), 2, replace=False)
-            chosen = self._single(a, b, count) if group == 1 else self._grouped(a, b, count, group)
-            for part, windows in zip(parts, chosen):
-                part.append(windows)
-        return np.concatenate([np.concatenate(part) for part in parts])
+            own, other = self.by_speaker[a], self.by_speaker[b]
+            anchors_positives = self.rng.choice(own, 2 * count, replace=len(own) < 2 * count)
+            parts[0].append(anchors_positives[:count])
+            parts[1].append(anchors_positives[count:])
+            parts[2].append(self.rng.choice(other, count, replace=len(other) < count))
+        return self.drawn(np.concatenate([np.concatenate(part) for part in parts]))
 
-    def _single(self, a, b, count):
-        """`count` anchor, positive and negative windows, each on its own (the original)."""
-        own, other = self.by_speaker[a], self.by_speaker[b]
-        anchors_positives = self.rng.choice(own, 2 * count, replace=len(own) < 2 * count)
-        return anchors_positives[:count], anchors_positives[count:], self.rng.choice(other, count,
-                                                                                    replace=len(other) < count)
-
-    def _grouped(self, a, b, count, group):
-        """`count` anchor, positive and negative groups of `group` windows, each group from one utterance."""
-        own, other = self.by_utterance[a], self.by_utterance[b]
-        anchors, positives, negatives = [], [], []
-        for _ in range(count):
-            first, second = self.rng.choice(len(own), 2, replace=len(own) < 2)
-            for target, windows in ((anchors, own[first]), (positives, own[second]),
-                                    (negatives, other[self.rng.integers(len(other))])):
-                target.append(self.rng.choice(windows, group, replace=len(windows) < group))
-        return np.concatenate(anchors), np.concatenate(positives), np.concatenate(negatives)
-
-    def drawn(self, chosen, group=1):
-        """(windows, labels) of the chosen windows; when augmenting, each group of `group` windows (one
-        recording) gets one random level."""
-        windows = self.window_set.windows(chosen)
-        frames = windows.reshape(len(windows) // group, group * windows.shape[1], windows.shape[2])
-        random_level(frames, self.rng, self.level_std)
-        return windows, self.window_set.labels[chosen]
+    def drawn(self, chosen):
+        """(windows, labels) of the chosen windows, their levels shifted when augmenting."""
+        return random_level(self.window_set.windows(chosen), self.rng, self.level_std), self.window_set.labels[chosen]
 
 
 def train_triplet(inputs, steps=None, fresh=False, normalize_embeddings=False, progress=True):
@@ -213,10 +176,10 @@ def train_triplet(inputs, steps=None, fresh=False, normalize_embeddings=False, p
     with appending_csv(run.history, ("step", "loss", "test_loss")) as write_history:
         for step in bar:
             windows, labels = train_batches.batch()
-            targets = {"embeddings": labels[:, None].astype(np.float32), "softmax": labels}  # labels: for mining
+            targets = {"embeddings": np.zeros((len(labels), 1), np.float32), "softmax": labels}
             loss = model.train_on_batch(windows, targets, return_dict=True)["loss"]
             test_windows, test_labels = test_batches.batch()
-            test_loss = model.test_on_batch(test_windows, {"embeddings": test_labels[:, None].astype(np.float32), "softmax": test_labels},
+            test_loss = model.test_on_batch(test_windows, {"embeddings": targets["embeddings"], "softmax": test_labels},
                                             return_dict=True)["loss"]
             if not (math.isfinite(loss) and math.isfinite(test_loss)):
                 raise NonFiniteLoss(f"triplet: the loss became {loss} at step {step}; training stopped, the last "

@@ -28,45 +28,6 @@ def test_anchor_positive_negative_of_one_speaker_give_exactly_the_margin():
     assert float(triplet_loss(None, separated.astype(np.float32))) == pytest.approx(0.0, abs=1e-6)
 
 
-def test_grouped_triplet_loss_scores_each_group_by_its_mean_unit_embedding():
-    rng = np.random.default_rng(3)
-    embeddings = rng.normal(size=(3 * 4 * 5, 8)).astype(np.float32)  # 4 triplets of groups of 5 windows
-    unit = embeddings / np.linalg.norm(embeddings, axis=1, keepdims=True)
-    pooled = unit.reshape(-1, 5, 8).mean(1)
-    assert float(triplet_loss(None, embeddings, group=5)) == pytest.approx(reference_loss(pooled), abs=1e-6)
-    assert float(triplet_loss(None, embeddings, group=1)) == pytest.approx(reference_loss(embeddings), abs=1e-6)
-
-
-def reference_mined_loss(embeddings, labels, negatives, margin=0.2):
-    unit = embeddings / np.linalg.norm(embeddings, axis=1, keepdims=True)
-    a, p, _ = np.split(unit, 3)
-    losses = []
-    for i in range(len(a)):
-        positive = a[i] @ p[i]
-        others = [unit[j] @ a[i] for j in range(len(unit)) if labels[j] != labels[i]]
-        farther = [s for s in others if s < positive]
-        if negatives == "hardest":
-            negative = max(others)
-        else:
-            negative = max(farther) if farther else min(others)
-        losses.append(max(negative - positive + margin, 0))
-    return np.mean(losses)
-
-
-@pytest.mark.parametrize("negatives", ["semi_hard", "hardest"])
-def test_mined_negatives_match_a_numpy_reference(negatives):
-    rng = np.random.default_rng(4)
-    labels = np.concatenate([[0, 1, 2, 3, 0, 1], [0, 1, 2, 3, 0, 1], [5, 2, 0, 6, 3, 4]])
-    embeddings = rng.normal(size=(18, 6)).astype(np.float32)
-    expected = reference_mined_loss(embeddings, labels, negatives)
-    y_true = labels[:, None].astype(np.float32)
-    assert float(triplet_loss(y_true, embeddings, negatives=negatives)) == pytest.approx(expected, abs=1e-5)
-    sampled = float(triplet_loss(y_true, embeddings, negatives="sampled"))
-    assert sampled == pytest.approx(reference_loss(embeddings), abs=1e-6)
-    if negatives == "hardest":
-        assert float(triplet_loss(y_true, embeddings, negatives=negatives)) >= sampled
-
-
 def test_parameter_counts_with_80_speakers():
     conv, dense = build_model(80, "conv"), build_model(80, "dense")
     print(f"conv {conv.count_params():,} parameters, dense {dense.count_params():,}")

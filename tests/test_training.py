@@ -86,36 +86,6 @@ def test_triplet_batches_pair_each_anchor_with_its_speaker_and_another(small_inp
     assert pair_count == 1 if pairs == 1 else pair_count > 1
 
 
-def test_grouped_triplet_batches_take_each_group_from_one_utterance_at_one_level(small_inputs, monkeypatch):
-    monkeypatch.setattr(constants, "TRIPLET_WINDOWS_PER_EMBEDDING", 7)
-    monkeypatch.setattr(constants, "TRIPLET_PAIRS_PER_BATCH", 3)
-    window_set = small_inputs.train
-    sampler = training.TripletSampler(window_set, np.random.default_rng(0), level_std=0.5)
-    chosen = sampler.choose(size=40)  # rounded down to 5 groups of 7 per third
-    assert len(chosen) == 3 * 5 * 7
-    speakers = window_set.labels[chosen].reshape(3, 5, 7)
-    utterances = window_set.utterances[chosen].reshape(3, 5, 7)
-    assert np.all(speakers == speakers[:, :, :1]) and np.all(utterances == utterances[:, :, :1])
-    anchors, positives, negatives = speakers[:, :, 0]
-    assert np.all(anchors == positives) and np.all(anchors != negatives)
-    assert np.all(utterances[0, :, 0] != utterances[1, :, 0])  # the positive is another recording
-    assert len(set(zip(anchors.tolist(), negatives.tolist()))) > 1
-    windows, _ = sampler.drawn(chosen, 7)
-    shift = (windows - window_set.windows(chosen))[:, :, 0].reshape(15, -1)
-    assert np.all(np.ptp(shift, axis=1) < 1e-5) and np.std(shift[:, 0]) > 0.1  # one level per group
-    np.testing.assert_array_equal(windows[:, :, 1:], window_set.windows(chosen)[:, :, 1:])
-
-
-@pytest.mark.parametrize("negatives", ["semi_hard", "hardest"])
-def test_triplet_training_runs_with_pooled_groups_and_mined_negatives(small_inputs, workdir, monkeypatch, negatives):
-    monkeypatch.setattr(constants, "TRIPLET_WINDOWS_PER_EMBEDDING", 5)
-    monkeypatch.setattr(constants, "TRIPLET_PAIRS_PER_BATCH", 6)
-    monkeypatch.setattr(constants, "TRIPLET_NEGATIVES", negatives)
-    result = training.train_triplet(small_inputs, steps=2, progress=False)
-    assert np.isfinite(result["loss"]) and np.isfinite(result["test_loss"]) and result["step"] == 2
-    assert [int(row["step"]) for row in history_rows("triplet")] == [1, 2]
-
-
 def test_a_checkpoint_for_another_speaker_count_fails_clearly(small_inputs, workdir):
     training.train_softmax(small_inputs, epochs=1, verbose=0)
     small_inputs.speakers.append("p999")
