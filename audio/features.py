@@ -3,6 +3,7 @@
 Features are computed once over the whole voiced signal of an utterance, so deltas follow the continuous
 frame sequence (the original computed each 25 ms slice on its own and all its deltas came out zero).
 """
+import os
 import warnings
 
 import librosa
@@ -19,12 +20,17 @@ class UnusableAudio(Exception):
 def load_audio(path, sample_rate=None):
     """Samples of `path` as float32 mono at `sample_rate` (default constants.SAMPLE_RATE)."""
     sample_rate = sample_rate or constants.SAMPLE_RATE
+    if not os.path.isfile(path):
+        raise UnusableAudio("unreadable (no such file)")
+    if os.path.getsize(path) == 0:
+        raise UnusableAudio("unreadable (an empty file, 0 bytes)")
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # librosa warns before its audioread fallback; the error says enough
             signal, _ = librosa.load(path, sr=sample_rate, mono=True, dtype=np.float32)
     except Exception as error:  # any decoder failure means the same thing here: the file is unusable
-        raise UnusableAudio(f"unreadable ({type(error).__name__}: {str(error).strip()[:120]})") from None
+        detail = str(error).strip()[:120] or "not a format soundfile or audioread can decode"
+        raise UnusableAudio(f"unreadable ({type(error).__name__}: {detail})") from None
     if signal.size == 0:
         raise UnusableAudio("empty (no samples)")
     if not np.all(np.isfinite(signal)):
