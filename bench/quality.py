@@ -3,8 +3,9 @@
 For each configuration (model x normalisation, optionally with settings overridden) the numbered
 scripts run in order in a work dir of their own under --workdir: inputs, softmax pre-training
 (--epochs), an evaluation of the softmax embeddings, triplet training (--steps), frozen re-training
-(--frozen-epochs) and the final evaluation. The table collects the accuracies of the training speakers' test utterances, the triplet test loss
-(moving average) at 2k and 5k steps, and the unseen speakers' SAP/SAN, EER and minDCF.
+(--frozen-epochs) and the final evaluation. The table collects the accuracies of the training
+speakers' test utterances, the triplet test loss (moving average) at 2k and 5k steps, and the unseen
+speakers' SAP/SAN, EER and minDCF.
 
     VCTK_CORPUS_PATH=../shared/data/so-dev-vctk092 DEEP_SPEAKER_SPLIT=auto python bench/quality.py
 
