@@ -69,6 +69,13 @@ WINDOW_HOP_FRAMES = 3  # frames between consecutive windows of a segment (origin
 #   "per_utterance_cmvn"     a mean/std per coefficient per utterance (label-free)
 NORMALIZATION = "global"  # the best label-free one on the dev corpus (README, "Normalisation")
 SEED = 1234  # seeds segment sampling, model initialisation and batch order
+# Speaker augmentation: the training utterances of every training speaker are also played at these speeds
+# (resampled, so pitch and formants move too), and each speed of each speaker becomes a training class of
+# its own ("p225@0.9"), train split only. More speakers teach the embedding more: on the dev corpus it
+# gained 8 points of accuracy and lowered the unseen speakers' EER (README, "Speaker augmentation").
+# Accuracies are scored over the real speakers only. Empty = off (the original).
+SPEED_PERTURBATION = [0.9, 1.1]
+SPEED_PERTURBATION_UTTERANCES = 50  # training utterances per speaker copied (seeded choice); 0 = all. Caps memory
 
 # ----------------------------------------------------------------------------------------------------
 # Model (ml/model.py)
@@ -159,8 +166,9 @@ def parse_value(raw, default, variable):
             return int(text)
         if isinstance(default, float):
             return float(text)
-        if isinstance(default, list):
-            return [item.strip() for item in text.split(",") if item.strip()]
+        if isinstance(default, list):  # items take the type of the default's first item (int, float or str)
+            kind = type(default[0]) if default and not isinstance(default[0], bool) else str
+            return [kind(item.strip()) for item in text.split(",") if item.strip()]
         return raw
     except ValueError as error:
         kind = type(default).__name__

@@ -105,7 +105,7 @@ def peak_memory_mib(children=False):
 def print_overrides():
     """Print the environment overrides of constants.py in effect (nothing when there are none)."""
     for name, value in constants.OVERRIDES.items():
-        shown = ",".join(value) if isinstance(value, list) else value
+        shown = ",".join(map(str, value)) if isinstance(value, list) else value
         print(f"override: {name} = {shown}")
 
 

@@ -1,4 +1,4 @@
-"""The on-disk feature cache: one float32 .npy file of (frames, 39) per utterance.
+"""The on-disk feature cache: one float32 .npy file of (frames, 39) per utterance (and per speed copy).
 
 The cache folder's name is a fingerprint of the feature settings and of the corpus root, and the folder
 records both in settings.json, so a change in constants.py (or another corpus) gets a cache of its own.
@@ -66,15 +66,18 @@ class FeatureCache:
         """(frames, 39) float32 features of the utterance `key` (pickle-free)."""
         return np.load(self.path(key), allow_pickle=False)
 
-    def build(self, utterances, workers=None, progress=True):
-        """Cache every utterance not cached yet; return a BuildReport."""
+    def build(self, utterances, workers=None, progress=True, speed_copies=()):
+        """Cache every utterance not cached yet, and each (utterance, factor) of `speed_copies` under
+        features.speed_key(key, factor); return a BuildReport."""
         utils.ensure_writable_dir(self.folder)
         if not (self.folder / "settings.json").exists():
             utils.write_json(self.folder / "settings.json", self.settings)
         utils.remove_stale_temporaries(self.folder)
 
-        report = BuildReport(total=len(utterances))
-        todo = [(u.key, str(u.path), str(self.path(u.key))) for u in utterances if not self.has(u.key)]
+        items = [(u, 1.0) for u in utterances] + list(speed_copies)
+        report = BuildReport(total=len(items))
+        keys = [(features.speed_key(u.key, factor), u, factor) for u, factor in items]
+        todo = [(key, str(u.path), str(self.path(key)), factor) for key, u, factor in keys if not self.has(key)]
         report.already_cached = report.total - len(todo)
         workers = min(_worker_count(workers), max(len(todo), 1))
         start = time.perf_counter()
@@ -119,9 +122,9 @@ def _use_settings(settings):
 
 def _cache_one(job):
     """Compute and write one utterance's features; return (key, skip reason or None, audio seconds)."""
-    key, source, target = job
+    key, source, target, factor = job
     try:
-        signal = features.load_audio(source)
+        signal = features.at_speed(features.load_audio(source), factor)
         frames = features.signal_features(signal)
     except features.UnusableAudio as reason:
         return key, str(reason), 0.0

@@ -38,6 +38,25 @@ def load_audio(path, sample_rate=None):
     return signal
 
 
+def at_speed(signal, factor, sample_rate=None):
+    """`signal` played `factor` times faster at the same rate: duration / factor, pitch and formants x factor.
+
+    It is resampled to sample_rate / factor and read back at sample_rate (speed perturbation), so a copy
+    at 0.9 or 1.1 sounds like another speaker of the same accent and text.
+    """
+    if factor <= 0:
+        raise ValueError(f"a speed factor must be positive, not {factor}")
+    if factor == 1:
+        return signal
+    sample_rate = sample_rate or constants.SAMPLE_RATE
+    return librosa.resample(signal, orig_sr=sample_rate, target_sr=int(round(sample_rate / factor))).astype(np.float32)
+
+
+def speed_key(key, factor):
+    """The cache key of an utterance played at `factor` (the key itself at 1): "<key>@<factor>"."""
+    return key if factor == 1 else f"{key}@{factor:g}"
+
+
 def voice_only(signal, percentile=None):
     """The part of `signal` from the first to the last sample whose |x| exceeds the percentile of |x|."""
     percentile = constants.VOICE_PERCENTILE if percentile is None else percentile

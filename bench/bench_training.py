@@ -46,14 +46,14 @@ def time_batches(step, make_batch, batches, repeats):
 def measure(inputs, architecture, batches, repeats):
     """{softmax/triplet windows per second, softmax epoch seconds} of one architecture."""
     keras.utils.set_random_seed(constants.SEED)
-    model = build_model(len(inputs.speakers), architecture)
+    model = build_model(len(inputs.classes), architecture)
     model.compile(optimizer=keras.optimizers.Adam(constants.LEARNING_RATE),
                   loss={"softmax": "sparse_categorical_crossentropy", "embeddings": None})
     softmax_batches = WindowBatches(inputs.train)
     rng = np.random.default_rng(0)
     softmax = time_batches(lambda x, y: model.train_on_batch(x, y),
                            lambda: softmax_batches[int(rng.integers(len(softmax_batches)))], batches, repeats)
-    triplet_model = build_model(len(inputs.speakers), architecture, normalize_embeddings=True)
+    triplet_model = build_model(len(inputs.classes), architecture, normalize_embeddings=True)
     triplet_model.get_layer("softmax").trainable = False
     triplet_model.compile(optimizer=keras.optimizers.Adam(constants.LEARNING_RATE),
                           loss={"embeddings": triplet_loss, "softmax": None})

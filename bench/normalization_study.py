@@ -34,7 +34,7 @@ METHODS = constants.CHOICES["NORMALIZATION"]
 def train_and_score(inputs, architecture, epochs):
     """Train a fresh softmax model; return (per-window, per-utterance) test accuracy and seconds per epoch."""
     keras.utils.set_random_seed(constants.SEED)
-    model = build_model(len(inputs.speakers), architecture)
+    model = build_model(len(inputs.classes), architecture)
     model.compile(optimizer=keras.optimizers.Adam(constants.LEARNING_RATE),
                   loss={"softmax": "sparse_categorical_crossentropy", "embeddings": None})
     start = time.perf_counter()

@@ -2,6 +2,7 @@
 
 Reads  the corpus at VCTK_CORPUS_PATH (constants.CORPUS_PATH).
 Writes <workdir>/cache/features-<fingerprint>/<speaker>/<utterance>.npy  (one per utterance, resumable)
+       ... <speaker>/<utterance>@<speed>.npy  (speed copies of training utterances, SPEED_PERTURBATION)
        <workdir>/inputs/data.npz, norm.json, inputs.json             (skipped when current; --force redoes)
 """
 import sys
@@ -38,6 +39,14 @@ def main(force, workers):
     wanted = [u for s in train_speakers + unseen_speakers for u in corpus.utterances[s]]
     report = cache.build(wanted, workers=workers)
     print(report.summary())
+    factors = ml_inputs.speed_factors()
+    plan = ml_inputs.speed_copy_plan(cache, corpus, train_speakers)
+    if plan:
+        copies = [(u, factor) for factor in factors for utterances in plan.values() for u in utterances]
+        print(f"speed copies: {len(plan)} training speakers x {len(factors)} speeds "
+              f"({', '.join(f'{f:g}' for f in factors)}), up to {constants.SPEED_PERTURBATION_UTTERANCES or 'all'} "
+              f"utterances each")
+        print(cache.build([], workers=workers, speed_copies=copies).summary())
 
     record = ml_inputs.expected_record(cache, corpus, train_speakers, unseen_speakers)
     folder = ml_inputs.inputs_folder()
@@ -51,7 +60,7 @@ def main(force, workers):
         part = summary[split]
         print(f"{split}: windows {tuple(part['windows'])} from {part['utterances']} utterances, frames "
               f"{tuple(part['frames'])} float32, {part['mebibytes']} MiB")
-    print(f"inputs: {summary['speakers']} speakers, normalisation {summary['normalization']}, written to "
+    print(f"inputs: {summary['speakers']} speakers ({summary['classes']} classes with speed copies), normalisation {summary['normalization']}, written to "
           f"{folder} in {time.perf_counter() - start:.1f} s, peak memory {utils.peak_memory_mib():.0f} MiB "
           f"(cache workers {utils.peak_memory_mib(children=True):.0f} MiB)")
 

@@ -34,18 +34,17 @@ def main(run, checkpoint):
     corpus = find_corpus()
     _, unseen_speakers = split_speakers(corpus.speakers)
     inputs = load_inputs()
-    model, speakers, source = embeddings.load_trained_model(run, checkpoint)
-    if speakers != inputs.speakers:
+    model, classes, source = embeddings.load_trained_model(run, checkpoint)
+    if classes != inputs.classes:
         raise utils.PipelineError("the checkpoint was trained on other speakers than the current inputs hold; "
                                   "re-run training, or ml/0_generate_inputs.py with the settings it was trained with")
     print(f"model: {source}")
 
-    probabilities = evaluation.predict_in_batches(model, inputs.test, "softmax")
-    window, utterance = evaluation.classification_accuracy(probabilities, inputs.test.labels, inputs.test.utterances)
+    window, utterance = evaluation.closed_set_accuracy(model, inputs)
     report, arrays = evaluation.unseen_speaker_report(model, FeatureCache(corpus.root), corpus, unseen_speakers,
                                                       inputs.norm)
     report.update({"identification_accuracy": utterance, "identification_window_accuracy": window,
-                   "num_training_speakers": len(speakers), "checkpoint": source,
+                   "num_training_speakers": len(inputs.speakers), "num_classes": len(classes), "checkpoint": source,
                    "created": time.strftime("%Y-%m-%d %H:%M:%S")})
 
     folder = utils.ensure_writable_dir(utils.work_path("evaluation"))
@@ -58,7 +57,7 @@ def main(run, checkpoint):
 
     label = "" if report["label_free"] else " (per-speaker normalisation: uses each speaker's identity)"
     print(f"\nnormalisation {report['normalization']}{label}")
-    print(f"closed set, {len(speakers)} training speakers: identification accuracy {utterance:.1%} per utterance, "
+    print(f"closed set, {len(inputs.speakers)} training speakers: identification accuracy {utterance:.1%} per utterance, "
           f"{window:.1%} per window")
     print(f"unseen speakers: {report['num_unseen_speakers']}, {report['num_unseen_utterances']} utterances, "
           f"{report['num_trials']:,} trials ({report['num_target_trials']:,} same-speaker)")

@@ -28,7 +28,7 @@ def latest_run():
 
 
 def load_trained_model(run=None, checkpoint=None):
-    """(model, speakers it was trained on, description) of `checkpoint` (a weights file of `run`) or the latest."""
+    """(model, classes it was trained on (speakers, then speed copies), description) of `checkpoint` (a weights file of `run`) or the latest."""
     run = run or latest_run()
     state = RunFolder(run).state()
     if state is None:

@@ -2,7 +2,10 @@
 
 Per speaker, utterances in sorted order are split TRAIN_TEST_RATIO train / rest test; from each split,
 MAX_COUNT_PER_CLASS random segments (two uniform cut points in a random utterance) are cut, and every
-segment yields its windows of FRAMES_PER_WINDOW frames, WINDOW_HOP_FRAMES apart. The original stored
+segment yields its windows of FRAMES_PER_WINDOW frames, WINDOW_HOP_FRAMES apart. With SPEED_PERTURBATION,
+each speed copy of a speaker's training utterances is a class of its own after the real speakers (train
+split only; its segments come from a generator of their own, so the real speakers' windows are the same
+with and without copies). The original stored
 every 390-value window as float64 (16 GB for VCTK); here each split keeps its frames once, normalised,
 as float32, plus the first-frame index, speaker label and utterance of every window. A window is
 gathered from the frames when a batch needs it.
@@ -24,7 +27,8 @@ from audio import features
 from ml import normalization
 
 INPUT_SETTINGS = ("SPLIT", "NUM_SPEAKERS_CLASSIFICATION_TASK", "TRAIN_TEST_RATIO", "MAX_COUNT_PER_CLASS",
-                  "FRAMES_PER_WINDOW", "WINDOW_HOP_FRAMES", "NORMALIZATION", "SEED")
+                  "FRAMES_PER_WINDOW", "WINDOW_HOP_FRAMES", "NORMALIZATION", "SEED", "SPEED_PERTURBATION",
+                  "SPEED_PERTURBATION_UTTERANCES")
 ARRAYS = ("frames", "starts", "labels", "utterances", "utterance_keys")
 
 
@@ -60,11 +64,19 @@ class WindowSet:
 
 @dataclass
 class Inputs:
-    """Training speakers (label order), the train and test windows, and the normalisation record."""
+    """Training speakers, the model's classes, the train and test windows, and the normalisation record.
+
+    `classes` (label order) starts with `speakers`; speed copies ("p225@0.9") follow, in the train split
+    only, so test labels are always real speakers and label < len(speakers) marks a real speaker.
+    """
     speakers: list
     train: WindowSet
     test: WindowSet
     norm: dict
+    classes: list = None
+
+    def __post_init__(self):
+        self.classes = list(self.speakers) if self.classes is None else list(self.classes)
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -117,16 +129,20 @@ def usable_utterances(cache, corpus, speakers):
     return {s: sorted(u.key for u in corpus.utterances.get(s, []) if cache.has(u.key)) for s in speakers}
 
 
-def build_split(cache, keys_by_speaker, rng, progress=True, name="split"):
-    """The WindowSet of one split, raw (not normalised) frames; keys_by_speaker is in label order."""
-    all_keys = [k for keys in keys_by_speaker.values() for k in keys]
+def build_split(cache, groups, progress=True, name="split"):
+    """The WindowSet of one split, raw (not normalised) frames, and the utterances' frame offsets.
+
+    `groups` is a list of ({class: keys}, generator): classes are labelled in order across the groups,
+    and each group's segments are drawn from its own generator.
+    """
+    all_keys = [k for keys_by_class, _ in groups for keys in keys_by_class.values() for k in keys]
     lengths = np.array([np.load(cache.path(k), mmap_mode="r").shape[0] for k in all_keys], dtype=np.int64)
     offsets = np.concatenate([[0], np.cumsum(lengths)])
     frames = np.empty((offsets[-1], 3 * constants.NUM_MFCC), np.float32)  # filled in place: no 2nd copy
     starts, labels, utterances = [], [], []
+    classes = [(keys, rng) for keys_by_class, rng in groups for keys in keys_by_class.values()]
     first = 0
-    for label, keys in enumerate(tqdm(keys_by_speaker.values(), desc=f"{name} speakers", unit="spk",
-                                      disable=not progress)):
+    for label, (keys, rng) in enumerate(tqdm(classes, desc=f"{name} classes", unit="class", disable=not progress)):
         mine = slice(first, first + len(keys))
         for index in range(mine.start, mine.stop):
             frames[offsets[index]:offsets[index + 1]] = cache.load(all_keys[index])
@@ -148,32 +164,83 @@ def _normalize_in_place(window_set, offsets, speakers_of_utterances, norm):
         block[:] = normalization.normalize(block, norm, speaker=speaker)
 
 
+def trainable_speakers(usable, warn=True):
+    """{speaker: usable keys} of the speakers with 2 usable utterances (one for train, one for test)."""
+    for speaker, keys in usable.items():
+        if len(keys) < 2 and warn:
+            print(f"warning: speaker {speaker} has {len(keys)} usable utterance(s) and needs 2 (one "
+                  f"for train, one for test): it is left out of training")
+    return {s: keys for s, keys in usable.items() if len(keys) >= 2}
+
+
+def speed_factors():
+    """The SPEED_PERTURBATION factors, checked: positive, not 1, no repeats; PipelineError otherwise."""
+    factors = [float(f) for f in constants.SPEED_PERTURBATION]
+    if any(f <= 0 or f == 1 for f in factors) or len(set(factors)) < len(factors):
+        raise utils.PipelineError(f"SPEED_PERTURBATION={constants.SPEED_PERTURBATION}: speed factors must be "
+                                  f"positive, other than 1 and distinct (e.g. 0.9,1.1; empty turns copies off)")
+    return factors
+
+
+def speed_copy_plan(cache, corpus, train_speakers):
+    """{speaker: [utterances to copy at every speed]}: a seeded choice of SPEED_PERTURBATION_UTTERANCES of
+    its training utterances (all when 0); empty when SPEED_PERTURBATION is."""
+    if not speed_factors():
+        return {}
+    rng = np.random.default_rng([constants.SEED, 1])
+    limit = constants.SPEED_PERTURBATION_UTTERANCES
+    plan = {}
+    for speaker, keys in trainable_speakers(usable_utterances(cache, corpus, train_speakers), warn=False).items():
+        train_keys = split_utterances(keys)[0]
+        if 0 < limit < len(train_keys):
+            train_keys = sorted(rng.choice(train_keys, limit, replace=False).tolist())
+        chosen = set(train_keys)
+        plan[speaker] = [u for u in corpus.utterances[speaker] if u.key in chosen]
+    return plan
+
+
+def speed_copy_classes(cache, plan):
+    """{class name "<speaker>@<factor>": its cached copy keys}, speed by speed; classes without any are left out."""
+    classes = {}
+    for factor in speed_factors():
+        for speaker, utterances in plan.items():
+            keys = [features.speed_key(u.key, factor) for u in utterances]
+            keys = [k for k in keys if cache.has(k)]
+            if keys:
+                classes[features.speed_key(speaker, factor)] = keys
+    return classes
+
+
 def build_inputs(cache, corpus, train_speakers, unseen_speakers, progress=True):
-    """Inputs of `train_speakers` (those without two usable utterances are dropped, with a warning)."""
+    """Inputs of `train_speakers` (those without two usable utterances are dropped, with a warning), with
+    the speed-copy classes whose features are cached."""
     usable = usable_utterances(cache, corpus, train_speakers)
-    dropped = [s for s in train_speakers if len(usable[s]) < 2]
-    for speaker in dropped:
-        print(f"warning: speaker {speaker} has {len(usable[speaker])} usable utterance(s) and needs 2 (one "
-              f"for train, one for test): it is left out of training")
-    usable = {s: keys for s, keys in usable.items() if s not in dropped}
+    trainable = trainable_speakers(usable)
+    dropped = [s for s in train_speakers if s not in trainable]
+    usable = trainable
     if len(usable) < 2:
         raise utils.PipelineError(f"only {len(usable)} training speaker(s) have usable audio; a speaker "
                                   f"classifier needs at least 2")
     halves = {s: split_utterances(keys) for s, keys in usable.items()}
+    copies = speed_copy_classes(cache, speed_copy_plan(cache, corpus, train_speakers))
     rng = np.random.default_rng(constants.SEED)
-    train, train_offsets = build_split(cache, {s: h[0] for s, h in halves.items()}, rng, progress, "train")
-    test, test_offsets = build_split(cache, {s: h[1] for s, h in halves.items()}, rng, progress, "test")
+    groups = [({s: h[0] for s, h in halves.items()}, rng), (copies, np.random.default_rng([constants.SEED, 2]))]
+    train, train_offsets = build_split(cache, groups, progress, "train")
+    test, test_offsets = build_split(cache, [({s: h[1] for s, h in halves.items()}, rng)], progress, "test")
 
     speaker_of = {k: s for s, keys in usable.items() for k in keys}
+    speaker_of.update({k: name.rsplit("@", 1)[0] for name, keys in copies.items() for k in keys})
     train_blocks = {s: [] for s in usable}
-    for index, key in enumerate(train.utterance_keys):
-        train_blocks[speaker_of[key]].append(train.frames[train_offsets[index]:train_offsets[index + 1]])
+    real = {k for h in halves.values() for k in h[0]}
+    for index, key in enumerate(train.utterance_keys):  # the statistics come from the real utterances only
+        if key in real:
+            train_blocks[speaker_of[key]].append(train.frames[train_offsets[index]:train_offsets[index + 1]])
     others = usable_utterances(cache, corpus, [s for s in unseen_speakers + dropped])
     other_blocks = {s: (cache.load(k) for k in keys) for s, keys in others.items() if keys}
     norm = normalization.fit(train_blocks, other_blocks)
     _normalize_in_place(train, train_offsets, [speaker_of[k] for k in train.utterance_keys], norm)
     _normalize_in_place(test, test_offsets, [speaker_of[k] for k in test.utterance_keys], norm)
-    return Inputs(list(usable), train, test, norm)
+    return Inputs(list(usable), train, test, norm, list(usable) + list(copies))
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -187,7 +254,9 @@ def inputs_folder():
 def expected_record(cache, corpus, train_speakers, unseen_speakers):
     """What the inputs built now would be made of; inputs whose record matches it are current."""
     keys = usable_utterances(cache, corpus, train_speakers + unseen_speakers)
-    digest = hashlib.sha1("\n".join(k for s in sorted(keys) for k in keys[s]).encode()).hexdigest()
+    copies = speed_copy_classes(cache, speed_copy_plan(cache, corpus, train_speakers))
+    listed = [k for s in sorted(keys) for k in keys[s]] + [k for name in copies for k in copies[name]]
+    digest = hashlib.sha1("\n".join(listed).encode()).hexdigest()
     return {"settings": utils.settings_snapshot(INPUT_SETTINGS), "cache": cache.folder.name,
             "train_speakers": list(train_speakers), "unseen_speakers": list(unseen_speakers),
             "utterances_digest": digest}
@@ -204,7 +273,7 @@ def save_inputs(inputs, record, folder=None):
     """Write data.npz, norm.json, then inputs.json (the completion mark), each atomically."""
     folder = utils.ensure_writable_dir(folder or inputs_folder())
     (folder / "inputs.json").unlink(missing_ok=True)  # until the new data is complete, nothing is current
-    arrays = {"speakers": np.array(inputs.speakers)}
+    arrays = {"speakers": np.array(inputs.speakers), "classes": np.array(inputs.classes)}
     for split in ("train", "test"):
         for name in ARRAYS:
             arrays[f"{split}_{name}"] = getattr(getattr(inputs, split), name)
@@ -225,13 +294,14 @@ def load_inputs(folder=None):
         splits = {split: WindowSet(**{name: data[f"{split}_{name}"] for name in ARRAYS})
                   for split in ("train", "test")}
         speakers = data["speakers"].tolist()
-    return Inputs(speakers, splits["train"], splits["test"], utils.read_json(folder / "norm.json"))
+        classes = data["classes"].tolist() if "classes" in data else speakers  # inputs made before speed copies
+    return Inputs(speakers, splits["train"], splits["test"], utils.read_json(folder / "norm.json"), classes)
 
 
 def describe(inputs):
     """Shapes and counts of the inputs, as a dict for the record and the terminal."""
     width = constants.FRAMES_PER_WINDOW * inputs.train.frames.shape[1]
-    summary = {"speakers": len(inputs.speakers), "normalization": inputs.norm["method"]}
+    summary = {"speakers": len(inputs.speakers), "classes": len(inputs.classes), "normalization": inputs.norm["method"]}
     for split in ("train", "test"):
         part = getattr(inputs, split)
         summary[split] = {"windows": [len(part), width], "frames": list(part.frames.shape),

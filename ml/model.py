@@ -59,6 +59,14 @@ def build_model(num_speakers, architecture=None, normalize_embeddings=False):
     return keras.Model(windows, {"embeddings": embeddings, "softmax": softmax}, name=f"deep_speaker_{architecture}")
 
 
+def parameter_summary(model):
+    """"N parameters (A in the embedding network, B in the softmax head over C classes)"."""
+    head = model.get_layer("softmax")
+    total, in_head = model.count_params(), head.count_params()
+    return (f"{total:,} parameters ({total - in_head:,} in the embedding network, {in_head:,} in the softmax "
+            f"head over {head.units} classes)")
+
+
 def freeze_below_softmax(model):
     """Make every layer but the 'softmax' head untrainable (frozen re-training)."""
     for layer in model.layers:

@@ -18,7 +18,7 @@ from ml import evaluation
 from ml.augmentation import level_std, random_level
 from ml.batches import WindowBatches
 from ml.checkpoints import RunFolder, model_identity, restore
-from ml.model import build_model, freeze_below_softmax
+from ml.model import build_model, freeze_below_softmax, parameter_summary
 from ml.triplet_loss import triplet_loss
 
 
@@ -62,8 +62,8 @@ def train_softmax(inputs, epochs=None, fresh=False, freeze=False, normalize_embe
     mode = "frozen" if freeze else "softmax"
     run = RunFolder(mode)
     keras.utils.set_random_seed(constants.SEED)
-    model = build_model(len(inputs.speakers), normalize_embeddings=normalize_embeddings)
-    identity = model_identity(inputs.speakers)
+    model = build_model(len(inputs.classes), normalize_embeddings=normalize_embeddings)
+    identity = model_identity(inputs.classes)
     start, source = restore(model, mode, identity, fresh)
     if freeze:
         freeze_below_softmax(model)
@@ -73,7 +73,7 @@ def train_softmax(inputs, epochs=None, fresh=False, freeze=False, normalize_embe
     end = start + epochs if epochs else constants.SOFTMAX_MAX_EPOCHS
     run.write_settings({"mode": mode, "start_epoch": start, "end_epoch": end, "started_from": source,
                         "normalize_embeddings": normalize_embeddings})
-    print(f"{mode}: {model.count_params():,} parameters ({constants.MODEL}), epochs {start + 1}-{end}, "
+    print(f"{mode}: {parameter_summary(model)}, {constants.MODEL}, epochs {start + 1}-{end}, "
           f"from {source}")
     if start >= end:
         print(f"{mode}: already at epoch {start}; nothing to do (raise --epochs or use --fresh)")
@@ -93,11 +93,10 @@ def train_softmax(inputs, epochs=None, fresh=False, freeze=False, normalize_embe
     if checkpoints.failed:
         raise NonFiniteLoss(f"{mode}: {checkpoints.failed}; training stopped, the last good checkpoint is "
                             f"kept ({_latest_path(run)}). Try a lower LEARNING_RATE.")
-    probabilities = evaluation.predict_in_batches(model, inputs.test, "softmax")
-    window, utterance = evaluation.classification_accuracy(probabilities, inputs.test.labels, inputs.test.utterances)
+    window, utterance = evaluation.closed_set_accuracy(model, inputs)
     print(f"{mode}: test accuracy {window:.1%} per window, {utterance:.1%} per utterance "
           f"({len(inputs.test):,} windows of {len(inputs.test.utterance_keys)} utterances, "
-          f"normalisation {inputs.norm['method']})")
+          f"normalisation {inputs.norm['method']}, over the {len(inputs.speakers)} real speakers)")
     result = {"window_accuracy": window, "utterance_accuracy": utterance, "epoch": checkpoints.last_epoch or start,
               "normalization": inputs.norm["method"]}
     utils.write_json(run.folder / "result.json", result)
@@ -156,8 +155,8 @@ def train_triplet(inputs, steps=None, fresh=False, normalize_embeddings=False, p
     """The original's triplet loop; returns the moving-average train and test losses at the end."""
     run = RunFolder("triplet")
     keras.utils.set_random_seed(constants.SEED)
-    model = build_model(len(inputs.speakers), normalize_embeddings=normalize_embeddings)
-    identity = model_identity(inputs.speakers)
+    model = build_model(len(inputs.classes), normalize_embeddings=normalize_embeddings)
+    identity = model_identity(inputs.classes)
     start, source = restore(model, "triplet", identity, fresh)
     model.get_layer("softmax").trainable = False  # the triplet loss does not reach the classifier
     model.compile(optimizer=keras.optimizers.Adam(constants.TRIPLET_LEARNING_RATE),
@@ -165,7 +164,7 @@ def train_triplet(inputs, steps=None, fresh=False, normalize_embeddings=False, p
     end = start + steps if steps else constants.TRIPLET_MAX_STEPS
     run.write_settings({"mode": "triplet", "start_step": start, "end_step": end, "started_from": source,
                         "normalize_embeddings": normalize_embeddings})
-    print(f"triplet: {model.count_params():,} parameters ({constants.MODEL}), steps {start + 1}-{end}, from {source}, "
+    print(f"triplet: {parameter_summary(model)}, {constants.MODEL}, steps {start + 1}-{end}, from {source}, "
           f"learning rate {constants.TRIPLET_LEARNING_RATE:g}")
     rng = np.random.default_rng([constants.SEED, start])  # a resumed run draws new batches, reproducibly
     train_batches = TripletSampler(inputs.train, rng, level_std(inputs.norm))
