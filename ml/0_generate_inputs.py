@@ -39,14 +39,11 @@ def main(force, workers):
     wanted = [u for s in train_speakers + unseen_speakers for u in corpus.utterances[s]]
     report = cache.build(wanted, workers=workers)
     print(report.summary())
-    factors = ml_inputs.speed_factors()
-    plan = ml_inputs.speed_copy_plan(cache, corpus, train_speakers)
-    if plan:
-        copies = [(u, factor) for factor in factors for utterances in plan.values() for u in utterances]
-        print(f"speed copies: {len(plan)} training speakers x {len(factors)} speeds "
-              f"({', '.join(f'{f:g}' for f in factors)}), up to {constants.SPEED_PERTURBATION_UTTERANCES or 'all'} "
-              f"utterances each")
-        print(cache.build([], workers=workers, speed_copies=copies).summary())
+    copies = ml_inputs.cache_speed_copies(cache, corpus, train_speakers, workers=workers)
+    if copies:
+        print(f"speed copies at {', '.join(f'{f:g}' for f in ml_inputs.speed_factors())} of up to "
+              f"{constants.SPEED_PERTURBATION_UTTERANCES or 'all'} training utterances per speaker: "
+              f"{copies.summary().removeprefix('feature cache: ')}")
 
     record = ml_inputs.expected_record(cache, corpus, train_speakers, unseen_speakers)
     folder = ml_inputs.inputs_folder()

@@ -199,6 +199,15 @@ def speed_copy_plan(cache, corpus, train_speakers):
     return plan
 
 
+def cache_speed_copies(cache, corpus, train_speakers, workers=None, progress=True):
+    """Cache the speed copies of speed_copy_plan (resumable, like the cache); its BuildReport, or None when off."""
+    plan = speed_copy_plan(cache, corpus, train_speakers)
+    if not plan:
+        return None
+    copies = [(u, factor) for factor in speed_factors() for utterances in plan.values() for u in utterances]
+    return cache.build([], workers=workers, progress=progress, speed_copies=copies)
+
+
 def speed_copy_classes(cache, plan):
     """{class name "<speaker>@<factor>": its cached copy keys}, speed by speed; classes without any are left out."""
     classes = {}

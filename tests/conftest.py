@@ -45,7 +45,7 @@ def tone_corpus(tmp_path):
 
 @pytest.fixture
 def small_inputs(tone_corpus, workdir, monkeypatch):
-    """Inputs of 3 training speakers (p228 unseen) saved in the work dir, with small batches for speed."""
+    """Inputs of 3 training speakers (p228 unseen) and their speed copies, saved in the work dir, small batches."""
     from audio.cache import FeatureCache
     from audio.corpus import find_corpus
     from ml import inputs as ml_inputs
@@ -57,6 +57,7 @@ def small_inputs(tone_corpus, workdir, monkeypatch):
     cache = FeatureCache(corpus.root)
     cache.build([u for s in corpus.speakers for u in corpus.utterances[s]], progress=False)
     train, unseen = ["p225", "p226", "p227"], ["p228"]
+    ml_inputs.cache_speed_copies(cache, corpus, train, progress=False)  # as script 0: 6 more classes
     built = ml_inputs.build_inputs(cache, corpus, train, unseen, progress=False)
     ml_inputs.save_inputs(built, ml_inputs.expected_record(cache, corpus, train, unseen))
     return ml_inputs.load_inputs()
