@@ -4,7 +4,8 @@ For each NORMALIZATION method, the inputs are rebuilt in memory from the feature
 have cached the corpus), a fresh model is trained with softmax for --epochs, and the per-window and
 per-utterance accuracy on the test utterances of the training speakers is printed. "per_speaker" is
 the original's and scales each test window with its true speaker's statistics: its figures are
-closed-set ones with the label leaking in, marked as such.
+closed-set ones with the label leaking in, marked as such. The study compares normalisations on the
+original's inputs: no speed copies (SPEED_PERTURBATION is set to empty) and no level augmentation.
 
     VCTK_CORPUS_PATH=../shared/data/so-dev-vctk092 DEEP_SPEAKER_SPLIT=auto python bench/normalization_study.py
 """
@@ -59,6 +60,7 @@ def main(models, methods, epochs, segments, out):
     train, unseen = split_speakers(corpus.speakers)
     cache = FeatureCache(corpus.root)
     constants.MAX_COUNT_PER_CLASS = segments
+    constants.SPEED_PERTURBATION = []  # the original's inputs: the real speakers only
     rows = []
     for method in methods.split(","):
         constants.NORMALIZATION = method
