@@ -1,5 +1,9 @@
 """What the pipeline learns, end to end: the conv model beside the original dense one, label-free and not.
 
+By default: the conv model with its speed copies (SPEED_PERTURBATION), then, without copies, the conv
+model and the original dense one (the original's recipe), each label-free ("global") and with the
+original's per-speaker normalisation.
+
 For each configuration (model x normalisation, optionally with settings overridden) the numbered
 scripts run in order in a work dir of their own under --workdir: inputs, softmax pre-training
 (--epochs), an evaluation of the softmax embeddings, triplet training (--steps), frozen re-training
@@ -110,14 +114,20 @@ def run_configuration(model, normalization, overrides, workdir, epochs, steps, f
             "num_unseen_speakers": report["num_unseen_speakers"], "minutes": (time.perf_counter() - start) / 60}
 
 
+def describe_override(name, value):
+    """An override for the table: NAME=value, or what an empty list means."""
+    return "no speed copies" if name == "SPEED_PERTURBATION" and value == "" else f"{name}={value}"
+
+
 def percent(value):
     """A fraction as a percentage for the table, or a dash."""
     return "-" if value is None else f"{value:.1%}"
 
 
 @click.command()
-@click.option("--configs", default="conv:global,dense:global,conv:per_speaker,dense:per_speaker", show_default=True,
-              help="Comma-separated model:normalisation pairs.")
+@click.option("--configs", default="conv:global,conv:per_speaker,conv:global:SPEED_PERTURBATION=,"
+              "dense:global:SPEED_PERTURBATION=,conv:per_speaker:SPEED_PERTURBATION=,dense:per_speaker:SPEED_PERTURBATION=",
+              show_default=True, help="Comma-separated model:normalisation[:NAME=value;...] configurations.")
 @click.option("--epochs", default=3, show_default=True,
               help="Softmax pre-training epochs (test accuracy peaks within 1-3 epochs on the dev corpus).")
 @click.option("--steps", default=5000, show_default=True, help="Triplet steps.")
@@ -148,7 +158,7 @@ def main(configs, epochs, steps, frozen_epochs, workdir):
     for r in rows:
         label = r["normalization"] + ("" if r["label_free"] else " (uses the speaker's identity)")
         losses = " / ".join("-" if v is None else f"{v:.3f}" for v in (r["triplet_test_loss_2k"], r["triplet_test_loss_5k"]))
-        changed = ", ".join(f"{k}={v}" for k, v in r["overrides"].items()) or "-"
+        changed = ", ".join(describe_override(k, v) for k, v in r["overrides"].items()) or "-"
         print(f"| {r['model']} | {label} | {changed} | {percent(r['softmax_window'])} / {percent(r['softmax_utterance'])} | "
               f"{percent(r['frozen_window'])} / {percent(r['frozen_utterance'])} | "
               f"{r['frozen_window'] / r['softmax_window']:.2f} | {losses} | {r['sap']:.3f} / {r['san']:.3f} | "
