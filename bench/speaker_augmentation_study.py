@@ -8,8 +8,9 @@ WINDOW_HOP_FRAMES) of the training speakers' training utterances:
   new_speakers    plus a copy at each --speeds factor, each speed of each speaker a class of its own
   same_speakers   plus the same copies, labelled as their speaker
 Every --eval-every steps it prints the closed-set accuracy on the test utterances of the real training
-speakers (scored over their classes only) and the unseen speakers' EER and minDCF (ml/2's figures). The
-pipeline does not use speed copies yet; this study measures whether it should. Script 0 must have run.
+speakers (scored over their classes only) and the unseen speakers' EER and minDCF (ml/2's figures). This
+study measured whether the pipeline should use speed copies, before it did (SPEED_PERTURBATION); it makes
+its own copies in memory and uses only the real utterances of the inputs. Script 0 must have run.
 
     VCTK_CORPUS_PATH=../shared/data/so-dev-vctk092 DEEP_SPEAKER_SPLIT=auto python bench/speaker_augmentation_study.py
 """
