@@ -57,7 +57,8 @@ def main(force, workers):
         part = summary[split]
         print(f"{split}: windows {tuple(part['windows'])} from {part['utterances']} utterances, frames "
               f"{tuple(part['frames'])} float32, {part['mebibytes']} MiB")
-    print(f"inputs: {summary['speakers']} speakers ({summary['classes']} classes with speed copies), normalisation {summary['normalization']}, written to "
+    classes = f" ({summary['classes']} classes with the speed copies)" if summary["classes"] > summary["speakers"] else ""
+    print(f"inputs: {summary['speakers']} speakers{classes}, normalisation {summary['normalization']}, written to "
           f"{folder} in {time.perf_counter() - start:.1f} s, peak memory {utils.peak_memory_mib():.0f} MiB "
           f"(cache workers {utils.peak_memory_mib(children=True):.0f} MiB)")
 

@@ -44,8 +44,8 @@ def main(loss_on_softmax, loss_on_embeddings, freeze_embedding_weights, normaliz
         raise click.UsageError("--loss_on_softmax trains for --epochs, not --steps")
     utils.print_overrides()
     inputs = load_inputs()
-    print(f"inputs: {len(inputs.speakers)} speakers, {len(inputs.classes)} classes, {len(inputs.train):,} train / {len(inputs.test):,} test "
-          f"windows, normalisation {inputs.norm['method']}")
+    print(f"inputs: {len(inputs.speakers)} speakers, {len(inputs.classes)} classes, {len(inputs.train):,} train / "
+          f"{len(inputs.test):,} test windows, normalisation {inputs.norm['method']}")
     if loss_on_embeddings:
         training.train_triplet(inputs, steps=steps, fresh=fresh, normalize_embeddings=normalize_embeddings)
     else:

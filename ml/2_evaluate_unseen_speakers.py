@@ -44,7 +44,8 @@ def main(run, checkpoint):
     report, arrays = evaluation.unseen_speaker_report(model, FeatureCache(corpus.root), corpus, unseen_speakers,
                                                       inputs.norm)
     report.update({"identification_accuracy": utterance, "identification_window_accuracy": window,
-                   "num_training_speakers": len(inputs.speakers), "num_classes": len(classes), "checkpoint": source,
+                   "num_training_speakers": len(inputs.speakers), "num_classes": len(classes),
+                   "checkpoint": source,
                    "created": time.strftime("%Y-%m-%d %H:%M:%S")})
 
     folder = utils.ensure_writable_dir(utils.work_path("evaluation"))
@@ -57,8 +58,8 @@ def main(run, checkpoint):
 
     label = "" if report["label_free"] else " (per-speaker normalisation: uses each speaker's identity)"
     print(f"\nnormalisation {report['normalization']}{label}")
-    print(f"closed set, {len(inputs.speakers)} training speakers: identification accuracy {utterance:.1%} per utterance, "
-          f"{window:.1%} per window")
+    print(f"closed set, {len(inputs.speakers)} training speakers: identification accuracy {utterance:.1%} per "
+          f"utterance, {window:.1%} per window")
     print(f"unseen speakers: {report['num_unseen_speakers']}, {report['num_unseen_utterances']} utterances, "
           f"{report['num_trials']:,} trials ({report['num_target_trials']:,} same-speaker)")
     print(f"SAP = {report['sap']:.3f}   SAN = {report['san']:.3f}   (mean cosine distance of windows)")

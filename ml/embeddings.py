@@ -28,7 +28,10 @@ def latest_run():
 
 
 def load_trained_model(run=None, checkpoint=None):
-    """(model, classes it was trained on (speakers, then speed copies), description) of `checkpoint` (a weights file of `run`) or the latest."""
+    """(model, classes it was trained on, description) of `checkpoint` (a weights file of `run`) or the latest.
+
+    The classes are the training speakers, then their speed copies (ml/inputs.py).
+    """
     run = run or latest_run()
     state = RunFolder(run).state()
     if state is None:

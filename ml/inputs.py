@@ -223,10 +223,8 @@ def speed_copy_classes(cache, plan):
 def build_inputs(cache, corpus, train_speakers, unseen_speakers, progress=True):
     """Inputs of `train_speakers` (those without two usable utterances are dropped, with a warning), with
     the speed-copy classes whose features are cached."""
-    usable = usable_utterances(cache, corpus, train_speakers)
-    trainable = trainable_speakers(usable)
-    dropped = [s for s in train_speakers if s not in trainable]
-    usable = trainable
+    usable = trainable_speakers(usable_utterances(cache, corpus, train_speakers))
+    dropped = [s for s in train_speakers if s not in usable]
     if len(usable) < 2:
         raise utils.PipelineError(f"only {len(usable)} training speaker(s) have usable audio; a speaker "
                                   f"classifier needs at least 2")
