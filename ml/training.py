@@ -104,19 +104,22 @@ def train_softmax(inputs, epochs=None, fresh=False, freeze=False, normalize_embe
 
 
 def speaker_accuracy(inputs):
-    """A Keras metric "accuracy": the most probable real speaker is the window's speaker.
+    """A Keras metric "accuracy": the window's class is the most probable one of its group.
 
-    Only the real speakers' outputs compete (as in evaluation.closed_set_accuracy), and a speed copy's
-    window counts as its speaker's, so validation accuracy per epoch is the closed-set figure per window.
+    The groups are the real speakers, and the copies at each speed: a test window (always a real
+    speaker's) is scored over the real speakers only, as evaluation.closed_set_accuracy does, so the
+    per-epoch validation accuracy is the closed-set figure per window; a copy's training window is scored
+    over the copies at its speed.
     """
-    speaker_of_class = np.array([inputs.speakers.index(name.rsplit("@", 1)[0]) if name not in inputs.speakers
-                                 else inputs.speakers.index(name) for name in inputs.classes], np.int32)
-    table, count = keras.ops.convert_to_tensor(speaker_of_class), len(inputs.speakers)
+    group_of_class = np.array([name.rsplit("@", 1)[1] if "@" in name else "" for name in inputs.classes])
+    _, group_of_class = np.unique(group_of_class, return_inverse=True)
+    table = keras.ops.convert_to_tensor(group_of_class.astype(np.int32))
 
     def accuracy(y_true, y_pred):
-        truth = keras.ops.take(table, keras.ops.cast(keras.ops.reshape(y_true, (-1,)), "int32"))
-        guess = keras.ops.cast(keras.ops.argmax(y_pred[:, :count], axis=-1), "int32")
-        return keras.ops.cast(keras.ops.equal(truth, guess), "float32")
+        truth = keras.ops.cast(keras.ops.reshape(y_true, (-1,)), "int32")
+        same_group = keras.ops.equal(table[None, :], keras.ops.take(table, truth)[:, None])
+        guess = keras.ops.argmax(keras.ops.where(same_group, y_pred, -1.0), axis=-1)
+        return keras.ops.cast(keras.ops.equal(truth, keras.ops.cast(guess, "int32")), "float32")
     return accuracy
 
 

@@ -115,13 +115,13 @@ def test_closed_set_accuracy_scores_the_real_speakers_only(copied):
     assert evaluation.closed_set_accuracy(FixedModel(row), inputs) == (1.0, 1.0)
 
 
-def test_the_keras_accuracy_credits_the_most_probable_real_speaker():
+def test_the_keras_accuracy_scores_each_window_within_its_group_of_classes():
     from ml.training import speaker_accuracy
     inputs = ml_inputs.Inputs(["a", "b"], None, None, {}, ["a", "b", "a@0.9", "b@0.9"])
     accuracy = speaker_accuracy(inputs)
-    probabilities = np.array([[0.1, 0.2, 0.7, 0.0],   # a@0.9 wins overall, b among the real: wrong for a
-                              [0.1, 0.5, 0.0, 0.4],   # a copy of b, b wins: right
-                              [0.6, 0.3, 0.1, 0.0],   # a copy of a, a wins: right
-                              [0.2, 0.1, 0.0, 0.7]], np.float32)  # b@0.9 wins overall, a among the real: right
-    labels = np.array([[0], [3], [2], [0]])
-    np.testing.assert_array_equal(np.asarray(accuracy(labels, probabilities)), [0, 1, 1, 1])
+    probabilities = np.array([[0.1, 0.2, 0.7, 0.0],   # a real window of a: b beats a among the real: wrong
+                              [0.6, 0.3, 0.1, 0.0],   # a real window of a: a@0.9 does not compete: right
+                              [0.2, 0.1, 0.3, 0.4],   # a copy of a: b@0.9 beats a@0.9: wrong
+                              [0.5, 0.1, 0.0, 0.4]], np.float32)  # a copy of b: b@0.9 is its group's best: right
+    labels = np.array([[0], [0], [2], [3]])
+    np.testing.assert_array_equal(np.asarray(accuracy(labels, probabilities)), [0, 1, 0, 1])
