@@ -44,6 +44,19 @@ def tone_corpus(tmp_path):
 
 
 @pytest.fixture
+def built(tone_corpus, workdir, monkeypatch):
+    """The tone corpus and its feature cache (no speed copies), 30 segments per class."""
+    from audio.cache import FeatureCache
+    from audio.corpus import find_corpus
+
+    monkeypatch.setattr(constants, "MAX_COUNT_PER_CLASS", 30)
+    corpus = find_corpus(tone_corpus)
+    cache = FeatureCache(corpus.root)
+    cache.build([u for s in corpus.speakers for u in corpus.utterances[s]], progress=False)
+    return corpus, cache
+
+
+@pytest.fixture
 def small_inputs(tone_corpus, workdir, monkeypatch):
     """Inputs of 3 training speakers (p228 unseen) and their speed copies, saved in the work dir, small batches."""
     from audio.cache import FeatureCache

@@ -34,15 +34,6 @@ def test_segments_hold_at_least_one_window_and_their_windows_stay_inside():
     assert np.all(np.diff(starts)[np.diff(segment) == 0] == 3)  # consecutive windows 3 frames apart
 
 
-@pytest.fixture
-def built(tone_corpus, workdir, monkeypatch):
-    monkeypatch.setattr(constants, "MAX_COUNT_PER_CLASS", 30)
-    corpus = find_corpus(tone_corpus)
-    cache = FeatureCache(corpus.root)
-    cache.build([u for s in corpus.speakers for u in corpus.utterances[s]], progress=False)
-    return corpus, cache
-
-
 def build(built, train=("p225", "p226", "p227"), unseen=("p228",)):
     corpus, cache = built
     return ml_inputs.build_inputs(cache, corpus, list(train), list(unseen), progress=False)

@@ -4,8 +4,6 @@ import pytest
 
 import constants
 from audio import features
-from audio.cache import FeatureCache
-from audio.corpus import find_corpus
 from ml import evaluation
 from ml import inputs as ml_inputs
 from utils import PipelineError
@@ -39,12 +37,9 @@ def test_bad_speed_factors_are_refused_with_a_message(monkeypatch, factors):
 
 
 @pytest.fixture
-def copied(tone_corpus, workdir, monkeypatch):
+def copied(built):
     """The tone corpus cached with its speed copies, as script 0 leaves it."""
-    monkeypatch.setattr(constants, "MAX_COUNT_PER_CLASS", 30)
-    corpus = find_corpus(tone_corpus)
-    cache = FeatureCache(corpus.root)
-    cache.build([u for s in corpus.speakers for u in corpus.utterances[s]], progress=False)
+    corpus, cache = built
     report = ml_inputs.cache_speed_copies(cache, corpus, TRAIN, progress=False)
     assert report.built == 3 * 4 * 2 and not report.skipped  # 3 speakers x 4 training utterances x 2 speeds
     assert cache.has("p225/p225_001_mic1@0.9") and not cache.has("p225/p225_005_mic1@0.9")  # 005 is a test one
