@@ -7,8 +7,6 @@ import numpy as np
 import pytest
 
 import constants
-from audio.cache import FeatureCache
-from audio.corpus import find_corpus
 from ml import inputs as ml_inputs
 from ml import normalization
 from utils import PipelineError
