@@ -120,3 +120,19 @@ def test_the_keras_accuracy_scores_each_window_within_its_group_of_classes():
                               [0.5, 0.1, 0.0, 0.4]], np.float32)  # a copy of b: b@0.9 is its group's best: right
     labels = np.array([[0], [0], [2], [3]])
     np.testing.assert_array_equal(np.asarray(accuracy(labels, probabilities)), [0, 1, 0, 1])
+
+
+def test_copies_that_gave_no_features_are_skipped_and_a_class_without_any_is_left_out(copied, monkeypatch):
+    corpus, cache = copied
+    for key in ("p225/p225_001_mic1@1.1", "p226/p226_001_mic1@1.1", "p226/p226_002_mic1@1.1",
+                "p226/p226_003_mic1@1.1", "p226/p226_004_mic1@1.1"):
+        cache.path(key).unlink()  # as if their features had failed (too short at 1.1x, say)
+    monkeypatch.setattr(constants, "MIN_VOICED_FRAMES", 10**6)  # the workers now skip every file
+    report = ml_inputs.cache_speed_copies(cache, corpus, TRAIN, progress=False)
+    assert report.built == 0 and len(report.skipped) == 5 and "too short" in report.skipped["p226/p226_001_mic1@1.1"]
+    inputs = ml_inputs.build_inputs(cache, corpus, TRAIN, UNSEEN, progress=False)
+    assert "p226@1.1" not in inputs.classes and "p225@1.1" in inputs.classes and len(inputs.classes) == 8
+    keys = inputs.train.utterance_keys[inputs.train.utterances]
+    assert sum(k.startswith("p225/") and k.endswith("@1.1") for k in set(keys)) == 3
+    assert np.all(np.array([k.split("/")[0] for k in keys]) == np.array([c.split("@")[0] for c in
+                                                                         np.array(inputs.classes)[inputs.train.labels]]))
