@@ -25,7 +25,6 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import keras  # noqa: E402
-import librosa  # noqa: E402
 from tqdm import tqdm  # noqa: E402
 
 import constants  # noqa: E402
@@ -39,12 +38,6 @@ from ml.inputs import load_inputs  # noqa: E402
 from ml.model import build_model  # noqa: E402
 
 ARMS = ("none", "new_speakers", "same_speakers")
-
-
-def at_speed(signal, factor):
-    """`signal` played `factor` times faster (and higher), at the same sample rate."""
-    return librosa.resample(signal, orig_sr=constants.SAMPLE_RATE,
-                            target_sr=int(round(constants.SAMPLE_RATE / factor)))
 
 
 def training_frames(inputs, corpus, cache, arm, speeds):
@@ -61,7 +54,7 @@ def training_frames(inputs, corpus, cache, arm, speeds):
         signal = features.load_audio(utterance.path)
         for copy, factor in enumerate(speeds, start=1):
             try:
-                frames = features.signal_features(at_speed(signal, factor))
+                frames = features.signal_features(features.at_speed(signal, factor))
             except features.UnusableAudio:
                 continue
             frame_list.append(emb.normalized_frames(frames, inputs.norm, utterance.speaker))
