@@ -10,6 +10,7 @@ export VCTK_CORPUS_PATH="$DEEP_SPEAKER_WORKDIR/corpus"
 export DEEP_SPEAKER_SPLIT=auto                              # the demo's speakers are not VCTK's
 export DEEP_SPEAKER_NUM_SPEAKERS_CLASSIFICATION_TASK=18     # 18 of the 24 demo speakers train, 6 are unseen
 export DEEP_SPEAKER_MAX_COUNT_PER_CLASS=200                 # fewer segments than VCTK's 1000: a small corpus
+export DEEP_SPEAKER_SOFTMAX_SCHEDULE_EPOCHS=10               # the learning-rate schedule spans the demo's 10 epochs
 
 stage() { printf '\n==== stage %s: %s ====\n' "$1" "$2"; }
 

@@ -88,7 +88,7 @@ def share_softmax(base, workdir):
 def run_configuration(model, normalization, overrides, workdir, epochs, steps, frozen_epochs):
     """All stages of one configuration; returns its row of results."""
     env = {**os.environ, "DEEP_SPEAKER_WORKDIR": str(workdir), "DEEP_SPEAKER_MODEL": model,
-           "DEEP_SPEAKER_NORMALIZATION": normalization,
+           "DEEP_SPEAKER_NORMALIZATION": normalization, "DEEP_SPEAKER_SOFTMAX_SCHEDULE_EPOCHS": str(epochs),
            **{f"DEEP_SPEAKER_{name}": value for name, value in overrides.items()}}
     start = time.perf_counter()
     stage(env, "ml/0_generate_inputs.py")
@@ -116,7 +116,11 @@ def run_configuration(model, normalization, overrides, workdir, epochs, steps, f
 
 def describe_override(name, value):
     """An override for the table: NAME=value, or what an empty list means."""
-    return "no speed copies" if name == "SPEED_PERTURBATION" and value == "" else f"{name}={value}"
+    if name == "SPEED_PERTURBATION" and value == "":
+        return "no speed copies"
+    if name == "SOFTMAX_LR_SCHEDULE" and value == "plateau":
+        return "the original's learning rate"
+    return f"{name}={value}"
 
 
 def percent(value):
@@ -125,8 +129,11 @@ def percent(value):
 
 
 @click.command()
-@click.option("--configs", default="conv:global,conv:per_speaker,conv:global:SPEED_PERTURBATION=,"
-              "dense:global:SPEED_PERTURBATION=,conv:per_speaker:SPEED_PERTURBATION=,dense:per_speaker:SPEED_PERTURBATION=",
+@click.option("--configs", default="conv:global,conv:per_speaker,conv:global:SOFTMAX_LR_SCHEDULE=plateau,"
+              "conv:per_speaker:SOFTMAX_LR_SCHEDULE=plateau,conv:global:SOFTMAX_LR_SCHEDULE=plateau;SPEED_PERTURBATION=,"
+              "dense:global:SOFTMAX_LR_SCHEDULE=plateau;SPEED_PERTURBATION=,"
+              "conv:per_speaker:SOFTMAX_LR_SCHEDULE=plateau;SPEED_PERTURBATION=,"
+              "dense:per_speaker:SOFTMAX_LR_SCHEDULE=plateau;SPEED_PERTURBATION=",
               show_default=True, help="Comma-separated model:normalisation[:NAME=value;...] configurations.")
 @click.option("--epochs", default=3, show_default=True,
               help="Softmax pre-training epochs (test accuracy peaks within 1-3 epochs on the dev corpus).")

@@ -18,6 +18,7 @@ from ml import evaluation
 from ml.augmentation import level_std, random_level
 from ml.batches import WindowBatches
 from ml.checkpoints import RunFolder, model_identity, restore
+from ml.learning_rate import softmax_schedule
 from ml.model import build_model, freeze_below_softmax, parameter_summary
 from ml.triplet_loss import triplet_loss
 
@@ -71,23 +72,31 @@ def train_softmax(inputs, epochs=None, fresh=False, freeze=False, normalize_embe
                   loss={"softmax": "sparse_categorical_crossentropy", "embeddings": None},
                   metrics={"softmax": [speaker_accuracy(inputs)]})
     end = start + epochs if epochs else constants.SOFTMAX_MAX_EPOCHS
+    training_batches = WindowBatches(inputs.train, level_std=level_std(inputs.norm))
+    if freeze:  # the head alone is re-trained with the original's schedule
+        schedule, last_epoch = softmax_schedule(len(training_batches), "plateau")
+    else:
+        schedule, last_epoch = softmax_schedule(len(training_batches))
+    if last_epoch is not None and end > last_epoch:
+        print(f"{mode}: the {constants.SOFTMAX_LR_SCHEDULE} learning rate ends with epoch {last_epoch} "
+              f"(SOFTMAX_SCHEDULE_EPOCHS); the run stops there")
+        end = last_epoch
     run.write_settings({"mode": mode, "start_epoch": start, "end_epoch": end, "started_from": source,
                         "normalize_embeddings": normalize_embeddings})
     print(f"{mode}: {parameter_summary(model)}, {constants.MODEL}, epochs {start + 1}-{end}, "
           f"from {source}")
     if start >= end:
-        print(f"{mode}: already at epoch {start}; nothing to do (raise --epochs or use --fresh)")
+        print(f"{mode}: already at epoch {start}; nothing to do (raise --epochs"
+              f"{' or SOFTMAX_SCHEDULE_EPOCHS' if last_epoch is not None else ''}, or use --fresh)")
     checkpoints = Checkpoints(run, identity, constants.CHECKPOINT_EVERY_EPOCHS)
     callbacks = [
         checkpoints,
         keras.callbacks.EarlyStopping("val_softmax_accuracy", mode="max", min_delta=constants.EARLY_STOPPING_MIN_DELTA,
                                       patience=constants.EARLY_STOPPING_PATIENCE),
-        keras.callbacks.ReduceLROnPlateau("val_loss", factor=constants.REDUCE_LR_FACTOR,
-                                          patience=constants.REDUCE_LR_PATIENCE, min_lr=constants.MIN_LEARNING_RATE),
+        *schedule,
         keras.callbacks.CSVLogger(str(run.history), append=True),
     ]
     validation = WindowBatches(_validation_subset(inputs.test), shuffle=False)
-    training_batches = WindowBatches(inputs.train, level_std=level_std(inputs.norm))
     model.fit(training_batches, validation_data=validation, initial_epoch=start, epochs=end, callbacks=callbacks,
               verbose=verbose)
     if checkpoints.failed:

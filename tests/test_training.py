@@ -27,6 +27,7 @@ def history_rows(mode):
 def test_softmax_then_triplet_then_frozen_write_their_run_folders_and_resume(small_inputs, workdir, monkeypatch):
     monkeypatch.setattr(constants, "CHECKPOINT_EVERY_EPOCHS", 2)
     monkeypatch.setattr(constants, "CHECKPOINT_EVERY_STEPS", 4)
+    monkeypatch.setattr(constants, "SOFTMAX_SCHEDULE_EPOCHS", 4)  # the default schedule's run: 4 epochs
     result = training.train_softmax(small_inputs, epochs=3, verbose=0)
     run = workdir / "runs" / "softmax"
     assert {p.name for p in (run / "weights").iterdir()} == {"epoch-000002.weights.h5", "epoch-000003.weights.h5"}
