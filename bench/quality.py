@@ -1,8 +1,10 @@
 """What the pipeline learns, end to end: the conv model beside the original dense one, label-free and not.
 
-By default: the conv model with its speed copies (SPEED_PERTURBATION), then, without copies, the conv
-model and the original dense one (the original's recipe), each label-free ("global") and with the
-original's per-speaker normalisation.
+By default: the conv model with the default settings, then with the original's learning rate
+(SOFTMAX_LR_SCHEDULE=plateau), then with that and without the speed copies (SPEED_PERTURBATION), beside
+the original dense model in the last setting (the original's recipe), each label-free ("global") and with
+the original's per-speaker normalisation. --epochs also sets the length of the default learning-rate
+schedule (SOFTMAX_SCHEDULE_EPOCHS).
 
 For each configuration (model x normalisation, optionally with settings overridden) the numbered
 scripts run in order in a work dir of their own under --workdir: inputs, softmax pre-training
