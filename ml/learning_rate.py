@@ -2,9 +2,9 @@
 
 "plateau" (the original): Adam at LEARNING_RATE, halved by Keras' ReduceLROnPlateau when the validation
 loss stalls. "warmup_cosine": the rate rises linearly from 0 to SOFTMAX_PEAK_LEARNING_RATE over the first
-SOFTMAX_WARMUP_STEPS batches (at most a tenth of the run), then falls along a half cosine to 0 at the end of epoch
-SOFTMAX_SCHEDULE_EPOCHS, where the run stops. The rate depends only on the batch's position in the
-whole run, so a run resumed from a checkpoint continues the same curve.
+SOFTMAX_WARMUP_STEPS batches (at most a tenth of the run), then falls along a half cosine to 0 at the end
+of epoch SOFTMAX_SCHEDULE_EPOCHS, where the run stops. The rate depends only on the batch's position in
+the whole run, so a run resumed from a checkpoint continues the same curve.
 """
 import math
 
