@@ -12,7 +12,7 @@ import keras
 
 import constants
 
-SCHEDULES = ("plateau", "warmup_cosine")
+SCHEDULES = constants.CHOICES["SOFTMAX_LR_SCHEDULE"]  # "plateau", "warmup_cosine"
 
 
 def warmup_cosine(step, total_steps, peak, warmup_steps):

@@ -73,10 +73,8 @@ def train_softmax(inputs, epochs=None, fresh=False, freeze=False, normalize_embe
                   metrics={"softmax": [speaker_accuracy(inputs)]})
     end = start + epochs if epochs else constants.SOFTMAX_MAX_EPOCHS
     training_batches = WindowBatches(inputs.train, level_std=level_std(inputs.norm))
-    if freeze:  # the head alone is re-trained with the original's schedule
-        schedule, last_epoch = softmax_schedule(len(training_batches), "plateau")
-    else:
-        schedule, last_epoch = softmax_schedule(len(training_batches))
+    # the head alone (frozen mode) is re-trained with the original's schedule
+    schedule, last_epoch = softmax_schedule(len(training_batches), "plateau" if freeze else None)
     if last_epoch is not None and end > last_epoch:
         print(f"{mode}: the {constants.SOFTMAX_LR_SCHEDULE} learning rate ends with epoch {last_epoch} "
               f"(SOFTMAX_SCHEDULE_EPOCHS); the run stops there")
