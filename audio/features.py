@@ -57,6 +57,12 @@ def speed_key(key, factor):
     return key if factor == 1 else f"{key}@{factor:g}"
 
 
+def split_speed_key(key):
+    """The inverse of speed_key: (the key or speaker name played at speed 1, its factor)."""
+    base, _, factor = key.rpartition("@")
+    return (base, float(factor)) if base else (key, 1.0)
+
+
 def voice_only(signal, percentile=None):
     """The part of `signal` from the first to the last sample whose |x| exceeds the percentile of |x|."""
     percentile = constants.VOICE_PERCENTILE if percentile is None else percentile

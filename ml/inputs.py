@@ -236,7 +236,7 @@ def build_inputs(cache, corpus, train_speakers, unseen_speakers, progress=True):
     test, test_offsets = build_split(cache, [({s: h[1] for s, h in halves.items()}, rng)], progress, "test")
 
     speaker_of = {k: s for s, keys in usable.items() for k in keys}
-    speaker_of.update({k: name.rsplit("@", 1)[0] for name, keys in copies.items() for k in keys})
+    speaker_of.update({k: features.split_speed_key(name)[0] for name, keys in copies.items() for k in keys})
     train_blocks = {s: [] for s in usable}
     real = {k for h in halves.values() for k in h[0]}
     for index, key in enumerate(train.utterance_keys):  # the statistics come from the real utterances only

@@ -14,6 +14,7 @@ from tqdm import tqdm
 
 import constants
 import utils
+from audio import features
 from ml import evaluation
 from ml.augmentation import level_std, random_level
 from ml.batches import WindowBatches
@@ -118,7 +119,7 @@ def speaker_accuracy(inputs):
     per-epoch validation accuracy is the closed-set figure per window; a copy's training window is scored
     over the copies at its speed.
     """
-    group_of_class = np.array([name.rsplit("@", 1)[1] if "@" in name else "" for name in inputs.classes])
+    group_of_class = np.array([features.split_speed_key(name)[1] for name in inputs.classes])
     _, group_of_class = np.unique(group_of_class, return_inverse=True)
     table = keras.ops.convert_to_tensor(group_of_class.astype(np.int32))
 
