@@ -6,9 +6,21 @@ VCTK_CORPUS_PATH (= CORPUS_PATH), DEEP_SPEAKER_WORKDIR and DEEP_SPEAKER_SPLIT. V
 type of the default (lists are comma-separated, booleans are true/false/1/0); an unknown name or a
 malformed value stops the program with a message. Every script prints the overrides it applied.
 
+RECIPE picks a named set of values from RECIPES: "default" changes nothing, "original" is the 2018
+pipeline as it was (dense model, per-speaker normalisation, the plateau schedule, no augmentation).
+DEEP_SPEAKER_RECIPE=original (or editing RECIPE) selects it; its values are applied first, then single
+DEEP_SPEAKER_<NAME> overrides on top. OVERRIDES and RECIPE_VALUES hold what each applied; resolved() gives
+every setting in effect, for a run's records.
+
+Every numeric setting has an allowed range (RANGES), checked at import after the recipe and the
+overrides: a value outside it stops the program with one line per value, naming the range and the fix.
+
 This module imports nothing of the project.
 """
+import math
+import operator
 import os
+import re
 from pathlib import Path
 
 # ----------------------------------------------------------------------------------------------------
@@ -95,7 +107,9 @@ BATCH_SIZE = 900  # windows per batch; the triplet batch is 300 anchors, 300 pos
 LEARNING_RATE = 0.001  # Adam (original: 0.001)
 # Softmax training (Keras fit), the original's schedule
 SOFTMAX_MAX_EPOCHS = 1000  # total epochs before the run stops by itself (original: 1000)
-CHECKPOINT_EVERY_EPOCHS = 10  # weights are saved every this many epochs, and at the end of a run
+CHECKPOINT_EVERY_EPOCHS = 10  # weights are saved every this many epochs, and at the end of a run ...
+EVERY_EPOCH_CHECKPOINTS_UP_TO = 20  # ... but after every epoch when the run is this many epochs or shorter
+KEEP_CHECKPOINTS = 3  # newest checkpoints kept per run (the best by validation is kept besides)
 EARLY_STOPPING_MIN_DELTA = 0.01  # validation softmax accuracy must improve by this much ...
 EARLY_STOPPING_PATIENCE = 100  # ... within this many epochs, or training stops
 REDUCE_LR_FACTOR = 0.5  # learning rate x this when the validation loss stalls ...
@@ -147,7 +161,28 @@ DEMO_LAYOUT = "0.92"  # "0.92": wav48_silence_trimmed/<spk>/<spk>_<nnn>_mic1.fla
 DEMO_SEED = 2018  # the same seed writes the same corpus, byte for byte
 
 # ----------------------------------------------------------------------------------------------------
-# Environment overrides (keep this section last)
+# Recipes
+# ----------------------------------------------------------------------------------------------------
+# A named set of values applied over the ones above (then DEEP_SPEAKER_<NAME> overrides apply on top):
+# "default" keeps them, "original" is the 2018 pipeline as it was, to compare against.
+RECIPE = "default"  # "default" or "original" (RECIPES below); DEEP_SPEAKER_RECIPE=original selects it for a run
+RECIPES = {
+    "default": {},
+    # Only the values where the original differs from the defaults above. TRIPLET_MAX_STEPS and the checkpoint
+    # housekeeping keep their defaults: the original's triplet loop never stopped and it deleted no checkpoint.
+    "original": {
+        "MODEL": "dense",  # Dense 390 -> 200 sigmoid "fc1" -> softmax, ~94k parameters
+        "NORMALIZATION": "per_speaker",  # one scalar mean/std per speaker, from its train segments
+        "SOFTMAX_LR_SCHEDULE": "plateau",  # Adam 0.001, halved on plateaus (min 1e-4), up to 1000 epochs
+        "SPEED_PERTURBATION": [],  # no speed copies: the 80 real speakers are the classes
+        "GAIN_AUGMENTATION_STD": 0.0,  # no level augmentation
+        "TRIPLET_LEARNING_RATE": 0.001,  # one Adam rate, 0.001, for every mode
+        "MAX_VALIDATION_WINDOWS": 0,  # Keras fit validated on all test windows
+    },
+}
+
+# ----------------------------------------------------------------------------------------------------
+# Environment overrides and range checks (keep this section last)
 # ----------------------------------------------------------------------------------------------------
 ENV_PREFIX = "DEEP_SPEAKER_"
 ENV_ALIASES = {"VCTK_CORPUS_PATH": "CORPUS_PATH"}  # short names kept from the original's documentation
@@ -160,8 +195,90 @@ CHOICES = {  # names whose value must be one of these
     "SOFTMAX_LR_SCHEDULE": ("plateau", "warmup_cosine"),
     "PROJECTION": ("tsne", "pca"),
     "UTTERANCE_POOLING": ("log_probability", "mean_probability"),
+    "RECIPE": tuple(RECIPES),  # "default", "original"
 }
+# The allowed range of every numeric setting: name -> (kind, condition, ...). Kinds: "int", "number" (an int
+# or a finite float; a bool is neither), "ints" and "numbers" (a list whose every entry is one and meets the
+# conditions). A condition is an operator and a number, or an expression of other constants (checked only
+# while those are in range themselves); "non-empty" and "distinct" apply to the list itself.
+RANGES = {
+    # Audio and MFCC features
+    "SAMPLE_RATE": ("int", "> 0"),
+    "VOICE_PERCENTILE": ("number", ">= 0", "< 100"),
+    "SILENCE_PEAK": ("number", ">= 0", "< 1"),  # full scale = 1; 0 = no file counts as silent
+    "MIN_VOICED_FRAMES": ("int", ">= 1"),
+    "FRAME_LENGTH_S": ("number", "> 0"),
+    "FRAME_STEP_S": ("number", "> 0"),
+    "NUM_MFCC": ("int", ">= 1"),
+    "NUM_MEL_FILTERS": ("int", ">= 1", ">= NUM_MFCC"),  # a cepstrum has at most as many values as filters
+    "FFT_SIZE": ("int", ">= 1", ">= FRAME_LENGTH_S * SAMPLE_RATE"),  # samples per frame
+    "PRE_EMPHASIS": ("number", ">= 0", "< 1"),
+    "CEPSTRAL_LIFTER": ("number", ">= 0"),  # 0 = no liftering
+    "DELTA_WIDTH": ("int", ">= 1"),
+    "NUM_WORKERS": ("int", ">= 0"),  # 0 = one per core
+    # Speaker split
+    "NUM_SPEAKERS_CLASSIFICATION_TASK": ("int", ">= 2"),  # a classifier needs two classes
+    # Inputs
+    "TRAIN_TEST_RATIO": ("number", "> 0", "< 1"),
+    "MAX_COUNT_PER_CLASS": ("int", ">= 1"),
+    "FRAMES_PER_WINDOW": ("int", ">= 1"),
+    "WINDOW_HOP_FRAMES": ("int", ">= 1"),
+    "SEED": ("int", ">= 0", "< 2 ** 32"),  # NumPy's legacy seed, set by Keras
+    "SPEED_PERTURBATION": ("numbers", "distinct", "> 0", "!= 1"),  # 1 would copy the real speaker
+    "SPEED_PERTURBATION_UTTERANCES": ("int", ">= 0"),  # 0 = all
+    # Model
+    "EMBEDDING_SIZE": ("int", ">= 1"),
+    "CONV_FILTERS": ("ints", "non-empty", ">= 1"),
+    "CONV_KERNEL": ("int", ">= 1"),
+    "DROPOUT": ("number", ">= 0", "< 1"),
+    # Training
+    "BATCH_SIZE": ("int", ">= 3"),  # a triplet batch is three thirds: anchors, positives, negatives
+    "LEARNING_RATE": ("number", "> 0"),
+    "SOFTMAX_MAX_EPOCHS": ("int", ">= 1"),
+    "CHECKPOINT_EVERY_EPOCHS": ("int", ">= 1"),
+    "EVERY_EPOCH_CHECKPOINTS_UP_TO": ("int", ">= 0"),  # 0 = never every epoch
+    "KEEP_CHECKPOINTS": ("int", ">= 1"),
+    "EARLY_STOPPING_MIN_DELTA": ("number", ">= 0"),
+    "EARLY_STOPPING_PATIENCE": ("int", ">= 0"),
+    "REDUCE_LR_FACTOR": ("number", "> 0", "< 1"),
+    "REDUCE_LR_PATIENCE": ("int", ">= 0"),
+    "MIN_LEARNING_RATE": ("number", ">= 0"),
+    "SOFTMAX_PEAK_LEARNING_RATE": ("number", "> 0"),
+    "SOFTMAX_WARMUP_STEPS": ("int", ">= 0"),
+    "SOFTMAX_SCHEDULE_EPOCHS": ("int", ">= 1"),
+    "GAIN_AUGMENTATION_STD": ("number", ">= 0"),  # 0 = off
+    "MAX_VALIDATION_WINDOWS": ("int", ">= 0"),  # 0 = all
+    "TRIPLET_MARGIN": ("number", ">= 0"),
+    "TRIPLET_LEARNING_RATE": ("number", "> 0"),
+    "TRIPLET_PAIRS_PER_BATCH": ("int", ">= 1", "<= BATCH_SIZE // 3"),  # every pair needs one anchor at least
+    "TRIPLET_MAX_STEPS": ("int", ">= 1"),
+    "CHECKPOINT_EVERY_STEPS": ("int", ">= 1"),
+    "PRINT_EVERY_STEPS": ("int", ">= 1"),
+    "MOVING_AVERAGE_STEPS": ("int", ">= 1"),
+    # Evaluation and inference
+    "SAP_SAN_WINDOWS_PER_SPEAKER": ("int", ">= 2"),  # SAP needs two windows of a speaker
+    "MAX_IMPOSTOR_TRIALS": ("int", ">= 1"),
+    "DCF_P_TARGET": ("number", "> 0", "< 1"),
+    "DCF_COST_MISS": ("number", "> 0"),
+    "DCF_COST_FALSE_ALARM": ("number", "> 0"),
+    # Demo corpus
+    "DEMO_NUM_SPEAKERS": ("int", ">= 2"),
+    "DEMO_UTTERANCES_PER_SPEAKER": ("int", ">= 2"),  # one to train on, one to test
+    "DEMO_SAMPLE_RATE": ("int", "> 0"),
+    "DEMO_SEED": ("int", ">= 0"),
+}
+# Module-level UPPER_CASE names that are machinery, not settings: never overridden, checked or recorded.
+NOT_SETTINGS = ("ENV_PREFIX", "ENV_ALIASES", "CHOICES", "RECIPES", "RANGES", "NOT_SETTINGS", "OVERRIDES",
+                "RECIPE_VALUES")
 _TRUE, _FALSE = ("1", "true", "yes", "on"), ("0", "false", "no", "off")
+_KINDS = {"int": "an integer", "number": "a number", "ints": "a list of integers", "numbers": "a list of numbers"}
+_NOUNS = {"ints": "integers", "numbers": "numbers"}  # the entries of a list kind
+_COMPARE = {">=": operator.ge, ">": operator.gt, "<=": operator.le, "<": operator.lt, "!=": operator.ne}
+
+
+def is_setting(name, namespace):
+    """Whether `name` is a setting of `namespace`: an UPPER_CASE public name that is not machinery."""
+    return name.isupper() and not name.startswith("_") and name not in NOT_SETTINGS and name in namespace
 
 
 def parse_value(raw, default, variable):
@@ -195,7 +312,7 @@ def environment_overrides(namespace, environ):
             name = variable[len(ENV_PREFIX):]
         else:
             continue
-        if not (name.isupper() and name in namespace) or name in ("ENV_PREFIX", "ENV_ALIASES", "CHOICES"):
+        if not is_setting(name, namespace):
             raise SystemExit(f"deep-speaker: {variable} names no setting: there is no constant {name} in "
                              f"constants.py (names are UPPER_CASE, e.g. {ENV_PREFIX}MAX_COUNT_PER_CLASS)")
         value = parse_value(raw, namespace[name], variable)
@@ -206,8 +323,126 @@ def environment_overrides(namespace, environ):
     return applied
 
 
-OVERRIDES = environment_overrides(globals(), os.environ)
-for _name, _allowed in CHOICES.items():
-    if globals()[_name] not in _allowed:
+def apply_recipe(namespace, overridden=()):
+    """Set the values of the recipe namespace["RECIPE"] names, except the `overridden` ones (those win);
+    return the recipe's {name: value}."""
+    recipe = namespace["RECIPE"]
+    if recipe not in RECIPES:
+        raise SystemExit(f"deep-speaker: RECIPE={recipe!r} must be one of {', '.join(RECIPES)} (set it with "
+                         f"{ENV_PREFIX}RECIPE or in constants.py)")
+    values = {name: list(value) if isinstance(value, list) else value for name, value in RECIPES[recipe].items()}
+    for name, value in values.items():
+        if not is_setting(name, namespace):
+            raise SystemExit(f"deep-speaker: recipe {recipe!r} sets {name}, which is no setting of constants.py")
+        if name not in overridden:
+            namespace[name] = list(value) if isinstance(value, list) else value
+    return values
+
+
+def _plain(value):
+    """Whether `value` is a setting's value: a str, number or bool, or a list or tuple of them."""
+    scalar = (str, int, float, bool)
+    return isinstance(value, scalar) or (isinstance(value, (list, tuple)) and all(isinstance(v, scalar) for v in value))
+
+
+def resolved(namespace=None):
+    """{name: value} of every setting in effect (default: this module's), JSON-serialisable, lists as lists."""
+    namespace = globals() if namespace is None else namespace
+    return {name: list(value) if isinstance(value, (list, tuple)) else value for name, value in namespace.items()
+            if is_setting(name, namespace) and _plain(value)}
+
+
+def _bound(expression, namespace):
+    """The number a condition compares with (None when it cannot be computed): a literal, or an expression of
+    other constants, evaluated over the settings only and without builtins."""
+    try:
+        bound = eval(expression, {"__builtins__": {}}, resolved(namespace))  # noqa: S307 - this file's own text
+    except Exception:  # noqa: BLE001 - another setting of the wrong type: that one's own rule reports it
+        return None
+    if isinstance(bound, bool) or not isinstance(bound, (int, float)):
+        return None
+    return round(bound, 9) if isinstance(bound, float) else bound  # 0.025 * 8000 is 200, not 200.00000000000003
+
+
+def _references(condition):
+    """The constants a condition's expression names."""
+    return set(re.findall(r"\b[A-Z][A-Z0-9_]*\b", condition))
+
+
+def _is_number(value, kind):
+    """Whether `value` is an item of `kind`: an int for "int"/"ints", a finite int or float otherwise; never a bool."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return False
+    return isinstance(value, int) if kind in ("int", "ints") else math.isfinite(value)
+
+
+def _breaks(name, namespace, usable):
+    """'type' when the setting `name` is not of its rule's kind, 'range' when it breaks one of its conditions
+    that `usable(condition)` accepts, None when it keeps them."""
+    kind, *conditions = RANGES[name]
+    value = namespace[name]
+    listed = kind in _NOUNS
+    if listed != isinstance(value, list):
+        return "type"
+    items = value if listed else [value]
+    if not all(_is_number(item, kind) for item in items):
+        return "type"
+    for condition in conditions:
+        if condition == "non-empty":
+            kept = bool(value)
+        elif condition == "distinct":
+            kept = len(set(value)) == len(value)
+        elif not usable(condition):
+            continue
+        else:
+            symbol, expression = condition.split(" ", 1)
+            bound = _bound(expression, namespace)
+            kept = bound is None or all(_COMPARE[symbol](item, bound) for item in items)
+        if not kept:
+            return "range"
+    return None
+
+
+def _allowed(name, namespace):
+    """The rule of `name` in words: "an integer >= 1 and <= BATCH_SIZE // 3 (= 300)"."""
+    kind, *conditions = RANGES[name]
+    properties = [c for c in conditions if c in ("non-empty", "distinct")]
+    limits = []
+    for condition in conditions:
+        if condition not in properties:
+            bound = _bound(condition.split(" ", 1)[1], namespace) if _references(condition) else None
+            limits.append(f"{condition} (= {bound:g})" if bound is not None else condition)
+    text = _KINDS[kind]
+    if kind in _NOUNS:
+        text = f"a {'non-empty ' * ('non-empty' in properties)}list of {'distinct ' * ('distinct' in properties)}"
+        text += _NOUNS[kind]
+    if limits:
+        text += (", each " if kind in _NOUNS else " ") + " and ".join(limits)
+    return text
+
+
+def range_errors(namespace):
+    """One line per setting of `namespace` outside its allowed range (RANGES): the name, the value, the range
+    and how to change it. A condition on other constants is skipped while one of those is out of range itself,
+    so one wrong value gives one line."""
+    names = [name for name in RANGES if name in namespace]
+    wrong = {name for name in names if _breaks(name, namespace, lambda condition: not _references(condition))}
+    errors = []
+    for name in names:
+        broken = _breaks(name, namespace, lambda condition: not _references(condition) & wrong)
+        if broken:
+            what = "out of range" if broken == "range" else f"not {_KINDS[RANGES[name][0]]}"
+            errors.append(f"{name} = {namespace[name]!r} is {what}: it must be {_allowed(name, namespace)}; set it "
+                          f"with {ENV_PREFIX}{name} or in constants.py")
+    return errors
+
+
+OVERRIDES = environment_overrides(globals(), os.environ)  # {name: value} set by DEEP_SPEAKER_<NAME> variables
+RECIPE_VALUES = apply_recipe(globals(), OVERRIDES)  # {name: value} set by the recipe (overrides win over it)
+for _name, _allowed_values in CHOICES.items():
+    if globals()[_name] not in _allowed_values:
         raise SystemExit(f"deep-speaker: {_name}={globals()[_name]!r} in constants.py must be one of "
-                         f"{', '.join(_allowed)}")
+                         f"{', '.join(_allowed_values)}")
+_errors = range_errors(globals())
+if _errors:
+    raise SystemExit("\n".join(f"deep-speaker: {error}" for error in _errors))

@@ -1,12 +1,17 @@
-"""Small helpers shared by every stage: clear errors, atomic writes, JSON state, peak memory, settings."""
+"""Small helpers shared by every stage: clear errors, atomic writes, JSON state, reading a file or naming it,
+locks, peak memory, settings."""
 import contextlib
 import errno
+import fcntl
 import functools
+import hashlib
 import json
 import os
 import resource
+import subprocess
 import sys
 import tempfile
+import time
 from pathlib import Path
 
 import constants
@@ -85,12 +90,89 @@ def write_json(path, obj):
         tmp.write_text(json.dumps(obj, indent=2, sort_keys=True) + "\n")
 
 
-def read_json(path, default=None):
-    """Read JSON from `path`; `default` when the file does not exist."""
+def read_json(path, default=None, what=None, fix=None):
+    """Read JSON from `path`; `default` when the file does not exist; PipelineError when it cannot be decoded."""
     path = Path(path)
     if not path.exists():
         return default
-    return json.loads(path.read_text())
+    return read_checked(path, lambda p: json.loads(Path(p).read_text()), what, fix)
+
+
+def read_checked(path, reader, what=None, fix=None):
+    """`reader(path)`, with any failure to read or decode it turned into one line: which file, what it is, the fix.
+
+    Every file of the pipeline (inputs, norm, checkpoints, state, reports, gallery) is read through here, so a
+    truncated or corrupt file never ends in a library's traceback.
+    """
+    try:
+        return reader(path)
+    except PipelineError:
+        raise
+    except MemoryError:
+        raise
+    except Exception as error:  # noqa: BLE001 - a decoder may raise anything; all mean "this file is damaged"
+        if isinstance(error, OSError) and error.errno in (errno.EACCES, errno.EPERM):
+            raise
+        detail = f"{type(error).__name__}: {str(error).strip()[:160]}" if str(error).strip() else type(error).__name__
+        raise CorruptFile(f"{path} is unreadable or corrupt ({detail}); it is {what or 'a file of the pipeline'}"
+                          f"{'. ' + fix if fix else ''}") from None
+
+
+class CorruptFile(PipelineError):
+    """A file of the pipeline that exists but cannot be decoded."""
+
+
+def file_digest(path):
+    """(size in bytes, sha256 hex) of a file, read in blocks."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 22), b""):
+            digest.update(block)
+    return os.path.getsize(path), digest.hexdigest()
+
+
+# ----------------------------------------------------------------------------------------------------
+# Locks: one writer per folder; a dead holder's lock is released by the kernel
+# ----------------------------------------------------------------------------------------------------
+@contextlib.contextmanager
+def folder_lock(folder, what):
+    """Hold an exclusive lock on `folder` (its .lock file) for the block; PipelineError at once when taken.
+
+    flock() locks die with their process, so a killed command never leaves a lock behind; the file
+    keeps the holder's process id and command for the message.
+    """
+    folder = ensure_writable_dir(folder)
+    path = folder / ".lock"
+    handle = open(path, "a+")
+    try:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            handle.seek(0)
+            holder = handle.read().strip() or "another process"
+            raise PipelineError(f"{what} ({folder}) is in use by {holder}; wait for it to finish, or stop it "
+                                f"(a killed holder's lock is taken over automatically)") from None
+        handle.seek(0)
+        handle.truncate()
+        handle.write(f"process {os.getpid()} ({' '.join(Path(a).name if i == 0 else a for i, a in enumerate(sys.argv))}"
+                     f", since {time.strftime('%H:%M:%S')})")
+        handle.flush()
+        yield
+    finally:
+        handle.close()
+
+
+def code_version():
+    """The git commit of the code (with "+changes" when the tree differs from it), or "unknown"."""
+    root = Path(__file__).resolve().parent
+    try:
+        commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True,
+                                timeout=10).stdout.strip()
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=root,
+                               capture_output=True, text=True, timeout=10).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+    return (commit + ("+changes" if dirty else "")) if commit else "unknown"
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -103,12 +185,77 @@ def peak_memory_mib(children=False):
 
 
 def print_overrides():
-    """Print the environment overrides of constants.py in effect (nothing when there are none)."""
+    """Print the recipe of constants.py when it is not the default, then the environment overrides in effect
+    (nothing when there are none); lists are shown as their variable is written, an empty one as []."""
+    def shown(value):
+        return (",".join(map(str, value)) or "[]") if isinstance(value, list) else value
+
+    if constants.RECIPE != "default":
+        values = ", ".join(f"{name} = {shown(value)}" for name, value in constants.RECIPE_VALUES.items())
+        print(f"recipe: {constants.RECIPE} ({values})")
     for name, value in constants.OVERRIDES.items():
-        shown = ",".join(map(str, value)) if isinstance(value, list) else value
-        print(f"override: {name} = {shown}")
+        print(f"override: {name} = {shown(value)}")
 
 
 def settings_snapshot(names):
     """{name: value} of the named constants, for the records each stage writes beside its output."""
-    return {name: getattr(constants, name) for name in names}
+    return {name: _plain(getattr(constants, name)) for name in names}
+
+
+def _plain(value):
+    """`value` as it reads back from JSON (tuples become lists), so records compare equal to the constants."""
+    return json.loads(json.dumps(value))
+
+
+def settings_mismatches(recorded):
+    """[(name, recorded value, value now)] of the recorded settings that differ from constants.py now."""
+    return [(name, value, _plain(getattr(constants, name))) for name, value in sorted(recorded.items())
+            if hasattr(constants, name) and _plain(getattr(constants, name)) != value]
+
+
+class SettingsChanged(PipelineError):
+    """A setting differs from the one a stage's input was built with."""
+
+
+def refuse_changed_settings(recorded, what, fix):
+    """SettingsChanged in one line when a setting now differs from `recorded`: the setting, both values, the fix.
+
+    `what` says what was built with the recorded settings (e.g. "the inputs in work/inputs"), `fix` how to
+    rebuild it under the current ones; restoring the old value is offered as well.
+    """
+    mismatches = settings_mismatches(recorded)
+    if not mismatches:
+        return
+    name, old, new = mismatches[0]
+    more = f" (also {', '.join(m[0] for m in mismatches[1:])})" if len(mismatches) > 1 else ""
+    where = (f"unset {constants.ENV_PREFIX}{name}" if name in constants.OVERRIDES
+             else f"set {constants.ENV_PREFIX}{name}={_shown(old)}")
+    raise SettingsChanged(f"{what} was built with {name}={_shown(old)}, but it is {_shown(new)} now{more}, so "
+                          f"it does not fit: {fix}, or {where} to use it as it is")
+
+
+def _shown(value):
+    """A setting's value as the user would type it (lists comma-separated)."""
+    return ",".join(map(str, value)) if isinstance(value, list) else str(value)
+
+
+def workdir_option(function):
+    """A click option --workdir that sets constants.WORKDIR before the command runs (as DEEP_SPEAKER_WORKDIR)."""
+    import click
+
+    def apply(context, parameter, value):
+        if value is not None:
+            constants.WORKDIR = str(value)
+        return value
+    return click.option("--workdir", type=click.Path(file_okay=False, path_type=Path), default=None,
+                        expose_value=False, is_eager=True, callback=apply,
+                        help="The work directory [default: DEEP_SPEAKER_WORKDIR, else work/].")(function)
+
+
+def stop_cleanly_on_termination():
+    """Turn SIGTERM into SystemExit, so that locks are released and temporary files removed as on Ctrl-C."""
+    import signal
+
+    def stop(signum, frame):
+        raise SystemExit(f"stopped by signal {signum}")
+    signal.signal(signal.SIGTERM, stop)

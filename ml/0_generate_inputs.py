@@ -21,20 +21,38 @@ from ml import inputs as ml_inputs  # noqa: E402
 
 
 @click.command()
+@utils.workdir_option
 @click.option("--force", is_flag=True, help="Rebuild the inputs even when they are current.")
 @click.option("--workers", type=int, default=None, help="Processes for the feature cache (default: NUM_WORKERS).")
 @utils.friendly_errors
 def main(force, workers):
     """Build the feature cache, then the train/test inputs."""
     start = time.perf_counter()
+    utils.stop_cleanly_on_termination()
     utils.print_overrides()
     corpus = find_corpus()
     train_speakers, unseen_speakers = split_speakers(corpus.speakers)
     print(f"corpus: {corpus.root} ({corpus.layout}), {len(corpus.speakers)} speakers, "
           f"{corpus.num_utterances()} utterances; split {constants.SPLIT}: {len(train_speakers)} training, "
           f"{len(unseen_speakers)} unseen speakers")
-    utils.ensure_writable_dir(utils.workdir())
+    # one stage 0 at a time per work dir: the cache, the speed copies and the inputs are written here
+    with utils.folder_lock(utils.ensure_writable_dir(utils.workdir()) / "inputs", "stage 0 (cache and inputs)"):
+        inputs = build(corpus, train_speakers, unseen_speakers, force, workers)
+    if inputs is None:
+        return
+    summary = ml_inputs.describe(inputs)
+    for split in ("train", "test"):
+        part = summary[split]
+        print(f"{split}: windows {tuple(part['windows'])} from {part['utterances']} utterances, frames "
+              f"{tuple(part['frames'])} float32, {part['mebibytes']} MiB")
+    classes = f" ({summary['classes']} classes with the speed copies)" if summary["classes"] > summary["speakers"] else ""
+    print(f"inputs: {summary['speakers']} speakers{classes}, normalisation {summary['normalization']}, written to "
+          f"{ml_inputs.inputs_folder()} in {time.perf_counter() - start:.1f} s, peak memory {utils.peak_memory_mib():.0f} MiB "
+          f"(cache workers {utils.peak_memory_mib(children=True):.0f} MiB)")
 
+
+def build(corpus, train_speakers, unseen_speakers, force, workers):
+    """Cache the features and speed copies, then build the inputs unless current; the Inputs built, or None."""
     cache = FeatureCache(corpus.root)
     wanted = [u for s in train_speakers + unseen_speakers for u in corpus.utterances[s]]
     report = cache.build(wanted, workers=workers)
@@ -47,20 +65,14 @@ def main(force, workers):
 
     record = ml_inputs.expected_record(cache, corpus, train_speakers, unseen_speakers)
     folder = ml_inputs.inputs_folder()
-    if ml_inputs.is_current(record) and not force:
-        print(f"inputs in {folder} are current (use --force to rebuild)")
-        return
+    stale = ml_inputs.stale_reason(record)
+    if stale is None and not force:
+        print(f"inputs in {folder} are current: nothing to rebuild (use --force to rebuild anyway)")
+        return None
+    print(f"inputs: building them ({'--force' if stale is None else stale})")
     inputs = ml_inputs.build_inputs(cache, corpus, train_speakers, unseen_speakers)
     ml_inputs.save_inputs(inputs, record)
-    summary = ml_inputs.describe(inputs)
-    for split in ("train", "test"):
-        part = summary[split]
-        print(f"{split}: windows {tuple(part['windows'])} from {part['utterances']} utterances, frames "
-              f"{tuple(part['frames'])} float32, {part['mebibytes']} MiB")
-    classes = f" ({summary['classes']} classes with the speed copies)" if summary["classes"] > summary["speakers"] else ""
-    print(f"inputs: {summary['speakers']} speakers{classes}, normalisation {summary['normalization']}, written to "
-          f"{folder} in {time.perf_counter() - start:.1f} s, peak memory {utils.peak_memory_mib():.0f} MiB "
-          f"(cache workers {utils.peak_memory_mib(children=True):.0f} MiB)")
+    return inputs
 
 
 if __name__ == "__main__":

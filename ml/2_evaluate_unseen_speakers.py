@@ -1,9 +1,11 @@
 """Stage 2: evaluate a trained model on the speakers it never saw, and on the training speakers' test split.
 
-Reads  <workdir>/runs/<run>/ (the latest checkpoint, or --checkpoint), <workdir>/inputs/, the feature cache.
-Writes <workdir>/evaluation/report.json (eer, min_dcf, sap, san, identification_accuracy, ... and the EER
-       threshold that ml/3_embed_verify_identify.py uses), det_curve.png, score_histograms.png,
-       embedding_map.png, training_curves.png
+Reads  <workdir>/runs/<run>/ (its chosen checkpoint, or --checkpoint), <workdir>/inputs/, the feature cache.
+Writes <workdir>/runs/<run>/evaluation/<checkpoint>/: report.json (eer, min_dcf, sap, san,
+       identification_accuracy, ... and the EER threshold that ml/3_embed_verify_identify.py uses with this
+       checkpoint), det_curve.png, score_histograms.png, embedding_map.png, training_curves.png.
+The default run is the last of the chain that has a checkpoint (frozen, else triplet, else softmax). An
+evaluation that exists for the same checkpoint, inputs and settings is shown again, not recomputed.
 """
 import sys
 import time
@@ -13,53 +15,95 @@ import click
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run as a script from anywhere: find the project
 
+import constants  # noqa: E402
 import utils  # noqa: E402
-from audio.cache import FeatureCache  # noqa: E402
-from audio.corpus import find_corpus, split_speakers  # noqa: E402
-from ml import embeddings, evaluation, plots  # noqa: E402
-from ml.checkpoints import RunFolder  # noqa: E402
-from ml.inputs import load_inputs  # noqa: E402
+from ml import checkpoints  # noqa: E402
+from ml.inputs import checked_record  # noqa: E402
+
+RUNS = ("frozen", "triplet", "softmax")
+# Settings that change an evaluation's figures without changing the model or the inputs.
+EVALUATION_SETTINGS = ("UTTERANCE_POOLING", "SAP_SAN_WINDOWS_PER_SPEAKER", "MAX_IMPOSTOR_TRIALS", "DCF_P_TARGET",
+                       "DCF_COST_MISS", "DCF_COST_FALSE_ALARM", "PROJECTION", "SEED", "SPLIT",
+                       "NUM_SPEAKERS_CLASSIFICATION_TASK", "CORPUS_PATH")
 
 
 @click.command()
-@click.option("--run", type=click.Choice(embeddings.RUN_ORDER), default=None,
-              help="Which training run to evaluate [default: the one that saved last].")
-@click.option("--checkpoint", type=click.Path(exists=True, dir_okay=False), default=None,
+@utils.workdir_option
+@click.option("--run", type=click.Choice(RUNS), default=None,
+              help="Which training run to evaluate [default: the last of the chain that has a checkpoint: "
+                   "frozen, else triplet, else softmax].")
+@click.option("--checkpoint", type=click.Path(dir_okay=False), default=None,
               help="A weights file of that run [default: its latest].")
+@click.option("--force", is_flag=True, help="Compute the evaluation again even when it exists.")
 @utils.friendly_errors
-def main(run, checkpoint):
+def main(run, checkpoint, force):
     """Closed-set identification, SAP/SAN and speaker verification (EER, minDCF) with plots."""
     start = time.perf_counter()
+    utils.stop_cleanly_on_termination()
     utils.print_overrides()
+    record = checked_record()
+    mode, state, entry = checkpoints.resolve_checkpoint(run, checkpoint)
+    folder = checkpoints.evaluation_folder(mode, entry)
+    with checkpoints.RunFolder(mode).lock():
+        if state.get("inputs") != record["built_from"]:
+            utils.refuse_changed_settings((state.get("inputs") or {}).get("settings", {}),
+                                          f"the model of the {mode} run", "retrain it on the current inputs")
+            raise utils.PipelineError(f"the {mode} run was trained on other inputs than those in "
+                                      f"{utils.work_path('inputs')} (rebuilt since): retrain it with "
+                                      f"`{checkpoints.command(mode)} --fresh`")
+        settings = utils.settings_snapshot(EVALUATION_SETTINGS)
+        report = utils.read_json(folder / "report.json", what="an evaluation report",
+                                 fix=f"Compute it again with `python ml/2_evaluate_unseen_speakers.py --run {mode} "
+                                     f"--force`")
+        if (not force and report is not None and report.get("settings") == settings
+                and report.get("checkpoint") == checkpoints.checkpoint_reference(mode, state, entry)):
+            print(f"model: {checkpoints.describe(mode, state, entry)}\nalready evaluated with these settings "
+                  f"({report['created']}); shown again (--force computes it anew)")
+            summary(report, folder, start)
+            return
+        report, folder = evaluate(mode, checkpoint, folder, settings)
+    summary(report, folder, start)
+
+
+def evaluate(mode, checkpoint, folder, settings):
+    """Compute the evaluation of the run's checkpoint, write report.json and the plots into `folder`."""
+    from audio.cache import FeatureCache
+    from audio.corpus import find_corpus, split_speakers
+    from ml import embeddings, evaluation, plots
+    from ml.inputs import load_inputs
+
     corpus = find_corpus()
     _, unseen_speakers = split_speakers(corpus.speakers)
     inputs = load_inputs()
-    model, classes, source = embeddings.load_trained_model(run, checkpoint)
-    if classes != inputs.classes:
-        raise utils.PipelineError("the checkpoint was trained on other speakers than the current inputs hold; "
-                                  "re-run training, or ml/0_generate_inputs.py with the settings it was trained with")
-    print(f"model: {source}")
-
-    window, utterance = evaluation.closed_set_accuracy(model, inputs)
-    report, arrays = evaluation.unseen_speaker_report(model, FeatureCache(corpus.root), corpus, unseen_speakers,
-                                                      inputs.norm)
+    trained = embeddings.load_trained_model(mode, checkpoint, settings="inputs")
+    print(f"model: {trained.description}")
+    folder = checkpoints.evaluation_folder(mode, trained.entry)  # another one when the chosen file was damaged
+    window, utterance = evaluation.closed_set_accuracy(trained.model, inputs)
+    report, arrays = evaluation.unseen_speaker_report(trained.model, FeatureCache(corpus.root), corpus,
+                                                      unseen_speakers, trained.norm)
     report.update({"identification_accuracy": utterance, "identification_window_accuracy": window,
-                   "num_training_speakers": len(inputs.speakers), "num_classes": len(classes),
-                   "checkpoint": source,
+                   "num_training_speakers": len(inputs.speakers), "num_classes": len(trained.classes),
+                   "checkpoint": trained.reference, "run": trained.mode, "settings": settings,
+                   "recipe": constants.RECIPE, "code_version": utils.code_version(),
                    "created": time.strftime("%Y-%m-%d %H:%M:%S")})
-
-    folder = utils.ensure_writable_dir(utils.work_path("evaluation"))
+    utils.ensure_writable_dir(folder)
     plots.det_plot(arrays["scores"], arrays["is_target"], report["eer"], folder / "det_curve.png")
-    plots.score_histograms(arrays["scores"], arrays["is_target"], report["eer_threshold"], folder / "score_histograms.png")
+    plots.score_histograms(arrays["scores"], arrays["is_target"], report["eer_threshold"],
+                           folder / "score_histograms.png")
     plots.embedding_map(arrays["utterance_embeddings"], arrays["utterance_speakers"], folder / "embedding_map.png")
-    plots.training_curves({mode: RunFolder(mode).history for mode in ("softmax", "triplet", "frozen")},
+    plots.training_curves({m: checkpoints.RunFolder(m).history for m in checkpoints.CHAIN},
                           folder / "training_curves.png")
     utils.write_json(folder / "report.json", report)
+    return report, folder
 
+
+def summary(report, folder, start):
+    """The evaluation's figures, as lines for the terminal."""
     label = "" if report["label_free"] else " (per-speaker normalisation: uses each speaker's identity)"
     print(f"\nnormalisation {report['normalization']}{label}")
-    print(f"closed set, {len(inputs.speakers)} training speakers: identification accuracy {utterance:.1%} per "
-          f"utterance, {window:.1%} per window")
+    print(f"closed set, {report['num_training_speakers']} training speakers: identification accuracy "
+          f"{report['identification_accuracy']:.1%} per utterance, {report['identification_window_accuracy']:.1%} "
+          f"per window")
     print(f"unseen speakers: {report['num_unseen_speakers']}, {report['num_unseen_utterances']} utterances, "
           f"{report['num_trials']:,} trials ({report['num_target_trials']:,} same-speaker)")
     print(f"SAP = {report['sap']:.3f}   SAN = {report['san']:.3f}   (mean cosine distance of windows)")

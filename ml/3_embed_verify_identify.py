@@ -6,9 +6,10 @@
     python ml/3_embed_verify_identify.py identify who.wav
     python ml/3_embed_verify_identify.py --run softmax verify a.flac b.wav   # a given run, not the latest
 
-Reads  the latest checkpoint in <workdir>/runs/ (or of --run), <workdir>/inputs/norm.json, and the EER threshold of
-       <workdir>/evaluation/report.json (verify and identify).
-Writes embed: the .npy file; enroll: <workdir>/gallery/<name>.npy
+Reads  the chosen checkpoint of the default run (the last of frozen, triplet, softmax that has one) or of --run,
+       its norm.json, and the EER threshold of its evaluation, runs/<run>/evaluation/<checkpoint>/report.json
+       (verify and identify; --threshold instead).
+Writes embed: the .npy file; enroll: <workdir>/gallery/<name>.npy and gallery.json (the model enrolled with)
 """
 import sys
 from pathlib import Path
@@ -20,20 +21,24 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run as a script 
 import numpy as np  # noqa: E402
 
 import utils  # noqa: E402
-from ml import embeddings  # noqa: E402
 from ml.inference import Speakers  # noqa: E402
+
+RUNS = ("frozen", "triplet", "softmax")
 
 AUDIO = click.Path(dir_okay=False, path_type=Path)
 
 
 @click.group()
-@click.option("--run", type=click.Choice(embeddings.RUN_ORDER), default=None,
-              help="Use this run's latest checkpoint [default: the run written last].")
+@utils.workdir_option
+@click.option("--run", type=click.Choice(RUNS), default=None,
+              help="Use this run's latest checkpoint [default: the last of frozen, triplet, softmax that has one].")
+@click.option("--threshold", type=float, default=None,
+              help="Decide verify/identify at this cosine score [default: the EER point of the run's evaluation].")
 @click.pass_context
-def main(context, run):
-    """Embed, verify, enroll and identify recordings with a trained model (the latest, or --run's)."""
+def main(context, run, threshold):
+    """Embed, verify, enroll and identify recordings with a trained model (the default run's, or --run's)."""
     utils.print_overrides()
-    context.obj = {"run": run}
+    context.obj = {"run": run, "threshold": threshold}
 
 
 @main.command()
@@ -44,7 +49,7 @@ def main(context, run):
 @utils.friendly_errors
 def embed(options, audio, out):
     """Write the embedding of AUDIO as a .npy file."""
-    vector = Speakers(run=options["run"]).embed(audio)
+    vector = Speakers(run=options["run"], threshold=options["threshold"]).embed(audio)
     out = out or audio.with_suffix(".npy")
     with utils.atomic_path(out) as tmp:
         with open(tmp, "wb") as handle:
@@ -59,9 +64,9 @@ def embed(options, audio, out):
 @utils.friendly_errors
 def verify(options, first, second):
     """Say whether FIRST and SECOND are spoken by the same speaker."""
-    speakers = Speakers(run=options["run"])
+    speakers = Speakers(run=options["run"], threshold=options["threshold"])
     score, same = speakers.verify(first, second)
-    print(f"score {score:.3f}, threshold {speakers.threshold():.3f} (EER point of the last evaluation): "
+    print(f"score {score:.3f}, threshold {speakers.threshold():.3f} (EER point of its evaluation, or --threshold): "
           f"{'same speaker' if same else 'different speakers'}")
 
 
@@ -72,7 +77,7 @@ def verify(options, first, second):
 @utils.friendly_errors
 def enroll(options, name, audio):
     """Enroll NAME from one or more AUDIO files into the gallery."""
-    target = Speakers(run=options["run"]).enroll(name, list(audio))
+    target = Speakers(run=options["run"], threshold=options["threshold"]).enroll(name, list(audio))
     print(f"enrolled {name} from {len(audio)} file(s): {target}")
 
 
@@ -82,7 +87,7 @@ def enroll(options, name, audio):
 @utils.friendly_errors
 def identify(options, audio):
     """Find the enrolled speaker of AUDIO ("unknown" when no score reaches the threshold)."""
-    speakers = Speakers(run=options["run"])
+    speakers = Speakers(run=options["run"], threshold=options["threshold"])
     name, scores = speakers.identify(audio)
     for candidate, score in list(scores.items())[:5]:
         print(f"  {candidate:20s} {score:.3f}")

@@ -6,7 +6,6 @@ the zeroth term, and deltas cancel it. Shifting c0 of each training window by a 
 the model that the level of a recording says little about who speaks; on the dev corpus this halved
 the unseen speakers' equal error rate (README, "Results").
 """
-import numpy as np
 
 import constants
 

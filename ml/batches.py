@@ -10,8 +10,10 @@ class WindowBatches(keras.utils.PyDataset):
     """(windows, {"softmax": labels, "embeddings": placeholder}) batches of one WindowSet.
 
     Like the original, an epoch covers the windows truncated to a multiple of the batch size; with
-    `shuffle`, the order is drawn again each epoch from a generator seeded once. With `level_std` > 0
-    (training batches), each window's level is shifted at random (ml/augmentation.py).
+    `shuffle`, each epoch's order is drawn from a generator seeded with (seed, epoch), and each batch's
+    level shifts (`level_std` > 0, training batches: ml/augmentation.py) from one seeded with (seed, epoch,
+    batch), so a run resumed at epoch e sees the batches an uninterrupted run would. EpochTracker tells the
+    batches which epoch Keras is in (fit with shuffle=False: the order is ours).
     """
 
     def __init__(self, window_set, batch_size=None, shuffle=True, seed=None, level_std=0.0):
@@ -20,9 +22,8 @@ class WindowBatches(keras.utils.PyDataset):
         self.window_set = window_set
         self.batch_size = batch_size or constants.BATCH_SIZE
         self.shuffle = shuffle
-        self.rng = np.random.default_rng(constants.SEED if seed is None else seed)
-        self.order = np.arange(len(window_set))
-        self.on_epoch_end()
+        self.seed = constants.SEED if seed is None else seed
+        self.set_epoch(0)
 
     def __len__(self):
         return max(len(self.window_set) // self.batch_size, 1)
@@ -30,9 +31,24 @@ class WindowBatches(keras.utils.PyDataset):
     def __getitem__(self, index):
         chosen = np.sort(self.order[index * self.batch_size:(index + 1) * self.batch_size])  # sorted: faster gather
         labels = self.window_set.labels[chosen]
-        windows = random_level(self.window_set.windows(chosen), self.rng, self.level_std)
+        rng = np.random.default_rng([self.seed, self.epoch, index])
+        windows = random_level(self.window_set.windows(chosen), rng, self.level_std)
         return windows, {"softmax": labels, "embeddings": np.zeros((len(chosen), 1), np.float32)}
 
-    def on_epoch_end(self):
+    def set_epoch(self, epoch):
+        """Draw the order of `epoch` (0-based)."""
+        self.epoch = epoch
+        self.order = np.arange(len(self.window_set))
         if self.shuffle:
-            self.rng.shuffle(self.order)
+            np.random.default_rng([self.seed, epoch]).shuffle(self.order)
+
+
+class EpochTracker(keras.callbacks.Callback):
+    """Set the epoch of WindowBatches when Keras begins it (Keras fetches an epoch's batches after this)."""
+
+    def __init__(self, batches):
+        super().__init__()
+        self.batches = batches
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self.batches.set_epoch(epoch)

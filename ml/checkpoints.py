@@ -1,22 +1,43 @@
-"""Run folders and checkpoints: <workdir>/runs/<mode>/ with weights/*.weights.h5, history.csv,
-settings.json and state.json (the latest checkpoint, its epoch or step, and the model it fits).
+"""Run folders: <workdir>/runs/<mode>/ with weights/*.weights.h5, history.csv, settings.json and state.json.
 
-A run continues from its own latest checkpoint; a new run starts from the weights of the mode before it
-(softmax -> triplet -> frozen). A checkpoint made for another architecture or other speakers is refused
-with a message, never loaded half-way.
+state.json lists the run's checkpoints (file, epoch or step, size and sha256, validation figure, the state of
+the callbacks), the latest and the best, the model they fit (architecture, input shape, normalisation,
+classes), the inputs they were trained on, and the checkpoint of the earlier mode the run started from.
+settings.json records every resolved constant, the recipe, the overrides, the code version and the start
+and end of every session of the run.
+
+The rules (README, "Runs"): a run continues from its own newest intact checkpoint, with the settings it was
+started with; a new run starts from the checkpoint of the mode before it (softmax -> triplet -> frozen);
+--epochs/--steps N mean "until N in all". Whatever does not fit is refused in one line with the command
+that fixes it. This module does not import TensorFlow, so a run that has nothing to do says so in a second.
 """
+import secrets
+import shutil
+import sys
 import time
+from pathlib import Path
 
 import constants
 import utils
 
 PREDECESSORS = {"softmax": (), "triplet": ("softmax",), "frozen": ("triplet", "softmax")}
 UNITS = {"softmax": "epoch", "triplet": "step", "frozen": "epoch"}
-TRAINING_SETTINGS = ("MODEL", "EMBEDDING_SIZE", "CONV_FILTERS", "CONV_KERNEL", "DROPOUT", "BATCH_SIZE", "LEARNING_RATE",
-                     "SOFTMAX_MAX_EPOCHS", "CHECKPOINT_EVERY_EPOCHS", "EARLY_STOPPING_MIN_DELTA",
-                     "EARLY_STOPPING_PATIENCE", "REDUCE_LR_FACTOR", "REDUCE_LR_PATIENCE", "MIN_LEARNING_RATE",
-                     "MAX_VALIDATION_WINDOWS", "TRIPLET_MARGIN", "TRIPLET_MAX_STEPS", "CHECKPOINT_EVERY_STEPS",
-                     "MOVING_AVERAGE_STEPS", "NORMALIZATION", "SEED")
+CHAIN = ("softmax", "triplet", "frozen")  # the order the modes are trained in
+SCRIPT = "python ml/1_train_triplet_softmax_model.py"
+# Settings that may change while a run goes on: where things are, how often to save or print, evaluation.
+FREE_SETTINGS = {"CORPUS_PATH", "WORKDIR", "NUM_WORKERS", "SOFTMAX_MAX_EPOCHS", "TRIPLET_MAX_STEPS",
+                 "CHECKPOINT_EVERY_EPOCHS", "CHECKPOINT_EVERY_STEPS", "EVERY_EPOCH_CHECKPOINTS_UP_TO",
+                 "KEEP_CHECKPOINTS", "PRINT_EVERY_STEPS", "UTTERANCE_POOLING", "SAP_SAN_WINDOWS_PER_SPEAKER",
+                 "MAX_IMPOSTOR_TRIALS", "DCF_P_TARGET", "DCF_COST_MISS", "DCF_COST_FALSE_ALARM", "PROJECTION",
+                 "RECIPE", "DEMO_NUM_SPEAKERS", "DEMO_UTTERANCES_PER_SPEAKER", "DEMO_SAMPLE_RATE", "DEMO_LAYOUT",
+                 "DEMO_SEED"}
+
+
+def command(mode, normalize_embeddings=False):
+    """The stage-1 command that trains `mode` (for messages)."""
+    flags = {"softmax": "--loss_on_softmax", "triplet": "--loss_on_embeddings",
+             "frozen": "--loss_on_softmax --freeze_embedding_weights"}[mode]
+    return f"{SCRIPT} {flags}{' --normalize_embeddings' if normalize_embeddings else ''}"
 
 
 class RunFolder:
@@ -24,56 +45,182 @@ class RunFolder:
 
     def __init__(self, mode):
         self.mode = mode
+        self.unit = UNITS[mode]
         self.folder = utils.work_path("runs", mode)
         self.history = self.folder / "history.csv"
 
-    def state(self):
-        """The state record (latest checkpoint, its count, the model it fits), or None before any."""
-        return utils.read_json(self.folder / "state.json")
+    def __repr__(self):
+        return f"runs/{self.mode}"
 
-    def save(self, model, count, identity):
-        """Write the weights at `count` (epoch or step) atomically, then point state.json at them."""
-        name = f"{UNITS[self.mode]}-{count:06d}.weights.h5"
+    def lock(self):
+        """The exclusive lock of this run folder (training, evaluating or using it while it changes)."""
+        return utils.folder_lock(self.folder, f"the {self.mode} run")
+
+    def state(self):
+        """The state record, or None before the first checkpoint; PipelineError when it is corrupt."""
+        return utils.read_json(self.folder / "state.json", what=f"the record of the {self.mode} run's checkpoints",
+                               fix=f"Start the run again with `{command(self.mode)} --fresh` (the old run is kept "
+                                   f"under runs/archive/)")
+
+    def settings(self):
+        """The settings record of the run, or None."""
+        return utils.read_json(self.folder / "settings.json", what=f"the settings record of the {self.mode} run",
+                               fix=f"Start the run again with `{command(self.mode)} --fresh`")
+
+    # ------------------------------------------------------------------------------------------------
+    # Checkpoints
+    # ------------------------------------------------------------------------------------------------
+    def save(self, model, count, state, metric=None, callbacks=None):
+        """Write the weights (and optimizer state) at `count` atomically, record them in state.json, prune.
+
+        `state` is the run's state record (see start_state); `metric` the validation figure that ranks
+        checkpoints ({"name", "value", "higher_is_better"}); `callbacks` the callbacks' own state.
+        """
+        name = f"{self.unit}-{count:06d}.weights.h5"
         target = utils.ensure_writable_dir(self.folder / "weights") / name
         with utils.atomic_path(target) as tmp:
             model.save_weights(tmp)
-        utils.write_json(self.folder / "state.json", {
-            "latest": f"weights/{name}", "count": count, "unit": UNITS[self.mode], "model": identity,
-            "normalize_embeddings": bool(model.get_layer("embeddings").active)})  # how to rebuild it for use
+        size, digest = utils.file_digest(target)
+        entry = {"file": f"weights/{name}", "count": count, "bytes": size, "sha256": digest, "metric": metric,
+                 "callbacks": callbacks or {}, "saved": time.strftime("%Y-%m-%d %H:%M:%S")}
+        state["checkpoints"] = [c for c in state.get("checkpoints", []) if c["count"] < count] + [entry]
+        state["latest"] = entry
+        state["best"] = _best(state["checkpoints"] + ([state["best"]] if state.get("best") else []))
+        self._prune(state)
+        utils.write_json(self.folder / "state.json", state)
+        return entry
 
-    def write_settings(self, extra):
-        """Record the settings this run used (overwritten by each run; history.csv keeps every epoch/step)."""
+    def _prune(self, state):
+        """Keep the newest KEEP_CHECKPOINTS checkpoints and the best; delete the other weights files."""
+        keep = state["checkpoints"][-constants.KEEP_CHECKPOINTS:]
+        if state.get("best") and state["best"] not in keep:
+            keep = [state["best"]] + keep
+        for entry in state["checkpoints"]:
+            if entry not in keep:
+                (self.folder / entry["file"]).unlink(missing_ok=True)
+        state["checkpoints"] = sorted(keep, key=lambda c: c["count"])
+
+    def intact(self, entry):
+        """Whether the checkpoint's file exists with the size and sha256 recorded when it was written."""
+        path = self.folder / entry["file"]
+        return path.is_file() and utils.file_digest(path) == (entry["bytes"], entry["sha256"])
+
+    def newest_intact(self, state, before=None):
+        """The newest intact checkpoint of `state` (older than count `before`), warning about damaged ones."""
+        for entry in sorted(state.get("checkpoints", []), key=lambda c: -c["count"]):
+            if before is not None and entry["count"] >= before:
+                continue
+            if self.intact(entry):
+                return entry
+            print(f"warning: the checkpoint {self.folder / entry['file']} is missing or damaged (its size or "
+                  f"sha256 differs from the record); falling back to an older one", file=sys.stderr)
+        return None
+
+    def load_into(self, model, state, entry=None):
+        """Load the newest intact checkpoint (or `entry`) into `model`; return its entry.
+
+        A damaged or unreadable file falls back to the next older intact one with a warning naming both.
+        """
+        candidates = [entry] if entry is not None else sorted(state.get("checkpoints", []), key=lambda c: -c["count"])
+        damaged = []
+        for candidate in candidates:
+            path = self.folder / candidate["file"]
+            try:
+                if not self.intact(candidate):
+                    raise utils.CorruptFile(f"{path} is missing, or its size or sha256 differs from the record")
+                utils.read_checked(path, model.load_weights, "a checkpoint")
+            except utils.PipelineError as error:
+                damaged.append((path, str(error)))
+                continue
+            for path_damaged, _ in damaged:
+                print(f"warning: the checkpoint {path_damaged} is damaged; using {path} "
+                      f"({self.unit} {candidate['count']}) instead", file=sys.stderr)
+            return candidate
+        if damaged:
+            raise utils.CorruptFile(f"no intact checkpoint in {self.folder}: {damaged[0][1]}. Start the run again "
+                                    f"with `{command(self.mode)} --fresh`")
+        raise utils.PipelineError(f"the {self.mode} run has no checkpoint yet: train it with `{command(self.mode)}`")
+
+    def chosen(self, state=None):
+        """The checkpoint that later modes start from and that evaluation and inference use: the latest."""
+        state = state if state is not None else self.state()
+        return None if state is None else state.get("latest")
+
+    # ------------------------------------------------------------------------------------------------
+    # History and settings
+    # ------------------------------------------------------------------------------------------------
+    def trim_history(self, count):
+        """Drop the history rows after checkpoint `count` (and duplicates, partial lines), atomically.
+
+        Keras' CSVLogger numbers epochs from 0, so epoch row e belongs to count e + 1; steps count from 1.
+        """
+        if not self.history.exists():
+            return
+        lines = self.history.read_text(errors="replace").splitlines()
+        if not lines:
+            return
+        header, kept, seen = lines[0], [], set()
+        width = header.count(",")
+        for line in lines[1:]:
+            first = line.split(",", 1)[0]
+            if line == header or line.count(",") != width or not first.isdigit() or first in seen:
+                continue
+            if int(first) + (1 if self.unit == "epoch" else 0) <= count:
+                kept.append(line)
+                seen.add(first)
+        with utils.atomic_path(self.history) as tmp:
+            tmp.write_text("\n".join([header] + kept) + "\n" if kept or count else "")
+        if not kept and not count:
+            self.history.unlink(missing_ok=True)
+
+    def archive(self):
+        """Move the run folder to runs/archive/<mode>-<time>/ (for --fresh); return where it went, or None."""
+        if not self.folder.exists() or not any(p.name != ".lock" for p in self.folder.iterdir()):
+            return None
+        target = utils.work_path("runs", "archive", f"{self.mode}-{time.strftime('%Y%m%d-%H%M%S')}")
+        target.mkdir(parents=True, exist_ok=False)
+        for item in self.folder.iterdir():
+            if item.name != ".lock":
+                shutil.move(str(item), str(target / item.name))
+        return target
+
+    def write_settings(self, plan, ended=None):
+        """settings.json: every resolved constant, recipe, overrides, code version and the sessions' times."""
+        record = self.settings() or {"run_id": plan["run_id"], "mode": self.mode, "sessions": []}
+        if ended is None:
+            record.update({"constants": constants.resolved(), "recipe": constants.RECIPE,
+                           "overrides": utils._plain(constants.OVERRIDES), "code_version": utils.code_version(),
+                           "started_from": plan["started_from"], "normalize_embeddings": plan["normalize_embeddings"],
+                           "inputs": plan["inputs"]})
+            record["sessions"].append({"started": time.strftime("%Y-%m-%d %H:%M:%S"), "from": plan["start"],
+                                       "until": plan["end"], "code_version": record["code_version"]})
+        else:
+            record["sessions"][-1].update({"ended": time.strftime("%Y-%m-%d %H:%M:%S"), "reached": ended})
         utils.ensure_writable_dir(self.folder)
-        utils.write_json(self.folder / "settings.json",
-                         {**utils.settings_snapshot(TRAINING_SETTINGS), **extra,
-                          "started": time.strftime("%Y-%m-%d %H:%M:%S")})
+        utils.write_json(self.folder / "settings.json", record)
 
 
-def model_identity(speakers):
-    """What a checkpoint must match to be loaded: architecture, its sizes and the speakers (label order)."""
+def _best(entries):
+    """The entry with the best validation figure (the latest on ties), or None when none has one."""
+    ranked = [e for e in entries if e.get("metric") and e["metric"].get("value") is not None]
+    if not ranked:
+        return None
+    sign = 1 if ranked[0]["metric"]["higher_is_better"] else -1
+    return max(ranked, key=lambda e: (sign * e["metric"]["value"], e["count"]))
+
+
+# ----------------------------------------------------------------------------------------------------
+# Planning a training command: what it starts from, and whether there is anything to do
+# ----------------------------------------------------------------------------------------------------
+def model_identity(classes, input_shape, normalization):
+    """What a checkpoint must match to be loaded: architecture, sizes, input shape, normalisation, classes."""
     return {"architecture": constants.MODEL, "embedding_size": constants.EMBEDDING_SIZE,
             "conv_filters": list(constants.CONV_FILTERS), "conv_kernel": constants.CONV_KERNEL,
-            "num_speakers": len(speakers), "speakers": list(speakers)}
-
-
-def restore(model, mode, identity, fresh=False):
-    """Load the checkpoint this run continues from; return (count to continue from, where it came from)."""
-    if fresh:
-        return 0, "fresh weights (--fresh)"
-    for source in (mode,) + PREDECESSORS[mode]:
-        run = RunFolder(source)
-        state = run.state()
-        if state is None:
-            continue
-        check_compatible(state["model"], identity, run.folder / state["latest"])
-        model.load_weights(run.folder / state["latest"])
-        count = state["count"] if source == mode else 0
-        return count, f"{run.folder / state['latest']} ({state['unit']} {state['count']})"
-    return 0, "fresh weights (no checkpoint yet)"
+            "input_shape": list(input_shape), "normalization": normalization, "classes": list(classes)}
 
 
 def check_compatible(stored, identity, path):
-    """PipelineError naming the difference when a checkpoint was trained for another model or speakers."""
+    """PipelineError naming the difference when a checkpoint was trained for another model or classes."""
     different = [key for key in identity if stored.get(key) != identity[key]]
     if not different:
         return
@@ -83,7 +230,194 @@ def check_compatible(stored, identity, path):
 
 
 def _short(value):
-    """A value for a message: lists of speakers are shortened."""
+    """A value for a message: long lists (of classes) are shortened."""
     if isinstance(value, list) and len(value) > 6:
         return f"[{', '.join(map(str, value[:3]))}, ... {len(value)} in all]"
     return value
+
+
+def checkpoint_reference(mode, state, entry):
+    """How a later mode names the checkpoint it started from (compared on every re-run)."""
+    return {"mode": mode, "run_id": state["run_id"], "count": entry["count"], "sha256": entry["sha256"],
+            "file": entry["file"]}
+
+
+def plan_training(mode, inputs_record, identity, end, fresh=False, normalize_embeddings=False):
+    """What a training command will do, decided before TensorFlow is loaded.
+
+    Returns a dict: run_id, start (the count it continues from), end, started_from (a checkpoint
+    reference, or None for new weights), source ("own" / a predecessor mode / None), nothing_to_do (a
+    message, or None), state (the state record to continue), normalize_embeddings and inputs. Refuses,
+    in one line with the command that fixes it: settings changed since the run started, inputs rebuilt,
+    the earlier mode's checkpoint changed, or a --normalize_embeddings that differs from the run's.
+    """
+    run = RunFolder(mode)
+    plan = {"mode": mode, "end": end, "fresh": fresh, "normalize_embeddings": normalize_embeddings,
+            "inputs": inputs_record, "identity": identity, "nothing_to_do": None}
+    state = None if fresh else run.state()
+    again = command(mode, normalize_embeddings)
+    if state is not None:
+        _check_resumable(run, state, inputs_record, identity, normalize_embeddings, again)
+        entry = run.newest_intact(state)
+        if entry is not None:
+            plan.update(run_id=state["run_id"], start=entry["count"], started_from=state.get("started_from"),
+                        source="own", state=state, entry=entry)
+            if entry is not state.get("latest") and entry != state.get("latest"):
+                print(f"warning: {run} continues from {entry['file']}, the newest intact checkpoint", file=sys.stderr)
+            finished = state.get("finished")
+            if entry["count"] >= end or (finished and entry == state.get("latest") and finished["target"] >= end):
+                why = f" ({finished['reason']})" if finished and entry["count"] < end else ""
+                plan["nothing_to_do"] = (f"{mode}: the run is complete at {run.unit} {entry['count']}{why}; nothing "
+                                         f"to train. A longer run: --{run.unit}s N with N > {entry['count']}; a new "
+                                         f"one: --fresh")
+            _check_predecessor_unchanged(mode, state, again)
+            return plan
+        print(f"warning: {run} has no intact checkpoint; it starts again", file=sys.stderr)
+    plan.update(run_id=secrets.token_hex(4), start=0, state=None, entry=None, started_from=None, source=None)
+    for source in PREDECESSORS[mode]:
+        previous = RunFolder(source)
+        previous_state = previous.state()
+        chosen = previous.chosen(previous_state)
+        if chosen is None:
+            continue
+        _check_inputs(previous_state, inputs_record, f"the {source} run's checkpoints", command(source) + " --fresh")
+        check_compatible(previous_state["model"], identity, previous.folder / chosen["file"])
+        if mode == "frozen" and previous_state.get("normalize_embeddings", False) != normalize_embeddings:
+            flag = previous_state.get("normalize_embeddings", False)
+            raise utils.PipelineError(
+                f"the {source} run it starts from was trained {'with' if flag else 'without'} "
+                f"--normalize_embeddings, and frozen re-training must use its embeddings as they are: run "
+                f"`{command(mode, flag)}`")
+        plan.update(started_from=checkpoint_reference(source, previous_state, chosen), source=source)
+        break
+    return plan
+
+
+def _check_resumable(run, state, inputs_record, identity, normalize_embeddings, again):
+    """Refuse to continue a run under other settings, other inputs, another model or another normalisation flag."""
+    recorded = (run.settings() or {}).get("constants", {})
+    utils.refuse_changed_settings({k: v for k, v in recorded.items() if k not in FREE_SETTINGS},
+                                  f"the {run.mode} run in {run.folder}", f"start a new run with `{again} --fresh`")
+    _check_inputs(state, inputs_record, f"the {run.mode} run in {run.folder}", f"{again} --fresh")
+    check_compatible(state["model"], identity, run.folder)
+    if state.get("normalize_embeddings", False) != normalize_embeddings:
+        flag = state.get("normalize_embeddings", False)
+        raise utils.PipelineError(f"the {run.mode} run was started {'with' if flag else 'without'} "
+                                  f"--normalize_embeddings; continue it with `{command(run.mode, flag)}`, or start "
+                                  f"a new one with `{again} --fresh`")
+
+
+def _check_inputs(state, inputs_record, what, fix):
+    """Refuse when `state` was trained on other inputs than the current ones."""
+    if state.get("inputs") == inputs_record:
+        return
+    recorded = (state.get("inputs") or {}).get("settings", {})
+    utils.refuse_changed_settings(recorded, what, f"retrain with `{fix}`")
+    raise utils.PipelineError(f"{what} was trained on other inputs than those in {utils.work_path('inputs')} "
+                              f"(rebuilt since, from other utterances or speakers): retrain with `{fix}`")
+
+
+def _check_predecessor_unchanged(mode, state, again):
+    """Refuse to continue a run whose starting checkpoint (of the mode before) has changed since."""
+    reference = state.get("started_from")
+    if not reference:
+        return
+    previous = RunFolder(reference["mode"])
+    previous_state = previous.state()
+    now = previous.chosen(previous_state)
+    if now is not None and previous_state["run_id"] == reference["run_id"] and now["sha256"] == reference["sha256"]:
+        return
+    where = (f"{previous.unit} {now['count']} of run {previous_state['run_id']}" if now is not None else "no checkpoint")
+    raise utils.PipelineError(
+        f"the {mode} run started from {reference['file']} ({previous.unit} {reference['count']} of the "
+        f"{reference['mode']} run {reference['run_id']}), which has changed since (now {where}); start it again "
+        f"from the current one with `{again} --fresh`")
+
+
+def identity_from_record(record):
+    """The model identity of the inputs described by an inputs.json record (classes, input shape, normalisation)."""
+    return model_identity(record["classes"], record["input_shape"], record["built_from"]["settings"]["NORMALIZATION"])
+
+
+def softmax_end(epochs=None, freeze=False):
+    """The epoch a softmax run trains until: --epochs N in all, else the schedule's end or SOFTMAX_MAX_EPOCHS.
+
+    The warm-up/cosine schedule (softmax pre-training) ends with epoch SOFTMAX_SCHEDULE_EPOCHS: a larger N
+    stops there, with a note. Frozen re-training keeps the original's plateau schedule.
+    """
+    if not freeze and constants.SOFTMAX_LR_SCHEDULE == "warmup_cosine":
+        last = constants.SOFTMAX_SCHEDULE_EPOCHS
+        if epochs and epochs > last:
+            print(f"softmax: the warmup_cosine learning rate ends with epoch {last} (SOFTMAX_SCHEDULE_EPOCHS); the "
+                  f"run stops there (a longer schedule needs DEEP_SPEAKER_SOFTMAX_SCHEDULE_EPOCHS and a new run)")
+        return min(epochs or last, last)
+    return epochs or constants.SOFTMAX_MAX_EPOCHS
+
+
+def triplet_end(steps=None):
+    """The step a triplet run trains until: --steps N in all, else TRIPLET_MAX_STEPS."""
+    return steps or constants.TRIPLET_MAX_STEPS
+
+
+def prepare(mode, built_from, identity, end, fresh=False, normalize_embeddings=False):
+    """Plan a training command (the caller holds the run's lock); --fresh first moves the old run aside.
+
+    `built_from` is what built the inputs (inputs.json), `identity` the model they need (model_identity).
+    """
+    run = RunFolder(mode)
+    if fresh:
+        archived = run.archive()
+        if archived is not None:
+            print(f"{mode}: --fresh: the previous run is kept in {archived}; a new run starts")
+    plan = plan_training(mode, built_from, identity, end, fresh, normalize_embeddings)
+    if run.folder.exists():
+        utils.remove_stale_temporaries(run.folder)  # left by a killed writer; we hold the lock
+    return plan
+
+
+def start_state(plan):
+    """The state record of a run that starts now (or continues `plan`'s)."""
+    if plan.get("state") is not None:
+        return plan["state"]
+    return {"run_id": plan["run_id"], "mode": plan["mode"], "unit": UNITS[plan["mode"]], "checkpoints": [],
+            "latest": None, "best": None, "model": plan["identity"], "inputs": plan["inputs"],
+            "normalize_embeddings": plan["normalize_embeddings"], "started_from": plan["started_from"]}
+
+
+# ----------------------------------------------------------------------------------------------------
+# The run that evaluation and inference use
+# ----------------------------------------------------------------------------------------------------
+def default_run():
+    """The last mode of the chain (frozen, else triplet, else softmax) that has a checkpoint."""
+    for mode in reversed(CHAIN):
+        if RunFolder(mode).chosen() is not None:
+            return mode
+    raise utils.PipelineError(f"no trained model in {utils.work_path('runs')}: run `{command('softmax')}` first")
+
+
+def resolve_checkpoint(run=None, checkpoint=None):
+    """(mode, state, entry) of `checkpoint` (a weights file of `run`) or the run's chosen checkpoint."""
+    run = run or default_run()
+    folder = RunFolder(run)
+    state = folder.state()
+    if state is None or folder.chosen(state) is None:
+        raise utils.PipelineError(f"the {run} run has no checkpoint yet: train it with `{command(run)}`")
+    if checkpoint is None:
+        return run, state, folder.chosen(state)
+    path = Path(checkpoint).resolve()
+    for entry in state["checkpoints"] + ([state["best"]] if state.get("best") else []):
+        if (folder.folder / entry["file"]).resolve() == path:
+            return run, state, entry
+    kept = ", ".join(e["file"] for e in state["checkpoints"])
+    raise utils.PipelineError(f"{checkpoint} is not a checkpoint of the {run} run (it keeps {kept}); choose one of "
+                              f"those, or another --run")
+
+
+def evaluation_folder(mode, entry):
+    """Where the evaluation of one checkpoint is stored: runs/<mode>/evaluation/<checkpoint name>/."""
+    return RunFolder(mode).folder / "evaluation" / Path(entry["file"]).name.removesuffix(".weights.h5")
+
+
+def describe(mode, state, entry):
+    """"runs/softmax/weights/epoch-000003.weights.h5 (softmax epoch 3, run 1a2b3c4d)"."""
+    return f"{RunFolder(mode).folder / entry['file']} ({mode} {UNITS[mode]} {entry['count']}, run {state['run_id']})"

@@ -3,47 +3,73 @@
 An utterance's embedding is the mean of its unit-length window embeddings, scaled to unit length, so that the cosine
 of two utterances is their dot product.
 """
-import os
+from dataclasses import dataclass
 
 import numpy as np
 
 import utils
 from audio import features
-from ml import normalization
-from ml.model import build_model
+from ml import checkpoints, normalization
 from ml.checkpoints import RunFolder, check_compatible, model_identity
+from ml.model import build_model
 
-RUN_ORDER = ("frozen", "triplet", "softmax")  # the later stage first, when several wrote at the same time
+RUN_ORDER = ("frozen", "triplet", "softmax")  # --run choices; by default the last of the chain that has a checkpoint
 CHUNK_WINDOWS = 8192  # windows per forward pass when embedding many utterances
+# What turns audio into the model's input: a model is refused when any of these differs from its training.
+FEATURE_PATH_SETTINGS = ("FRAMES_PER_WINDOW", "WINDOW_HOP_FRAMES", "NORMALIZATION")
 
 
-def latest_run():
-    """The mode whose checkpoint was written last (state.json time), or PipelineError when none exists."""
-    written = [(os.path.getmtime(RunFolder(m).folder / "state.json"), -i, m)
-               for i, m in enumerate(RUN_ORDER) if RunFolder(m).state()]
-    if not written:
-        raise utils.PipelineError(f"no trained model in {utils.work_path('runs')}: run "
-                                  f"`python ml/1_train_triplet_softmax_model.py --loss_on_softmax` first")
-    return max(written)[2]
+@dataclass
+class TrainedModel:
+    """A checkpoint loaded for use: the model, its run and checkpoint record, and the normalisation it needs."""
+    model: object
+    mode: str
+    state: dict
+    entry: dict
+    norm: dict
+
+    @property
+    def classes(self):
+        """The classes it was trained on: the training speakers, then their speed copies (ml/inputs.py)."""
+        return self.state["model"]["classes"]
+
+    @property
+    def description(self):
+        """"runs/softmax/weights/epoch-000003.weights.h5 (softmax epoch 3, run 1a2b3c4d)"."""
+        return checkpoints.describe(self.mode, self.state, self.entry)
+
+    @property
+    def reference(self):
+        """How records (evaluations, galleries) name this checkpoint."""
+        return checkpoints.checkpoint_reference(self.mode, self.state, self.entry)
 
 
-def load_trained_model(run=None, checkpoint=None):
-    """(model, classes it was trained on, description) of `checkpoint` (a weights file of `run`) or the latest.
+def load_trained_model(run=None, checkpoint=None, settings="features"):
+    """The checkpoint `checkpoint` (a weights file of `run`), or the chosen one of `run` (default: the last mode
+    of the chain that has one), checked against the current settings.
 
-    The classes are the training speakers, then their speed copies (ml/inputs.py).
+    `settings` = "features": the feature, window and normalisation settings must be those it was trained with
+    (inference); "inputs": every setting of its inputs (evaluation). A damaged file falls back to the newest
+    intact checkpoint of the run, with a warning.
     """
-    run = run or latest_run()
-    state = RunFolder(run).state()
-    if state is None:
-        raise utils.PipelineError(f"the {run} run has no checkpoint yet")
-    path = RunFolder(run).folder / state["latest"] if checkpoint is None else checkpoint
-    if not os.path.exists(path):
-        raise utils.PipelineError(f"no checkpoint file {path}")
+    mode, state, entry = checkpoints.resolve_checkpoint(run, checkpoint)
+    built_from = (state.get("inputs") or {}).get("settings", {})
+    names = set(features.feature_settings()) | set(FEATURE_PATH_SETTINGS) if settings == "features" else set(built_from)
+    retrain = "rebuild the inputs with `python ml/0_generate_inputs.py` and retrain"
+    utils.refuse_changed_settings({k: v for k, v in built_from.items() if k in names},
+                                  f"the model of the {mode} run", retrain)
     stored = state["model"]
-    check_compatible(stored, model_identity(stored["speakers"]), path)
-    model = build_model(stored["num_speakers"], normalize_embeddings=state.get("normalize_embeddings", False))
-    model.load_weights(path)
-    return model, stored["speakers"], f"{path} ({run})"
+    check_compatible(stored, model_identity(stored["classes"], stored["input_shape"], stored["normalization"]),
+                     RunFolder(mode).folder / entry["file"])
+    model = build_model(len(stored["classes"]), normalize_embeddings=state.get("normalize_embeddings", False),
+                        input_shape=stored["input_shape"])
+    loaded = RunFolder(mode).load_into(model, state, entry if checkpoint is not None else None)
+    norm = utils.read_json(RunFolder(mode).folder / "norm.json", what="the normalisation statistics of the run",
+                           fix=f"Train the run again with `{checkpoints.command(mode)} --fresh`")
+    if norm is None:
+        raise utils.PipelineError(f"the {mode} run has no norm.json (it was trained before runs kept one): train it "
+                                  f"again with `{checkpoints.command(mode)} --fresh`")
+    return TrainedModel(model, mode, state, loaded, norm)
 
 
 def embed_windows(model, frame_list):
@@ -72,12 +98,3 @@ def normalized_frames(frames, norm, speaker=None):
         return normalization.normalize(frames, norm, speaker=speaker)
     except KeyError as error:
         raise utils.PipelineError(str(error).strip('"')) from None
-
-
-def load_norm():
-    """The normalisation record written by ml/0_generate_inputs.py."""
-    norm = utils.read_json(utils.work_path("inputs", "norm.json"))
-    if norm is None:
-        raise utils.PipelineError("no inputs/norm.json in the work dir: run `python ml/0_generate_inputs.py` first")
-    return norm
-

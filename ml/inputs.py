@@ -74,9 +74,15 @@ class Inputs:
     test: WindowSet
     norm: dict
     classes: list = None
+    record: dict = None  # what built them (inputs.json's "built_from"), when loaded from disk
 
     def __post_init__(self):
         self.classes = list(self.speakers) if self.classes is None else list(self.classes)
+
+    @property
+    def input_shape(self):
+        """(frames per window, features per frame) of the model's input."""
+        return constants.FRAMES_PER_WINDOW, int(self.train.frames.shape[1])
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -264,16 +270,52 @@ def expected_record(cache, corpus, train_speakers, unseen_speakers):
     copies = speed_copy_classes(cache, speed_copy_plan(cache, corpus, train_speakers))
     listed = [k for s in sorted(keys) for k in keys[s]] + [k for name in copies for k in copies[name]]
     digest = hashlib.sha1("\n".join(listed).encode()).hexdigest()
-    return {"settings": utils.settings_snapshot(INPUT_SETTINGS), "cache": cache.folder.name,
+    return {"settings": utils.settings_snapshot(INPUT_SETTINGS + tuple(features.feature_settings())),
+            "cache": cache.folder.name,
             "train_speakers": list(train_speakers), "unseen_speakers": list(unseen_speakers),
             "utterances_digest": digest}
 
 
-def is_current(record, folder=None):
-    """Whether the inputs folder holds complete inputs built from `record`."""
+REBUILD = "rebuild them with `python ml/0_generate_inputs.py --force`"
+
+
+def read_record(folder=None):
+    """The inputs.json record of `folder` (None when absent); PipelineError naming the fix when corrupt."""
     folder = Path(folder or inputs_folder())
-    stored = utils.read_json(folder / "inputs.json")
-    return stored is not None and stored.get("built_from") == record and (folder / "data.npz").exists()
+    return utils.read_json(folder / "inputs.json", what="the record of the inputs (what built them)",
+                           fix=REBUILD[0].upper() + REBUILD[1:])
+
+
+def is_current(record, folder=None):
+    """Whether the inputs folder holds complete, intact inputs built from `record`."""
+    return stale_reason(record, folder) is None
+
+
+def stale_reason(record, folder=None):
+    """Why the inputs folder does not hold complete, intact inputs built from `record`; None when it does.
+
+    Intact means data.npz and norm.json have the sizes and sha256 that inputs.json recorded when they were
+    written; a damaged or unreadable file makes the inputs not current, and stage 0 rebuilds them.
+    """
+    folder = Path(folder or inputs_folder())
+    try:
+        stored = read_record(folder)
+    except utils.PipelineError as error:
+        return str(error)
+    if stored is None:
+        return "there are none yet"
+    built_from = stored.get("built_from") or {}
+    if built_from != record:
+        settings = [n for n, *_ in utils.settings_mismatches(built_from.get("settings", {}))]
+        changed = sorted(k for k in record if built_from.get(k) != record[k])
+        return f"they were built from other {', '.join(settings) or ', '.join(changed)}"
+    if not stored.get("files"):
+        return "inputs.json records no files"
+    for name, (size, digest) in stored["files"].items():
+        path = folder / name
+        if not path.is_file() or utils.file_digest(path) != (size, digest):
+            return f"{path} is missing or damaged (its size or sha256 differs from inputs.json)"
+    return None
 
 
 def save_inputs(inputs, record, folder=None):
@@ -288,21 +330,53 @@ def save_inputs(inputs, record, folder=None):
         with open(tmp, "wb") as handle:
             np.savez(handle, **arrays)
     utils.write_json(folder / "norm.json", inputs.norm)
+    files = {name: list(utils.file_digest(folder / name)) for name in ("data.npz", "norm.json")}
     utils.write_json(folder / "inputs.json", {"built_from": record, "created": time.strftime("%Y-%m-%d %H:%M:%S"),
-                                              "speakers": inputs.speakers, "summary": describe(inputs)})
+                                              "speakers": inputs.speakers, "summary": describe(inputs),
+                                              "files": files, "code_version": utils.code_version(),
+                                              "classes": inputs.classes, "input_shape": list(inputs.input_shape)})
+
+
+def checked_record(folder=None):
+    """The inputs.json record, refused in one line when the inputs are missing or the settings changed since."""
+    folder = Path(folder or inputs_folder())
+    record = read_record(folder)
+    if record is None or not (folder / "data.npz").exists():
+        raise utils.PipelineError(f"no inputs in {folder}: run `python ml/0_generate_inputs.py` first")
+    utils.refuse_changed_settings(record["built_from"]["settings"], f"the inputs in {folder}",
+                                  "rebuild them with `python ml/0_generate_inputs.py`")
+    for name, (size, _) in record.get("files", {}).items():
+        if not (folder / name).is_file() or (folder / name).stat().st_size != size:
+            raise utils.CorruptFile(f"{folder / name} is missing or truncated (inputs.json recorded {size:,} bytes); "
+                                    f"{REBUILD}")
+    return record
 
 
 def load_inputs(folder=None):
-    """The Inputs saved in `folder` (default: the work directory's); PipelineError if there are none."""
+    """The Inputs saved in `folder` (default: the work directory's); PipelineError if there are none, if they
+    were built with other settings than the current ones, or if a file is damaged."""
     folder = Path(folder or inputs_folder())
-    if utils.read_json(folder / "inputs.json") is None or not (folder / "data.npz").exists():
-        raise utils.PipelineError(f"no inputs in {folder}: run `python ml/0_generate_inputs.py` first")
-    with np.load(folder / "data.npz", allow_pickle=False) as data:
-        splits = {split: WindowSet(**{name: data[f"{split}_{name}"] for name in ARRAYS})
-                  for split in ("train", "test")}
-        speakers = data["speakers"].tolist()
-        classes = data["classes"].tolist() if "classes" in data else speakers  # inputs made before speed copies
-    return Inputs(speakers, splits["train"], splits["test"], utils.read_json(folder / "norm.json"), classes)
+    record = checked_record(folder)
+
+    def read(path):
+        with np.load(path, allow_pickle=False) as data:
+            splits = {split: WindowSet(**{name: data[f"{split}_{name}"] for name in ARRAYS})
+                      for split in ("train", "test")}
+            return splits, data["speakers"].tolist(), data["classes"].tolist()
+    splits, speakers, classes = utils.read_checked(folder / "data.npz", read, "the train/test inputs",
+                                                   REBUILD[0].upper() + REBUILD[1:])
+    norm = read_norm(folder)
+    return Inputs(speakers, splits["train"], splits["test"], norm, classes, record["built_from"])
+
+
+def read_norm(folder=None):
+    """The normalisation record of the inputs (norm.json), checked."""
+    folder = Path(folder or inputs_folder())
+    norm = utils.read_json(folder / "norm.json", what="the normalisation statistics of the inputs",
+                           fix=REBUILD[0].upper() + REBUILD[1:])
+    if not isinstance(norm, dict) or "method" not in norm:
+        raise utils.CorruptFile(f"{folder / 'norm.json'} holds no normalisation record; {REBUILD}")
+    return norm
 
 
 def describe(inputs):

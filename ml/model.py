@@ -1,6 +1,7 @@
 """The speaker models: one Keras model with two outputs, `embeddings` and `softmax`.
 
-Both architectures read a window as (FRAMES_PER_WINDOW, 39) and share the head: a 200-value embedding
+Both architectures read a window as (frames, features per frame), the shape the inputs hold (by default
+FRAMES_PER_WINDOW x 3 * NUM_MFCC: MFCC, delta, delta-delta), and share the head: a 200-value embedding
 layer "fc1", the layer "embeddings" (L2 normalisation when asked for, else the identity: the topology is
 the same either way, so weights move between the two), and the classifier "softmax".
 """
@@ -8,9 +9,6 @@ import keras
 from keras import layers
 
 import constants
-
-FEATURE_SIZE = 3 * 13  # coefficients per frame: 13 MFCC, delta, delta-delta
-
 
 @keras.saving.register_keras_serializable(package="deep_speaker")
 class L2Normalization(layers.Layer):
@@ -47,13 +45,19 @@ def dense_trunk(windows):
     return layers.Dense(constants.EMBEDDING_SIZE, activation="sigmoid", name="fc1")(layers.Flatten(name="flat")(windows))
 
 
-def build_model(num_speakers, architecture=None, normalize_embeddings=False):
-    """The model of `architecture` ("conv" or "dense", default constants.MODEL) for `num_speakers` classes."""
+def default_input_shape():
+    """(frames, features per frame) of a window under the current settings: MFCC, delta and delta-delta."""
+    return constants.FRAMES_PER_WINDOW, 3 * constants.NUM_MFCC
+
+
+def build_model(num_speakers, architecture=None, normalize_embeddings=False, input_shape=None):
+    """The model of `architecture` ("conv" or "dense", default constants.MODEL) for `num_speakers` classes,
+    reading windows of `input_shape` (frames, features; default: the current settings')."""
     architecture = architecture or constants.MODEL
     trunks = {"conv": conv_trunk, "dense": dense_trunk}
     if architecture not in trunks:
         raise ValueError(f"unknown MODEL {architecture!r}; use one of {', '.join(trunks)}")
-    windows = keras.Input((constants.FRAMES_PER_WINDOW, FEATURE_SIZE), name="windows")
+    windows = keras.Input(tuple(input_shape or default_input_shape()), name="windows")
     embeddings = L2Normalization(active=normalize_embeddings, name="embeddings")(trunks[architecture](windows))
     softmax = layers.Dense(num_speakers, activation="softmax", name="softmax")(embeddings)
     return keras.Model(windows, {"embeddings": embeddings, "softmax": softmax}, name=f"deep_speaker_{architecture}")

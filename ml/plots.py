@@ -92,8 +92,21 @@ def training_curves(histories, path):
 
 
 def _read_csv(path):
-    """Rows of a history CSV file, or [] when there is none."""
+    """Rows of a history CSV file whose values are all numbers, or [] when there is none.
+
+    A plot is a view: a damaged row (a repeated header, a line cut by a kill) is left out, never fatal.
+    """
     if path is None or not Path(path).exists():
         return []
-    with open(path, newline="") as handle:
-        return list(csv.DictReader(handle))
+    with open(path, newline="", errors="replace") as handle:
+        rows = list(csv.DictReader(handle))
+    return [r for r in rows if all(_is_number(v) for v in r.values())]
+
+
+def _is_number(value):
+    """Whether a CSV cell holds a number."""
+    try:
+        float(value)
+        return True
+    except (TypeError, ValueError):
+        return False

@@ -15,10 +15,10 @@ from tqdm import tqdm
 import constants
 import utils
 from audio import features
-from ml import evaluation
+from ml import checkpoints, evaluation
 from ml.augmentation import level_std, random_level
-from ml.batches import WindowBatches
-from ml.checkpoints import RunFolder, model_identity, restore
+from ml.batches import EpochTracker, WindowBatches
+from ml.checkpoints import RunFolder
 from ml.learning_rate import softmax_schedule
 from ml.model import build_model, freeze_below_softmax, parameter_summary
 from ml.triplet_loss import triplet_loss
@@ -32,11 +32,15 @@ class NonFiniteLoss(utils.PipelineError):
 # Softmax training: pre-training, and re-training of the head on frozen embeddings
 # ----------------------------------------------------------------------------------------------------
 class Checkpoints(keras.callbacks.Callback):
-    """Save every `every` epochs and after the last epoch; stop on a non-finite loss without saving."""
+    """Save a checkpoint every `every` epochs and after the last one, with the validation accuracy and the
+    state of the stateful callbacks (early stopping, plateau); stop on a non-finite loss without saving.
 
-    def __init__(self, run, identity, every):
+    It must come last among the callbacks, so that what it saves is what they decided for the epoch.
+    """
+
+    def __init__(self, run, state, every, end, stateful):
         super().__init__()
-        self.run, self.identity, self.every = run, identity, every
+        self.run, self.state, self.every, self.end, self.stateful = run, state, every, end, stateful
         self.last_epoch, self.last_epoch_seen, self.failed = None, 0, None
 
     def on_train_batch_end(self, batch, logs=None):
@@ -48,67 +52,132 @@ class Checkpoints(keras.callbacks.Callback):
         self.last_epoch_seen = epoch
 
     def on_epoch_end(self, epoch, logs=None):
-        if self.failed is None:
-            self.last_epoch = epoch + 1
-            if self.last_epoch % self.every == 0:
-                self.run.save(self.model, self.last_epoch, self.identity)
+        if self.failed is not None:
+            return
+        self.last_epoch = epoch + 1
+        if self.last_epoch % self.every == 0 or self.last_epoch == self.end or self.model.stop_training:
+            value = (logs or {}).get("val_softmax_accuracy")
+            metric = {"name": "val_softmax_accuracy", "value": None if value is None else float(value),
+                      "higher_is_better": True}
+            self.run.save(self.model, self.last_epoch, self.state, metric, callback_state(self.stateful))
 
-    def on_train_end(self, logs=None):
-        state = self.run.state()
-        if self.failed is None and self.last_epoch and (state is None or state["count"] != self.last_epoch):
-            self.run.save(self.model, self.last_epoch, self.identity)
+
+STATEFUL_ATTRIBUTES = {"EarlyStopping": ("wait", "best", "best_epoch"),
+                       "ReduceLROnPlateau": ("wait", "best", "cooldown_counter")}
 
 
-def train_softmax(inputs, epochs=None, fresh=False, freeze=False, normalize_embeddings=False, verbose=1):
-    """Softmax training (mode "softmax", or "frozen" with `freeze`); returns the final test accuracies."""
+def callback_state(callbacks):
+    """{class name: {attribute: value}} of the callbacks whose counters a resumed run must continue."""
+    state = {}
+    for callback in callbacks:
+        names = STATEFUL_ATTRIBUTES.get(type(callback).__name__, ())
+        values = {name: getattr(callback, name, None) for name in names}
+        state[type(callback).__name__] = {k: (None if v is None else float(v) if k == "best" else int(v))
+                                          for k, v in values.items()}
+    return state
+
+
+class RestoreCallbackState(keras.callbacks.Callback):
+    """Put back the counters of early stopping and the plateau schedule after fit() has reset them."""
+
+    def __init__(self, callbacks, saved):
+        super().__init__()
+        self.callbacks, self.saved = callbacks, saved or {}
+
+    def on_train_begin(self, logs=None):
+        for callback in self.callbacks:
+            for name, value in self.saved.get(type(callback).__name__, {}).items():
+                setattr(callback, name, value)
+
+
+def softmax_identity(inputs):
+    """The model identity the inputs need: classes, input shape, normalisation (ml/checkpoints.py)."""
+    return checkpoints.model_identity(inputs.classes, inputs.input_shape, inputs.norm["method"])
+
+
+def train_softmax(inputs, epochs=None, fresh=False, freeze=False, normalize_embeddings=False, verbose=1, plan=None):
+    """Softmax training (mode "softmax", or "frozen" with `freeze`) until epoch `epochs` in all.
+
+    Returns the final test accuracies (and the model); when the run is already complete, what it recorded.
+    With `plan` (checkpoints.prepare), the caller holds the run's lock and has planned the run.
+    """
     mode = "frozen" if freeze else "softmax"
+    if plan is None:
+        with RunFolder(mode).lock():
+            plan = checkpoints.prepare(mode, inputs.record, softmax_identity(inputs),
+                                       checkpoints.softmax_end(epochs, freeze), fresh, normalize_embeddings)
+            return train_softmax(inputs, freeze=freeze, normalize_embeddings=normalize_embeddings, verbose=verbose,
+                                 plan=plan)
     run = RunFolder(mode)
+    if plan["nothing_to_do"]:
+        print(plan["nothing_to_do"])
+        return utils.read_json(run.folder / "result.json", default={}, what="the run's final test accuracies")
+    end = plan["end"]
     keras.utils.set_random_seed(constants.SEED)
-    model = build_model(len(inputs.classes), normalize_embeddings=normalize_embeddings)
-    identity = model_identity(inputs.classes)
-    start, source = restore(model, mode, identity, fresh)
-    if freeze:
-        freeze_below_softmax(model)
+    model, start, source = _start_model(inputs, plan, normalize_embeddings, freeze)
     model.compile(optimizer=keras.optimizers.Adam(constants.LEARNING_RATE),
                   loss={"softmax": "sparse_categorical_crossentropy", "embeddings": None},
                   metrics={"softmax": [speaker_accuracy(inputs)]})
-    end = start + epochs if epochs else constants.SOFTMAX_MAX_EPOCHS
+    state = checkpoints.start_state(plan)
+    if plan["source"] == "own":  # the optimizer's moments and step come back with the weights
+        model.optimizer.build(model.trainable_variables)
+        entry = run.load_into(model, state)
+        start, source = entry["count"], checkpoints.describe(mode, state, entry)
+    run.trim_history(start)
+    run.write_settings({**plan, "start": start})
+    utils.write_json(run.folder / "norm.json", inputs.norm)  # inference normalises as this run was trained
+    print(f"{mode}: {parameter_summary(model)}, {constants.MODEL}, epochs {start + 1}-{end}, from {source}")
+
     training_batches = WindowBatches(inputs.train, level_std=level_std(inputs.norm))
     # the head alone (frozen mode) is re-trained with the original's schedule
-    schedule, last_epoch = softmax_schedule(len(training_batches), "plateau" if freeze else None)
-    if last_epoch is not None and end > last_epoch:
-        print(f"{mode}: the {constants.SOFTMAX_LR_SCHEDULE} learning rate ends with epoch {last_epoch} "
-              f"(SOFTMAX_SCHEDULE_EPOCHS); the run stops there")
-        end = last_epoch
-    run.write_settings({"mode": mode, "start_epoch": start, "end_epoch": end, "started_from": source,
-                        "normalize_embeddings": normalize_embeddings})
-    print(f"{mode}: {parameter_summary(model)}, {constants.MODEL}, epochs {start + 1}-{end}, "
-          f"from {source}")
-    if start >= end:
-        print(f"{mode}: already at epoch {start}; nothing to do (raise --epochs"
-              f"{' or SOFTMAX_SCHEDULE_EPOCHS' if last_epoch is not None else ''}, or use --fresh)")
-    checkpoints = Checkpoints(run, identity, constants.CHECKPOINT_EVERY_EPOCHS)
-    callbacks = [
-        checkpoints,
-        keras.callbacks.EarlyStopping("val_softmax_accuracy", mode="max", min_delta=constants.EARLY_STOPPING_MIN_DELTA,
-                                      patience=constants.EARLY_STOPPING_PATIENCE),
-        *schedule,
-        keras.callbacks.CSVLogger(str(run.history), append=True),
-    ]
+    schedule, _ = softmax_schedule(len(training_batches), "plateau" if freeze else None)
+    stateful = [keras.callbacks.EarlyStopping("val_softmax_accuracy", mode="max",
+                                              min_delta=constants.EARLY_STOPPING_MIN_DELTA,
+                                              patience=constants.EARLY_STOPPING_PATIENCE), *schedule]
+    every = 1 if end <= constants.EVERY_EPOCH_CHECKPOINTS_UP_TO else constants.CHECKPOINT_EVERY_EPOCHS
+    saver = Checkpoints(run, state, every, end, stateful)
+    saved = (plan.get("entry") or {}).get("callbacks") if plan["source"] == "own" else None
+    callbacks = [EpochTracker(training_batches), *stateful, RestoreCallbackState(stateful, saved),
+                 keras.callbacks.CSVLogger(str(run.history), append=True), saver]
     validation = WindowBatches(_validation_subset(inputs.test), shuffle=False)
     model.fit(training_batches, validation_data=validation, initial_epoch=start, epochs=end, callbacks=callbacks,
-              verbose=verbose)
-    if checkpoints.failed:
-        raise NonFiniteLoss(f"{mode}: {checkpoints.failed}; training stopped, the last good checkpoint is "
+              verbose=verbose, shuffle=False)
+    if saver.failed:
+        raise NonFiniteLoss(f"{mode}: {saver.failed}; training stopped, the last good checkpoint is "
                             f"kept ({_latest_path(run)}). Try a lower LEARNING_RATE.")
+    reached = saver.last_epoch or start
+    if reached < end and stateful[0].stopped_epoch:
+        state["finished"] = {"reason": f"early stopping: val_softmax_accuracy stalled for "
+                                       f"{constants.EARLY_STOPPING_PATIENCE} epochs", "target": end}
+        utils.write_json(run.folder / "state.json", state)
+    run.write_settings(plan, ended=reached)
     window, utterance = evaluation.closed_set_accuracy(model, inputs)
     print(f"{mode}: test accuracy {window:.1%} per window, {utterance:.1%} per utterance "
           f"({len(inputs.test):,} windows of {len(inputs.test.utterance_keys)} utterances, "
           f"normalisation {inputs.norm['method']}, over the {len(inputs.speakers)} real speakers)")
-    result = {"window_accuracy": window, "utterance_accuracy": utterance, "epoch": checkpoints.last_epoch or start,
-              "normalization": inputs.norm["method"]}
+    result = {"window_accuracy": window, "utterance_accuracy": utterance, "epoch": reached,
+              "normalization": inputs.norm["method"], "checkpoint": (state.get("latest") or {}).get("file")}
     utils.write_json(run.folder / "result.json", result)
     return {**result, "model": model}
+
+
+def _start_model(inputs, plan, normalize_embeddings, freeze):
+    """(model, count, where it came from): new weights, or the earlier mode's checkpoint loaded (not yet one's own)."""
+    model = build_model(len(inputs.classes), normalize_embeddings=normalize_embeddings, input_shape=inputs.input_shape)
+    if plan["source"] is None:
+        source = "fresh weights" + (" (--fresh)" if plan.get("fresh") else " (no checkpoint to start from)")
+    elif plan["source"] == "own":
+        source = "its own checkpoint"
+    else:
+        previous = RunFolder(plan["source"])
+        previous_state = previous.state()
+        entry = next(e for e in previous_state["checkpoints"] + [previous_state["latest"]]
+                     if e["sha256"] == plan["started_from"]["sha256"])
+        previous.load_into(model, previous_state, entry)
+        source = checkpoints.describe(plan["source"], previous_state, entry)
+    if freeze:
+        freeze_below_softmax(model)
+    return model, 0, source
 
 
 def speaker_accuracy(inputs):
@@ -143,7 +212,7 @@ def _validation_subset(window_set):
 def _latest_path(run):
     """The latest checkpoint of `run`, or a note that there is none."""
     state = run.state()
-    return run.folder / state["latest"] if state else "none yet"
+    return run.folder / state["latest"]["file"] if state and state.get("latest") else "none yet"
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -160,8 +229,11 @@ class TripletSampler:
         self.by_speaker = [np.flatnonzero(window_set.labels == k) for k in range(window_set.labels.max() + 1)]
         self.by_speaker = [windows for windows in self.by_speaker if len(windows)]
 
-    def batch(self, size=None):
-        """(windows, speaker labels) of size anchors + size positives + size negatives."""
+    def batch(self, size=None, rng=None):
+        """(windows, speaker labels) of size anchors + size positives + size negatives (drawn with `rng`, else
+        the sampler's own generator)."""
+        if rng is not None:
+            self.rng = rng
         size = size or constants.BATCH_SIZE // 3
         pairs = max(min(constants.TRIPLET_PAIRS_PER_BATCH, size), 1)
         parts = [[], [], []]
@@ -179,33 +251,49 @@ class TripletSampler:
         return random_level(self.window_set.windows(chosen), self.rng, self.level_std), self.window_set.labels[chosen]
 
 
-def train_triplet(inputs, steps=None, fresh=False, normalize_embeddings=False, progress=True):
-    """The original's triplet loop; returns the moving-average train and test losses at the end."""
+def train_triplet(inputs, steps=None, fresh=False, normalize_embeddings=False, progress=True, plan=None):
+    """The original's triplet loop until step `steps` in all; returns the moving-average train and test losses.
+
+    With `plan` (checkpoints.prepare), the caller holds the run's lock and has planned the run.
+    """
     run = RunFolder("triplet")
+    if plan is None:
+        with run.lock():
+            plan = checkpoints.prepare("triplet", inputs.record, softmax_identity(inputs),
+                                       checkpoints.triplet_end(steps), fresh, normalize_embeddings)
+            return train_triplet(inputs, normalize_embeddings=normalize_embeddings, progress=progress, plan=plan)
+    if plan["nothing_to_do"]:
+        print(plan["nothing_to_do"])
+        return utils.read_json(run.folder / "result.json", default={}, what="the run's final losses")
+    end = plan["end"]
     keras.utils.set_random_seed(constants.SEED)
-    model = build_model(len(inputs.classes), normalize_embeddings=normalize_embeddings)
-    identity = model_identity(inputs.classes)
-    start, source = restore(model, "triplet", identity, fresh)
+    model, start, source = _start_model(inputs, plan, normalize_embeddings, freeze=False)
     model.get_layer("softmax").trainable = False  # the triplet loss does not reach the classifier
     model.compile(optimizer=keras.optimizers.Adam(constants.TRIPLET_LEARNING_RATE),
                   loss={"embeddings": triplet_loss, "softmax": None})
-    end = start + steps if steps else constants.TRIPLET_MAX_STEPS
-    run.write_settings({"mode": "triplet", "start_step": start, "end_step": end, "started_from": source,
-                        "normalize_embeddings": normalize_embeddings})
+    state = checkpoints.start_state(plan)
+    if plan["source"] == "own":
+        model.optimizer.build(model.trainable_variables)
+        entry = run.load_into(model, state)
+        start, source = entry["count"], checkpoints.describe("triplet", state, entry)
+    run.trim_history(start)
+    run.write_settings({**plan, "start": start})
+    utils.write_json(run.folder / "norm.json", inputs.norm)
     print(f"triplet: {parameter_summary(model)}, {constants.MODEL}, steps {start + 1}-{end}, from {source}, "
           f"learning rate {constants.TRIPLET_LEARNING_RATE:g}")
-    rng = np.random.default_rng([constants.SEED, start])  # a resumed run draws new batches, reproducibly
-    train_batches = TripletSampler(inputs.train, rng, level_std(inputs.norm))
-    test_batches = TripletSampler(inputs.test, rng)
     averages = {"loss": deque(maxlen=constants.MOVING_AVERAGE_STEPS),
                 "test_loss": deque(maxlen=constants.MOVING_AVERAGE_STEPS)}
     bar = tqdm(range(start + 1, end + 1), desc="triplet", unit="step", disable=not progress)
+    train_batches = TripletSampler(inputs.train, None, level_std(inputs.norm))
+    test_batches = TripletSampler(inputs.test, None)
+    reached = start
     with appending_csv(run.history, ("step", "loss", "test_loss")) as write_history:
         for step in bar:
-            windows, labels = train_batches.batch()
+            rng = np.random.default_rng([constants.SEED, step])  # a resumed run draws the same batches
+            windows, labels = train_batches.batch(rng=rng)
             targets = {"embeddings": np.zeros((len(labels), 1), np.float32), "softmax": labels}
             loss = model.train_on_batch(windows, targets, return_dict=True)["loss"]
-            test_windows, test_labels = test_batches.batch()
+            test_windows, test_labels = test_batches.batch(rng=rng)
             test_loss = model.test_on_batch(test_windows, {"embeddings": targets["embeddings"], "softmax": test_labels},
                                             return_dict=True)["loss"]
             if not (math.isfinite(loss) and math.isfinite(test_loss)):
@@ -217,11 +305,15 @@ def train_triplet(inputs, steps=None, fresh=False, normalize_embeddings=False, p
             if step % constants.PRINT_EVERY_STEPS == 0:
                 bar.set_postfix(loss=f"{np.mean(averages['loss']):.4f}", test_loss=f"{np.mean(averages['test_loss']):.4f}")
             if step % constants.CHECKPOINT_EVERY_STEPS == 0 or step == end:
-                run.save(model, step, identity)
+                metric = {"name": "test_loss_moving_average", "value": float(np.mean(averages["test_loss"])),
+                          "higher_is_better": False}
+                run.save(model, step, state, metric)
+            reached = step
+    run.write_settings(plan, ended=reached)
     summary = {name: float(np.mean(values)) if values else float("nan") for name, values in averages.items()}
-    print(f"triplet: step {max(end, start)}, moving average over the last {len(averages['loss'])} steps: "
+    print(f"triplet: step {reached}, moving average over the last {len(averages['loss'])} steps: "
           f"loss {summary['loss']:.4f}, test loss {summary['test_loss']:.4f}")
-    summary["step"] = max(end, start)
+    summary["step"] = reached
     utils.write_json(run.folder / "result.json", summary)
     return {**summary, "model": model}
 

@@ -41,7 +41,7 @@ def trained(tmp_path_factory):
         cache.build([u for s in corpus.speakers for u in corpus.utterances[s]], progress=False)
         built = ml_inputs.build_inputs(cache, corpus, train, unseen, progress=False)
         ml_inputs.save_inputs(built, ml_inputs.expected_record(cache, corpus, train, unseen))
-        training.train_softmax(built, epochs=2, verbose=0)
+        training.train_softmax(ml_inputs.load_inputs(), epochs=2, verbose=0)
         result = CliRunner().invoke(load_script("ml/2_evaluate_unseen_speakers.py").main, [])
         yield root, corpus, result
 
@@ -50,14 +50,15 @@ def test_the_evaluation_writes_a_report_with_every_field_and_the_plots(trained):
     root, _, result = trained
     assert result.exit_code == 0, result.output
     assert "EER = " in result.output and "SAP = " in result.output
-    report = json.loads((root / "work" / "evaluation" / "report.json").read_text())
+    folder = root / "work" / "runs" / "softmax" / "evaluation" / "epoch-000002"
+    report = json.loads((folder / "report.json").read_text())
     for key in ("eer", "min_dcf", "sap", "san", "identification_accuracy", "num_unseen_speakers", "num_trials"):
         assert key in report
     assert 0 <= report["eer"] <= 0.5 and 0 <= report["min_dcf"] <= 1 and 0 <= report["identification_accuracy"] <= 1
     assert report["num_unseen_speakers"] == 2 and report["num_trials"] == 10 * 9 // 2 and report["label_free"]
     assert 0 <= report["sap"] <= 2 and 0 <= report["san"] <= 2
     for name in ("det_curve", "score_histograms", "embedding_map", "training_curves"):
-        assert (root / "work" / "evaluation" / f"{name}.png").stat().st_size > 5000
+        assert (folder / f"{name}.png").stat().st_size > 5000
 
 
 @pytest.fixture
@@ -98,7 +99,8 @@ def test_verify_enroll_and_identify_speakers_never_seen_in_training(speakers, mo
 
 def test_the_real_threshold_comes_from_the_evaluation(speakers, trained):
     model, _ = speakers
-    report = json.loads((trained[0] / "work" / "evaluation" / "report.json").read_text())
+    folder = trained[0] / "work" / "runs" / "softmax" / "evaluation" / "epoch-000002"
+    report = json.loads((folder / "report.json").read_text())
     assert model.threshold() == report["eer_threshold"]
 
 

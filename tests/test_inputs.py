@@ -134,7 +134,7 @@ def test_script_0_builds_skips_when_current_and_rebuilds_with_force(tone_corpus,
     assert first.returncode == 0, first.stderr
     assert "3 training, 1 unseen" in first.stdout and "20 built" in first.stdout
     assert "train: windows (" in first.stdout and ", 390)" in first.stdout and "peak memory" in first.stdout
-    assert {p.name for p in (tmp_path / "w" / "inputs").iterdir()} == {"data.npz", "norm.json", "inputs.json"}
+    assert {p.name for p in (tmp_path / "w" / "inputs").iterdir()} == {"data.npz", "norm.json", "inputs.json", ".lock"}
     second = run_script(env)
     assert "20 cached before" in second.stdout and "are current" in second.stdout
     assert "train: windows" in run_script(env, "--force").stdout

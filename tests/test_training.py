@@ -1,6 +1,9 @@
 """Training modes on tiny inputs: files written, resuming, frozen weights, bad checkpoints, bad flags, NaN."""
 import csv
 import importlib.util
+import os
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -9,6 +12,7 @@ from click.testing import CliRunner
 import constants
 import utils
 from ml import checkpoints, embeddings, evaluation, training
+from ml import inputs as ml_inputs
 from ml.model import build_model
 
 
@@ -24,56 +28,165 @@ def history_rows(mode):
         return list(csv.DictReader(handle))
 
 
+def weights(mode):
+    return {p.name for p in (checkpoints.RunFolder(mode).folder / "weights").iterdir()}
+
+
 def test_softmax_then_triplet_then_frozen_write_their_run_folders_and_resume(small_inputs, workdir, monkeypatch):
-    monkeypatch.setattr(constants, "CHECKPOINT_EVERY_EPOCHS", 2)
     monkeypatch.setattr(constants, "CHECKPOINT_EVERY_STEPS", 4)
     monkeypatch.setattr(constants, "SOFTMAX_SCHEDULE_EPOCHS", 4)  # the default schedule's run: 4 epochs
     result = training.train_softmax(small_inputs, epochs=3, verbose=0)
     run = workdir / "runs" / "softmax"
-    assert {p.name for p in (run / "weights").iterdir()} == {"epoch-000002.weights.h5", "epoch-000003.weights.h5"}
-    assert utils.read_json(run / "state.json")["count"] == 3 and (run / "settings.json").exists()
+    # a short run saves every epoch (a kill loses at most one), the last KEEP_CHECKPOINTS (3) are kept
+    assert weights("softmax") == {"epoch-000001.weights.h5", "epoch-000002.weights.h5", "epoch-000003.weights.h5"}
+    state = utils.read_json(run / "state.json")
+    assert state["latest"]["count"] == 3 and state["best"]["metric"]["name"] == "val_softmax_accuracy"
+    assert state["model"]["input_shape"] == [constants.FRAMES_PER_WINDOW, 39]
+    settings = utils.read_json(run / "settings.json")
+    assert settings["constants"]["BATCH_SIZE"] == constants.BATCH_SIZE and settings["recipe"] == "default"
+    assert settings["code_version"] and settings["sessions"][0]["ended"] and settings["sessions"][0]["reached"] == 3
     assert 0 <= result["window_accuracy"] <= 1 and len(history_rows("softmax")) == 3
 
-    training.train_softmax(small_inputs, epochs=1, verbose=0)  # continues at epoch 4
-    assert utils.read_json(run / "state.json")["count"] == 4
+    again = training.train_softmax(small_inputs, epochs=3, verbose=0)  # "until 3 in all": nothing to do
+    assert again["epoch"] == 3 and len(history_rows("softmax")) == 3 and "model" not in again
+    training.train_softmax(small_inputs, epochs=4, verbose=0)  # continues at epoch 4
+    assert utils.read_json(run / "state.json")["latest"]["count"] == 4
     assert [int(r["epoch"]) for r in history_rows("softmax")] == [0, 1, 2, 3]
+    assert {"epoch-000002.weights.h5", "epoch-000003.weights.h5", "epoch-000004.weights.h5"} <= weights("softmax")
 
     triplet = training.train_triplet(small_inputs, steps=5, normalize_embeddings=True, progress=False)
     state = utils.read_json(workdir / "runs" / "triplet" / "state.json")
-    assert state["count"] == 5 and state["unit"] == "step" and np.isfinite(triplet["loss"])
+    assert state["latest"]["count"] == 5 and state["unit"] == "step" and np.isfinite(triplet["loss"])
     assert state["normalize_embeddings"] and not utils.read_json(run / "state.json")["normalize_embeddings"]
-    assert "softmax/weights/epoch-000004" in utils.read_json(workdir / "runs" / "triplet" / "settings.json")["started_from"]
-    training.train_triplet(small_inputs, steps=3, normalize_embeddings=True, progress=False)
+    assert state["started_from"]["mode"] == "softmax" and state["started_from"]["count"] == 4
+    training.train_triplet(small_inputs, steps=5, normalize_embeddings=True, progress=False)  # nothing to do
+    training.train_triplet(small_inputs, steps=8, normalize_embeddings=True, progress=False)
     assert [int(r["step"]) for r in history_rows("triplet")] == list(range(1, 9))
-    assert {p.name for p in (workdir / "runs" / "triplet" / "weights").iterdir()} == {
-        "step-000004.weights.h5", "step-000005.weights.h5", "step-000008.weights.h5"}
+    assert weights("triplet") == {"step-000004.weights.h5", "step-000005.weights.h5", "step-000008.weights.h5"}
 
     start = build_model(len(small_inputs.classes), normalize_embeddings=True)
     start.load_weights(workdir / "runs" / "triplet" / "weights" / "step-000008.weights.h5")
     result = training.train_softmax(small_inputs, epochs=2, freeze=True, normalize_embeddings=True, verbose=0)
     frozen = result["model"]
     # the checkpoint, loaded for use, is the model that was trained (L2 normalisation included)
-    loaded, classes, _ = embeddings.load_trained_model("frozen")
-    assert classes == small_inputs.classes and len(classes) == 3 * len(small_inputs.speakers)  # speakers + 2 speeds
-    accuracy = evaluation.closed_set_accuracy(loaded, small_inputs)
+    loaded = embeddings.load_trained_model("frozen")
+    assert loaded.classes == small_inputs.classes and len(loaded.classes) == 3 * len(small_inputs.speakers)
+    accuracy = evaluation.closed_set_accuracy(loaded.model, small_inputs)
     assert accuracy == (result["window_accuracy"], result["utterance_accuracy"])
     windows = small_inputs.test.windows(slice(0, 20))
     for output in ("embeddings", "softmax"):
-        np.testing.assert_allclose(np.asarray(loaded(windows)[output]), np.asarray(frozen(windows)[output]), rtol=1e-5,
-                                   atol=1e-6)
+        np.testing.assert_allclose(np.asarray(loaded.model(windows)[output]), np.asarray(frozen(windows)[output]),
+                                   rtol=1e-5, atol=1e-6)
     for before, after in zip(start.weights, frozen.weights):
         if before.path.startswith("softmax/"):
             assert not np.allclose(before.numpy(), after.numpy()), before.path
-        else:
+        elif "seed_generator" not in before.path:
             np.testing.assert_array_equal(before.numpy(), after.numpy(), err_msg=before.path)
 
 
-def test_fresh_ignores_checkpoints_and_the_same_seed_gives_the_same_first_epoch(small_inputs, workdir):
+def test_fresh_keeps_the_old_run_aside_and_the_same_seed_gives_the_same_first_epoch(small_inputs, workdir, capsys):
     training.train_softmax(small_inputs, epochs=1, verbose=0)
+    first = history_rows("softmax")
     training.train_softmax(small_inputs, epochs=1, fresh=True, verbose=0)
-    first, second = history_rows("softmax")
-    assert first["epoch"] == second["epoch"] == "0"
-    assert float(first["loss"]) == pytest.approx(float(second["loss"]), rel=1e-4)
+    assert "previous run is kept in" in capsys.readouterr().out
+    (archived,) = (workdir / "runs" / "archive").iterdir()
+    assert (archived / "weights" / "epoch-000001.weights.h5").exists() and (archived / "history.csv").exists()
+    (second,) = history_rows("softmax")  # a new history, not appended to the old one
+    assert first[0]["epoch"] == second["epoch"] == "0"
+    assert float(first[0]["loss"]) == pytest.approx(float(second["loss"]), rel=1e-4)
+
+
+def test_an_interrupted_softmax_run_ends_where_an_uninterrupted_one_does(small_inputs, workdir, tmp_path, monkeypatch):
+    monkeypatch.setattr(constants, "SOFTMAX_SCHEDULE_EPOCHS", 4)
+    whole = training.train_softmax(small_inputs, epochs=4, verbose=0)
+    whole_rows = history_rows("softmax")
+    whole_steps = int(whole["model"].optimizer.iterations.numpy())
+    monkeypatch.setattr(constants, "WORKDIR", str(tmp_path / "interrupted"))
+    training.train_softmax(small_inputs, epochs=2, verbose=0)  # as if killed after epoch 2
+    resumed = training.train_softmax(small_inputs, epochs=4, verbose=0)
+    rows = history_rows("softmax")
+    assert [r["epoch"] for r in rows] == [r["epoch"] for r in whole_rows] == ["0", "1", "2", "3"]
+    # the optimizer's moments and step, the schedule and the batch order came back with the checkpoint
+    assert int(resumed["model"].optimizer.iterations.numpy()) == whole_steps
+    for key in ("loss", "learning_rate", "val_softmax_accuracy"):
+        assert float(rows[-1][key]) == pytest.approx(float(whole_rows[-1][key]), rel=0.05, abs=0.02), key
+    assert resumed["window_accuracy"] == pytest.approx(whole["window_accuracy"], abs=0.05)
+
+
+def test_a_killed_triplet_run_resumes_from_its_checkpoint_without_duplicate_rows(small_inputs, workdir, monkeypatch):
+    monkeypatch.setattr(constants, "CHECKPOINT_EVERY_STEPS", 4)
+    calls = {"n": 0}
+    real_batch = training.TripletSampler.batch
+
+    def dies_at_step_7(self, size=None, rng=None):
+        calls["n"] += 1
+        if calls["n"] == 13:  # two batches per step (train, test): the 7th step's train batch
+            raise KeyboardInterrupt
+        return real_batch(self, size, rng)
+    monkeypatch.setattr(training.TripletSampler, "batch", dies_at_step_7)
+    with pytest.raises(KeyboardInterrupt):
+        training.train_triplet(small_inputs, steps=10, progress=False)
+    assert [int(r["step"]) for r in history_rows("triplet")] == list(range(1, 7))
+    assert not list(checkpoints.RunFolder("triplet").folder.rglob(".tmp-*"))
+    training.train_triplet(small_inputs, steps=10, progress=False)  # the same command: to step 10, not 14
+    assert [int(r["step"]) for r in history_rows("triplet")] == list(range(1, 11))
+    assert utils.read_json(workdir / "runs" / "triplet" / "state.json")["latest"]["count"] == 10
+
+
+def test_a_damaged_latest_checkpoint_falls_back_to_the_newest_intact_one(small_inputs, workdir, capsys):
+    training.train_softmax(small_inputs, epochs=2, verbose=0)
+    latest = workdir / "runs" / "softmax" / "weights" / "epoch-000002.weights.h5"
+    latest.write_bytes(latest.read_bytes()[:1000])  # truncated, as by a full disk
+    loaded = embeddings.load_trained_model("softmax")
+    assert loaded.entry["count"] == 1
+    assert "epoch-000002" in capsys.readouterr().err
+    training.train_softmax(small_inputs, epochs=3, verbose=0)  # continues from epoch 1
+    assert [int(r["epoch"]) for r in history_rows("softmax")] == [0, 1, 2]
+    (workdir / "runs" / "softmax" / "state.json").write_text("{ not json")
+    with pytest.raises(utils.PipelineError, match="state.json is unreadable or corrupt.*--fresh"):
+        training.train_softmax(small_inputs, epochs=4, verbose=0)
+
+
+def test_settings_changed_since_the_run_started_are_refused_in_one_line(small_inputs, workdir, monkeypatch):
+    training.train_softmax(small_inputs, epochs=1, verbose=0)
+    monkeypatch.setattr(constants, "BATCH_SIZE", 24)
+    with pytest.raises(utils.PipelineError, match="built with BATCH_SIZE=48, but it is 24 now.*--fresh"):
+        training.train_softmax(small_inputs, epochs=2, verbose=0)
+    monkeypatch.setattr(constants, "BATCH_SIZE", 48)
+    monkeypatch.setattr(constants, "FRAMES_PER_WINDOW", 5)  # inputs of another window length
+    with pytest.raises(utils.PipelineError, match="FRAMES_PER_WINDOW=10, but it is 5 now.*0_generate_inputs"):
+        ml_inputs.load_inputs()
+
+
+def test_a_later_mode_notices_when_the_checkpoint_it_started_from_changed(small_inputs, workdir, monkeypatch):
+    monkeypatch.setattr(constants, "SOFTMAX_SCHEDULE_EPOCHS", 3)
+    training.train_softmax(small_inputs, epochs=1, verbose=0)
+    training.train_triplet(small_inputs, steps=2, normalize_embeddings=True, progress=False)
+    training.train_softmax(small_inputs, epochs=2, verbose=0)
+    with pytest.raises(utils.PipelineError, match="epoch 1 of the softmax run.*changed since.*--fresh"):
+        training.train_triplet(small_inputs, steps=2, normalize_embeddings=True, progress=False)
+    training.train_triplet(small_inputs, steps=2, normalize_embeddings=True, fresh=True, progress=False)
+    with pytest.raises(utils.PipelineError, match="with --normalize_embeddings.*--freeze_embedding_weights "
+                                                  "--normalize_embeddings"):
+        training.train_softmax(small_inputs, epochs=1, freeze=True, normalize_embeddings=False, verbose=0)
+
+
+def test_a_second_command_on_the_same_run_stops_at_once_naming_the_holder(small_inputs, workdir):
+    with checkpoints.RunFolder("softmax").lock():
+        with pytest.raises(utils.PipelineError, match=f"in use by process {os.getpid()}"):
+            training.train_softmax(small_inputs, epochs=1, verbose=0)
+    holder = subprocess.Popen([sys.executable, "-c", "import sys, time, utils, constants; "
+                               f"constants.WORKDIR = {str(workdir)!r}; "
+                               "from ml.checkpoints import RunFolder\n"
+                               "with RunFolder('softmax').lock(): print('locked', flush=True); time.sleep(60)"],
+                              stdout=subprocess.PIPE, text=True)
+    assert holder.stdout.readline().strip() == "locked"
+    with pytest.raises(utils.PipelineError, match=f"in use by process {holder.pid}"):
+        training.train_softmax(small_inputs, epochs=1, verbose=0)
+    holder.kill()
+    holder.wait()
+    training.train_softmax(small_inputs, epochs=1, verbose=0)  # a dead holder's lock is taken over
+    assert history_rows("softmax")
 
 
 @pytest.mark.parametrize("pairs", [1, 4])
@@ -87,10 +200,10 @@ def test_triplet_batches_pair_each_anchor_with_its_speaker_and_another(small_inp
     assert pair_count == 1 if pairs == 1 else pair_count > 1
 
 
-def test_a_checkpoint_for_another_speaker_count_fails_clearly(small_inputs, workdir):
+def test_a_checkpoint_for_other_classes_fails_clearly(small_inputs, workdir):
     training.train_softmax(small_inputs, epochs=1, verbose=0)
     small_inputs.classes.append("p999")
-    with pytest.raises(utils.PipelineError, match="num_speakers: checkpoint 9, now 10.*--fresh"):
+    with pytest.raises(utils.PipelineError, match="classes: checkpoint .*9 in all.*, now .*10 in all.*--fresh"):
         training.train_triplet(small_inputs, steps=1, progress=False)
 
 
@@ -99,7 +212,7 @@ def test_a_non_finite_loss_stops_the_run_and_keeps_the_last_good_checkpoint(smal
     small_inputs.train.frames[:] = np.nan
     with pytest.raises(training.NonFiniteLoss, match="last good checkpoint is kept .*epoch-000001"):
         training.train_softmax(small_inputs, epochs=2, verbose=0)
-    assert utils.read_json(workdir / "runs" / "softmax" / "state.json")["count"] == 1
+    assert utils.read_json(workdir / "runs" / "softmax" / "state.json")["latest"]["count"] == 1
     with pytest.raises(training.NonFiniteLoss, match="step 1"):
         training.train_triplet(small_inputs, steps=3, progress=False)
     assert checkpoints.RunFolder("triplet").state() is None
