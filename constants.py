@@ -40,7 +40,7 @@ AUDIO_EXTENSIONS = ["wav", "flac"]  # file endings taken as audio (case-insensit
 VCTK_MIC = "mic1"  # VCTK 0.92 has two microphones per utterance; the original used one. Empty = both
 VOICE_PERCENTILE = 95.0  # voice-only trim: keep first..last sample with |x| above this percentile of |x|
 SILENCE_PEAK = 1e-4  # a file whose peak |x| (full scale = 1) is below this counts as all-silent
-MIN_VOICED_FRAMES = 10  # utterances with fewer frames after the trim are skipped (one window needs 10)
+MIN_VOICED_FRAMES = 10  # the cache skips utterances with fewer frames after the trim; use needs one window too
 FRAME_LENGTH_S = 0.025  # s, analysis frame (original: 25 ms)
 FRAME_STEP_S = 0.010  # s, frame hop (original: 10 ms)
 NUM_MFCC = 13  # cepstral coefficients per frame; c0 is replaced by the log frame energy

@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
 # The whole pipeline on the synthetic demo corpus, stage by stage (nothing to download).
-# Everything is written under work/demo/ (override with DEEP_SPEAKER_WORKDIR); re-running resumes.
+# Everything is written under work/demo/ (override with DEEP_SPEAKER_WORKDIR). Re-running it resumes what
+# was interrupted; a finished demo trains nothing again. The first run makes .venv from requirements.txt.
 set -euo pipefail
 cd "$(dirname "$0")"
-[ -d .venv ] && . .venv/bin/activate
+. ./ensure_venv.sh
 
 export DEEP_SPEAKER_WORKDIR="${DEEP_SPEAKER_WORKDIR:-$PWD/work/demo}"
 export VCTK_CORPUS_PATH="$DEEP_SPEAKER_WORKDIR/corpus"
@@ -29,5 +30,18 @@ python ml/1_train_triplet_softmax_model.py --loss_on_embeddings --normalize_embe
 stage 4 "softmax re-trained on the frozen embeddings (the accuracy check)"
 python ml/1_train_triplet_softmax_model.py --loss_on_softmax --freeze_embedding_weights --normalize_embeddings --epochs 5
 
-stage 5 "evaluation on the unseen speakers: $DEEP_SPEAKER_WORKDIR/evaluation/"
+stage 5 "evaluation on the unseen speakers (the frozen run's model; report and plots in its run folder)"
 python ml/2_evaluate_unseen_speakers.py
+
+# recordings of the last two (unseen) demo speakers
+files=$(find "$VCTK_CORPUS_PATH" -name '*.flac' -o -name '*.wav' | sort)
+last=$(echo "$files" | tail -n 1)
+same=$(echo "$files" | tail -n 2 | head -n 1)
+other=$(echo "$files" | grep -v "/$(basename "$(dirname "$last")")/" | tail -n 1)
+cat <<EOT
+
+==== next: the demo's model on any recordings (wav/flac, any rate) ====
+. .venv/bin/activate
+python ml/3_embed_verify_identify.py --workdir $DEEP_SPEAKER_WORKDIR verify $same $last    # one speaker
+python ml/3_embed_verify_identify.py --workdir $DEEP_SPEAKER_WORKDIR verify $other $last   # two speakers
+EOT

@@ -23,6 +23,7 @@ import utils
 from audio import features
 
 CACHE_FORMAT = 1  # bump when the file layout changes, so old caches are not misread
+REBUILD = "Delete it and run `python ml/0_generate_inputs.py`, which computes it again"
 
 
 @dataclass
@@ -64,7 +65,13 @@ class FeatureCache:
 
     def load(self, key):
         """(frames, 39) float32 features of the utterance `key` (pickle-free)."""
-        return np.load(self.path(key), allow_pickle=False)
+        return utils.read_checked(self.path(key), lambda p: np.load(p, allow_pickle=False), "a cached feature file",
+                                  REBUILD)
+
+    def num_frames(self, key):
+        """Frames of the cached utterance `key`, read from the file's header."""
+        return utils.read_checked(self.path(key), lambda p: np.load(p, mmap_mode="r").shape[0],
+                                  "a cached feature file", REBUILD)
 
     def build(self, utterances, workers=None, progress=True, speed_copies=()):
         """Cache every utterance not cached yet, and each (utterance, factor) of `speed_copies` under
@@ -125,7 +132,7 @@ def _cache_one(job):
     key, source, target, factor = job
     try:
         signal = features.at_speed(features.load_audio(source), factor)
-        frames = features.signal_features(signal)
+        frames = features.signal_features(signal, minimum=constants.MIN_VOICED_FRAMES)
     except features.UnusableAudio as reason:
         return key, str(reason), 0.0
     target = Path(target)

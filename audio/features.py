@@ -97,19 +97,42 @@ def mfcc_frames(signal, sample_rate=None):
     return np.concatenate([mfcc, delta, deltas(delta)], axis=1).astype(np.float32)
 
 
-def signal_features(signal, sample_rate=None):
-    """Features of the voiced part of a loaded signal; UnusableAudio says why when there are none."""
+def min_frames():
+    """Frames an utterance (or a file, or a recording) needs to be used at all: one window of the current
+    settings, and no fewer than the cache keeps. The one rule of "long enough", for training, evaluation and
+    inference alike."""
+    return max(constants.FRAMES_PER_WINDOW, constants.MIN_VOICED_FRAMES)
+
+
+def too_short(num_frames, voiced_seconds=None):
+    """Why an utterance of `num_frames` frames is too short to use (min_frames), or None when it is not."""
+    need = min_frames()
+    if num_frames >= need:
+        return None
+    voiced = "" if voiced_seconds is None else f"{voiced_seconds:.2f} s voiced, "
+    return (f"too short ({voiced}{num_frames} frames; at least {need} needed: one window of FRAMES_PER_WINDOW="
+            f"{constants.FRAMES_PER_WINDOW} frames of {constants.FRAME_STEP_S * 1000:g} ms)")
+
+
+def signal_features(signal, sample_rate=None, minimum=None):
+    """Features of the voiced part of a loaded signal; UnusableAudio says why when there are none.
+
+    `minimum` frames are needed (default min_frames(); the cache keeps anything from MIN_VOICED_FRAMES on,
+    so that a change of window length needs no new cache).
+    """
     sample_rate = sample_rate or constants.SAMPLE_RATE
     voiced = voice_only(signal)
     frames = mfcc_frames(voiced, sample_rate)
-    if len(frames) < constants.MIN_VOICED_FRAMES:
-        raise UnusableAudio(f"too short ({len(voiced) / sample_rate:.3f} s voiced, {len(frames)} frames < "
-                            f"MIN_VOICED_FRAMES {constants.MIN_VOICED_FRAMES})")
+    need = min_frames() if minimum is None else minimum
+    if len(frames) < need:
+        reason = too_short(len(frames), len(voiced) / sample_rate) if minimum is None else (
+            f"too short ({len(voiced) / sample_rate:.3f} s voiced, {len(frames)} frames < MIN_VOICED_FRAMES {need})")
+        raise UnusableAudio(reason)
     return frames
 
 
 def utterance_features(path, sample_rate=None):
-    """Features of the voiced part of one audio file; UnusableAudio says why when there are none."""
+    """Features of the voiced part of one audio file, at least one window long; UnusableAudio says why not."""
     return signal_features(load_audio(path, sample_rate), sample_rate)
 
 

@@ -60,11 +60,15 @@ def triplet_loss_at(history, step):
 
 
 def train_up_to(env, workdir, mode, total, *flags):
-    """Train `mode` until its checkpoint count reaches `total` (a re-run trains only what is missing)."""
+    """Train `mode` until its checkpoint count reaches `total` (a finished run trains nothing)."""
+    stage(env, TRAIN, *flags, "--steps" if mode == "triplet" else "--epochs", str(total))
+
+
+def evaluation_report(workdir, mode):
+    """The report of the evaluation of `mode`'s latest checkpoint (runs/<mode>/evaluation/<checkpoint>/)."""
     state = utils.read_json(workdir / "runs" / mode / "state.json")
-    missing = total - (state["count"] if state else 0)
-    if missing > 0:
-        stage(env, TRAIN, *flags, "--steps" if mode == "triplet" else "--epochs", str(missing))
+    name = Path(state["latest"]["file"]).name.removesuffix(".weights.h5")
+    return utils.read_json(workdir / "runs" / mode / "evaluation" / name / "report.json")
 
 
 def parse_configuration(text):
@@ -96,12 +100,12 @@ def run_configuration(model, normalization, overrides, workdir, epochs, steps, f
     stage(env, "ml/0_generate_inputs.py")
     train_up_to(env, workdir, "softmax", epochs, "--loss_on_softmax")
     stage(env, "ml/2_evaluate_unseen_speakers.py", "--run", "softmax")
-    softmax_report = utils.read_json(workdir / "evaluation" / "report.json")
+    softmax_report = evaluation_report(workdir, "softmax")
     train_up_to(env, workdir, "triplet", steps, "--loss_on_embeddings", "--normalize_embeddings")
     train_up_to(env, workdir, "frozen", frozen_epochs, "--loss_on_softmax", "--freeze_embedding_weights",
                 "--normalize_embeddings")
     stage(env, "ml/2_evaluate_unseen_speakers.py", "--run", "frozen")
-    report = utils.read_json(workdir / "evaluation" / "report.json")
+    report = evaluation_report(workdir, "frozen")
     softmax = utils.read_json(workdir / "runs" / "softmax" / "result.json")
     frozen = utils.read_json(workdir / "runs" / "frozen" / "result.json")
     history = workdir / "runs" / "triplet" / "history.csv"

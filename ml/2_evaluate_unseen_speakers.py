@@ -106,6 +106,9 @@ def summary(report, folder, start):
           f"per window")
     print(f"unseen speakers: {report['num_unseen_speakers']}, {report['num_unseen_utterances']} utterances, "
           f"{report['num_trials']:,} trials ({report['num_target_trials']:,} same-speaker)")
+    if report.get("num_short_utterances"):
+        print(f"  {report['num_short_utterances']} unseen utterance(s) shorter than one window left out "
+              f"(listed in report.json), e.g. {next(iter(report['short_utterances']))}")
     print(f"SAP = {report['sap']:.3f}   SAN = {report['san']:.3f}   (mean cosine distance of windows)")
     print(f"EER = {report['eer']:.2%}   minDCF(p={report['min_dcf_p_target']}) = {report['min_dcf']:.3f}   "
           f"threshold = {report['eer_threshold']:.3f}")

@@ -87,6 +87,9 @@ def pool(window_embeddings):
     Each window counts the same, whatever its embedding's norm (without L2 normalisation in the model,
     a few loud windows would otherwise dominate the mean).
     """
+    if len(window_embeddings) == 0:
+        raise utils.PipelineError(f"nothing to pool: an utterance shorter than one window ({features.min_frames()} "
+                                  f"frames) has no window embedding")
     unit = window_embeddings / np.maximum(np.linalg.norm(window_embeddings, axis=1, keepdims=True), 1e-12)
     mean = unit.mean(axis=0)
     return mean / max(np.linalg.norm(mean), 1e-12)

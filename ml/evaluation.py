@@ -123,12 +123,18 @@ def min_dcf(scores, is_target, p_target=None, cost_miss=None, cost_false_alarm=N
 def unseen_speaker_report(model, cache, corpus, unseen_speakers, norm, seed=None):
     """Embeddings, SAP/SAN and verification figures of the unseen speakers (dict, plus arrays for plots)."""
     rng = np.random.default_rng(constants.SEED if seed is None else seed)
-    speakers, frame_list = [], []
+    speakers, frame_list, short = [], [], {}
     for speaker in unseen_speakers:
         for utterance in corpus.utterances.get(speaker, []):
-            if cache.has(utterance.key):
-                speakers.append(speaker)
-                frame_list.append(emb.normalized_frames(cache.load(utterance.key), norm, speaker))
+            if not cache.has(utterance.key):
+                continue
+            frames = cache.load(utterance.key)
+            reason = features.too_short(len(frames))
+            if reason is not None:  # no window: no embedding (it would be NaN and poison every trial)
+                short[utterance.key] = reason
+                continue
+            speakers.append(speaker)
+            frame_list.append(emb.normalized_frames(frames, norm, speaker))
     present = sorted(set(speakers))
     if len(present) < 2:
         raise utils.PipelineError(f"{len(present)} unseen speaker(s) with usable audio; the evaluation needs at "
@@ -144,6 +150,7 @@ def unseen_speaker_report(model, cache, corpus, unseen_speakers, norm, seed=None
     report = {"eer": eer, "eer_threshold": threshold, "min_dcf": min_dcf(scores, is_target),
               "min_dcf_p_target": constants.DCF_P_TARGET, "sap": sap, "san": san,
               "num_unseen_speakers": len(present), "num_unseen_utterances": len(speakers),
+              "num_short_utterances": len(short), "short_utterances": short,
               "num_trials": int(len(scores)), "num_target_trials": int(is_target.sum()),
               "normalization": norm["method"], "label_free": norm["method"] in LABEL_FREE,
               "sap_san_per_speaker": {"speakers": present, "mean_cosine_distance": matrix.round(4).tolist()}}

@@ -130,9 +130,26 @@ def segment_window_starts(begin, end, frames_per_window=None, hop=None):
 # ----------------------------------------------------------------------------------------------------
 # Building
 # ----------------------------------------------------------------------------------------------------
-def usable_utterances(cache, corpus, speakers):
-    """{speaker: sorted keys of its cached (usable) utterances} for `speakers`."""
-    return {s: sorted(u.key for u in corpus.utterances.get(s, []) if cache.has(u.key)) for s in speakers}
+def usable_utterances(cache, corpus, speakers, short=None):
+    """{speaker: sorted keys of its cached utterances at least one window long} for `speakers`; the cached
+    ones that are too short (features.too_short) go into the dict `short` as {key: reason}."""
+    usable = {}
+    for speaker in speakers:
+        keys = [u.key for u in corpus.utterances.get(speaker, []) if cache.has(u.key)]
+        usable[speaker] = sorted(long_enough(cache, keys, short))
+    return usable
+
+
+def long_enough(cache, keys, short=None):
+    """The cached `keys` whose utterances hold at least one window; the others go into `short`."""
+    kept = []
+    for key in keys:
+        reason = features.too_short(cache.num_frames(key))
+        if reason is None:
+            kept.append(key)
+        elif short is not None:
+            short[key] = reason
+    return kept
 
 
 def build_split(cache, groups, progress=True, name="split"):
@@ -220,7 +237,7 @@ def speed_copy_classes(cache, plan):
     for factor in speed_factors():
         for speaker, utterances in plan.items():
             keys = [features.speed_key(u.key, factor) for u in utterances]
-            keys = [k for k in keys if cache.has(k)]
+            keys = long_enough(cache, [k for k in keys if cache.has(k)])
             if keys:
                 classes[features.speed_key(speaker, factor)] = keys
     return classes
@@ -229,7 +246,11 @@ def speed_copy_classes(cache, plan):
 def build_inputs(cache, corpus, train_speakers, unseen_speakers, progress=True):
     """Inputs of `train_speakers` (those without two usable utterances are dropped, with a warning), with
     the speed-copy classes whose features are cached."""
-    usable = trainable_speakers(usable_utterances(cache, corpus, train_speakers))
+    short = {}
+    usable = trainable_speakers(usable_utterances(cache, corpus, train_speakers, short))
+    if short:
+        print(f"inputs: {len(short)} training utterance(s) shorter than one window left out, e.g. "
+              f"{next(iter(short))}: {next(iter(short.values()))}")
     dropped = [s for s in train_speakers if s not in usable]
     if len(usable) < 2:
         raise utils.PipelineError(f"only {len(usable)} training speaker(s) have usable audio; a speaker "

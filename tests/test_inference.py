@@ -134,3 +134,67 @@ def test_the_command_line_embeds_and_reports_errors_without_traceback(speakers, 
     assert chosen.exit_code == 0, chosen.output
     missing = CliRunner().invoke(script, ["--run", "triplet", "embed", str(corpus.utterances["p229"][0].path)])
     assert missing.exit_code == 1 and "triplet run has no checkpoint" in str(missing.exception) + missing.output
+
+
+def evaluate(*arguments, env=None):
+    return CliRunner().invoke(load_script("ml/2_evaluate_unseen_speakers.py").main, list(arguments), env=env)
+
+
+def test_a_second_evaluation_of_the_same_checkpoint_is_shown_again_not_recomputed(speakers, trained):
+    folder = trained[0] / "work" / "runs" / "softmax" / "evaluation" / "epoch-000002"
+    before = (folder / "report.json").read_text()
+    again = evaluate()
+    assert again.exit_code == 0, again.output
+    assert "already evaluated" in again.output and "EER = " in again.output
+    assert (folder / "report.json").read_text() == before
+
+
+def test_changed_settings_are_refused_and_leave_the_evaluation_and_its_threshold_alone(speakers, trained,
+                                                                                       monkeypatch):
+    folder = trained[0] / "work" / "runs" / "softmax" / "evaluation" / "epoch-000002"
+    before = (folder / "report.json").read_text()
+    monkeypatch.setattr(constants, "FRAMES_PER_WINDOW", 5)
+    changed = evaluate()
+    message = str(changed.exception) + changed.output
+    assert changed.exit_code == 1 and "FRAMES_PER_WINDOW=10, but it is 5 now" in message
+    assert (folder / "report.json").read_text() == before
+    with pytest.raises(utils.PipelineError, match="FRAMES_PER_WINDOW=10, but it is 5 now"):
+        Speakers()
+
+
+def test_each_checkpoint_has_its_own_evaluation_and_threshold(speakers, trained):
+    root = trained[0] / "work" / "runs" / "softmax"
+    first = root / "weights" / "epoch-000001.weights.h5"
+    with pytest.raises(utils.PipelineError, match="no evaluation of .*epoch-000001.*--run softmax"):
+        Speakers(checkpoint=first).threshold()
+    assert Speakers(checkpoint=first, threshold=0.3).threshold() == 0.3
+    result = evaluate("--run", "softmax", "--checkpoint", str(first))
+    assert result.exit_code == 0, result.output
+    report = json.loads((root / "evaluation" / "epoch-000001" / "report.json").read_text())
+    assert report["checkpoint"]["count"] == 1 and Speakers(checkpoint=first).threshold() == report["eer_threshold"]
+    stranger = CliRunner().invoke(load_script("ml/2_evaluate_unseen_speakers.py").main,
+                                  ["--checkpoint", str(trained[0] / "corpus" / "speaker-info.txt")])
+    assert stranger.exit_code == 1 and "not a checkpoint of the softmax run" in str(stranger.exception)
+    missing = evaluate("--run", "triplet")
+    assert missing.exit_code == 1 and "triplet run has no checkpoint" in str(missing.exception)
+
+
+def test_a_gallery_belongs_to_its_model_and_a_damaged_entry_is_named(speakers, tmp_path):
+    model, corpus = speakers
+    gallery = tmp_path / "gallery"
+    enrolled = Speakers(gallery=gallery, threshold=0.5)
+    enrolled.enroll("p228", [corpus.utterances["p228"][0].path])
+    enrolled.enroll("p229", [corpus.utterances["p229"][0].path])
+    assert set(enrolled.enrolled()) == {"p228", "p229"}
+    record = json.loads((gallery / "gallery.json").read_text())
+    assert record["model"]["mode"] == "softmax" and set(record["speakers"]) == {"p228", "p229"}
+    np.save(gallery / "p229.npy", np.full(constants.EMBEDDING_SIZE, np.nan, np.float32))
+    with pytest.raises(utils.PipelineError, match="p229.npy holds no valid embedding.*enrol p229 again"):
+        enrolled.identify(corpus.utterances["p228"][1].path)
+    (gallery / "p229.npy").write_bytes(b"\x93NUMPY garbage")
+    with pytest.raises(utils.PipelineError, match="p229.npy is unreadable or corrupt"):
+        enrolled.enrolled()
+    record["model"]["run_id"] = "another"
+    (gallery / "gallery.json").write_text(json.dumps(record))
+    with pytest.raises(utils.PipelineError, match="was enrolled with softmax .* not with this model"):
+        enrolled.enrolled()

@@ -9,6 +9,7 @@ import pytest
 import constants
 from ml import inputs as ml_inputs
 from ml import normalization
+import utils
 from utils import PipelineError
 
 
@@ -149,3 +150,22 @@ def test_script_0_reports_missing_speakers_and_an_unwritable_workdir_clearly(ton
                              "DEEP_SPEAKER_WORKDIR": str(blocker / "work")})
     assert unwritable.returncode == 1 and "not writable" in unwritable.stderr
     assert "Traceback" not in missing.stderr + unwritable.stderr
+
+
+@pytest.mark.parametrize("name, damage, message", [
+    ("data.npz", lambda p: p.write_bytes(p.read_bytes()[:-100]), "data.npz is missing or truncated"),
+    ("data.npz", lambda p: p.write_bytes(p.read_bytes()[:200] + b"x" * (p.stat().st_size - 200)),
+     "data.npz is unreadable or corrupt"),
+    ("norm.json", lambda p: p.write_text("{ truncated"), "norm.json is missing or truncated|norm.json is unreadable"),
+    ("inputs.json", lambda p: p.write_bytes(b"\xff\xfe not json"), "inputs.json is unreadable or corrupt"),
+])
+def test_damaged_inputs_are_named_with_the_fix_and_are_not_current(small_inputs, workdir, tone_corpus, name, damage,
+                                                                     message):
+    folder = workdir / "inputs"
+    record = ml_inputs.read_record(folder)["built_from"]
+    assert ml_inputs.is_current(record)
+    damage(folder / name)
+    with pytest.raises(utils.PipelineError, match=message) as error:
+        ml_inputs.load_inputs()
+    assert "0_generate_inputs.py --force" in str(error.value)
+    assert not ml_inputs.is_current(record)  # stage 0 rebuilds them (and --force works with a corrupt record)
