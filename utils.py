@@ -21,19 +21,23 @@ class PipelineError(Exception):
     """A problem with the user's data, settings or files, reported as a message without a traceback."""
 
 
-def friendly_errors(function):
-    """Turn PipelineError (and a denied access or a full disk) into a one-line message and exit code 1."""
-    @functools.wraps(function)
-    def wrapper(*args, **kwargs):
-        try:
-            return function(*args, **kwargs)
-        except PipelineError as error:
-            sys.exit(f"error: {error}")
-        except OSError as error:
-            if error.errno not in (errno.EACCES, errno.EPERM, errno.ENOSPC, errno.EROFS):
-                raise
-            sys.exit(f"error: {error.filename}: {error.strerror}")
-    return wrapper
+def friendly_errors(function=None, *, code=1):
+    """Turn PipelineError (and a denied access or a full disk) into a one-line message and exit code `code`."""
+    def decorate(function):
+        @functools.wraps(function)
+        def wrapper(*args, **kwargs):
+            try:
+                return function(*args, **kwargs)
+            except PipelineError as error:
+                print(f"error: {error}", file=sys.stderr)
+                sys.exit(code)
+            except OSError as error:
+                if error.errno not in (errno.EACCES, errno.EPERM, errno.ENOSPC, errno.EROFS):
+                    raise
+                print(f"error: {error.filename}: {error.strerror}", file=sys.stderr)
+                sys.exit(code)
+        return wrapper
+    return decorate(function) if function is not None else decorate
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -76,6 +80,15 @@ def atomic_path(path):
     finally:
         if tmp.exists():
             tmp.unlink()
+
+
+def save_array(path, array):
+    """Write `array` as a pickle-free .npy file, atomically."""
+    import numpy as np
+    with atomic_path(path) as tmp:
+        with open(tmp, "wb") as handle:
+            np.save(handle, array, allow_pickle=False)
+    return Path(path)
 
 
 def remove_stale_temporaries(folder):
@@ -184,6 +197,13 @@ def peak_memory_mib(children=False):
     return resource.getrusage(who).ru_maxrss / 1024  # Linux reports KiB
 
 
+def progress(iterable=None, **options):
+    """A tqdm bar: refreshed continuously in a terminal, a line every 30 s in a log file."""
+    from tqdm import tqdm
+    options.setdefault("mininterval", 0.1 if sys.stderr.isatty() else 30)
+    return tqdm(iterable, **options)
+
+
 def print_overrides():
     """Print the recipe of constants.py when it is not the default, then the environment overrides in effect
     (nothing when there are none); lists are shown as their variable is written, an empty one as []."""
@@ -250,6 +270,26 @@ def workdir_option(function):
     return click.option("--workdir", type=click.Path(file_okay=False, path_type=Path), default=None,
                         expose_value=False, is_eager=True, callback=apply,
                         help="The work directory [default: DEEP_SPEAKER_WORKDIR, else work/].")(function)
+
+
+def import_tensorflow_quietly():
+    """Import TensorFlow (and Keras) with their C++ start-up lines (oneDNN, absl) silenced: nothing a user can
+    act on. Whatever it printed is shown when the import fails."""
+    if "keras" in sys.modules:
+        return
+    saved = os.dup(2)
+    with tempfile.TemporaryFile() as log:
+        os.dup2(log.fileno(), 2)
+        try:
+            import keras  # noqa: F401
+        except BaseException:
+            os.dup2(saved, 2)
+            log.seek(0)
+            sys.stderr.write(log.read().decode(errors="replace"))
+            raise
+        finally:
+            os.dup2(saved, 2)
+            os.close(saved)
 
 
 def stop_cleanly_on_termination():

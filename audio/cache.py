@@ -16,7 +16,6 @@ from pathlib import Path
 
 import numpy as np
 import threadpoolctl
-from tqdm import tqdm
 
 import constants
 import utils
@@ -89,7 +88,7 @@ class FeatureCache:
         workers = min(_worker_count(workers), max(len(todo), 1))
         start = time.perf_counter()
         results = _run_jobs(todo, workers)
-        for key, reason, seconds in tqdm(results, total=len(todo), desc="features", unit="utt",
+        for key, reason, seconds in utils.progress(results, total=len(todo), desc="features", unit="utt",
                                           disable=not progress or not todo):
             if reason is None:
                 report.built += 1
@@ -137,7 +136,5 @@ def _cache_one(job):
         return key, str(reason), 0.0
     target = Path(target)
     target.parent.mkdir(parents=True, exist_ok=True)
-    with utils.atomic_path(target) as tmp:
-        with open(tmp, "wb") as handle:
-            np.save(handle, frames, allow_pickle=False)
+    utils.save_array(target, frames)
     return key, None, len(signal) / constants.SAMPLE_RATE

@@ -28,7 +28,6 @@ import numpy as np
 import soundfile as sf
 from numpy.lib.stride_tricks import sliding_window_view
 from scipy.ndimage import gaussian_filter1d
-from tqdm import tqdm
 
 import constants
 import utils
@@ -586,7 +585,7 @@ def write_demo_corpus(root, num_speakers=None, utterances_per_speaker=None, samp
     if root.exists():
         utils.remove_stale_temporaries(root)  # left by an interrupted run
     voices = [draw_voice(np.random.default_rng([seed, 0, k])) for k in range(num_speakers)]
-    with tqdm(total=num_speakers * utterances, desc="demo corpus", unit="utt", disable=not progress) as bar:
+    with utils.progress(total=num_speakers * utterances, desc="demo corpus", unit="utt", disable=not progress) as bar:
         for k, voice in enumerate(voices):
             for number in range(1, utterances + 1):
                 _write_utterance(root, layout, voice, k, number, seed, sample_rate)

@@ -59,6 +59,7 @@ def main(loss_on_softmax, loss_on_embeddings, freeze_embedding_weights, normaliz
         if plan["nothing_to_do"]:  # said before TensorFlow is loaded: a finished run answers in a second
             print(plan["nothing_to_do"])
             return
+        utils.import_tensorflow_quietly()
         from ml import training
         from ml.inputs import load_inputs
         inputs = load_inputs()

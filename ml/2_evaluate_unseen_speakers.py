@@ -67,6 +67,7 @@ def main(run, checkpoint, force):
 
 def evaluate(mode, checkpoint, folder, settings):
     """Compute the evaluation of the run's checkpoint, write report.json and the plots into `folder`."""
+    utils.import_tensorflow_quietly()
     from audio.cache import FeatureCache
     from audio.corpus import find_corpus, split_speakers
     from ml import embeddings, evaluation, plots

@@ -1,16 +1,23 @@
-"""Stage 3: use the trained model on any recordings (wav or flac, any sample rate).
+"""Stage 3: use a trained model on any recordings (wav or flac, any sample rate), many files per call.
 
-    python ml/3_embed_verify_identify.py embed me.wav [--out me.npy]
-    python ml/3_embed_verify_identify.py verify a.flac b.wav
-    python ml/3_embed_verify_identify.py enroll alice alice1.wav alice2.wav
-    python ml/3_embed_verify_identify.py identify who.wav
-    python ml/3_embed_verify_identify.py --run softmax verify a.flac b.wav   # a given run, not the latest
+    python ml/3_embed_verify_identify.py embed me.wav recordings/ list.txt [--output embeddings.npz]
+    python ml/3_embed_verify_identify.py verify a.flac b.wav          # exit 0: same speaker, 1: different
+    python ml/3_embed_verify_identify.py enroll alice alice1.wav alice2.wav [--replace]
+    python ml/3_embed_verify_identify.py identify who.wav more/       # "unknown" below the threshold
+    python ml/3_embed_verify_identify.py gallery list | gallery remove alice
+    python ml/3_embed_verify_identify.py verify a.flac b.wav --run softmax --threshold 0.7 --json
+
+A FILE argument may be an audio file, a folder (its audio files, recursively) or a .txt list of paths.
+Options (--workdir, --run, --threshold, --json) go before or after the command. Errors exit with code 2.
 
 Reads  the chosen checkpoint of the default run (the last of frozen, triplet, softmax that has one) or of --run,
        its norm.json, and the EER threshold of its evaluation, runs/<run>/evaluation/<checkpoint>/report.json
        (verify and identify; --threshold instead).
-Writes embed: the .npy file; enroll: <workdir>/gallery/<name>.npy and gallery.json (the model enrolled with)
+Writes embed: --output (.npz with "paths" and "embeddings", .csv, or a folder of .npy files; default
+       embeddings.npz in the current folder); enroll: <workdir>/gallery/<name>.npy and gallery.json.
 """
+import csv
+import json
 import sys
 from pathlib import Path
 
@@ -18,80 +25,219 @@ import click
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run as a script from anywhere: find the project
 
-import numpy as np  # noqa: E402
-
+import constants  # noqa: E402
 import utils  # noqa: E402
-from ml.inference import Speakers  # noqa: E402
 
 RUNS = ("frozen", "triplet", "softmax")
+ERROR = 2  # exit code of every error (verify uses 0 and 1 for its answer)
 
-AUDIO = click.Path(dir_okay=False, path_type=Path)
+
+def common_options(function):
+    """--workdir, --run, --threshold and --json, accepted on the group and on every command."""
+    function = click.option("--json", "as_json", is_flag=True, default=None, help="Print the result as JSON.")(function)
+    function = click.option("--threshold", type=float, default=None,
+                            help="Decide at this cosine score [default: the EER point of the run's evaluation].")(function)
+    function = click.option("--run", type=click.Choice(RUNS), default=None,
+                            help="Use this run [default: the last of frozen, triplet, softmax that has a checkpoint]."
+                            )(function)
+    return utils.workdir_option(function)
+
+
+def options(context, **given):
+    """The group's options, overridden by those given after the command."""
+    merged = dict(context.obj or {})
+    merged.update({key: value for key, value in given.items() if value is not None})
+    return merged
+
+
+def speakers(settings):
+    """The model, loaded once (TensorFlow is imported only now)."""
+    utils.import_tensorflow_quietly()
+    from ml.inference import Speakers
+    return Speakers(run=settings.get("run"), threshold=settings.get("threshold"))
+
+
+def audio_files(arguments):
+    """The audio files named by FILE arguments: files, folders (recursively) and .txt lists, in order."""
+    extensions = {f".{e.lower()}" for e in constants.AUDIO_EXTENSIONS}
+    found = []
+    for argument in arguments:
+        path = Path(argument)
+        if path.is_dir():
+            found += sorted(p for p in path.rglob("*") if p.is_file() and p.suffix.lower() in extensions)
+        elif path.suffix.lower() == ".txt" and path.is_file():
+            found += [Path(line.strip()) for line in path.read_text(errors="replace").splitlines() if line.strip()]
+        else:
+            found.append(path)
+    if not found:
+        raise utils.PipelineError(f"no audio files in {', '.join(map(str, arguments))}")
+    return found
+
+
+def report_skipped(failed):
+    """Name every file that gave no embedding, on stderr."""
+    for path, reason in failed.items():
+        print(f"skipped {path}: {reason}", file=sys.stderr)
 
 
 @click.group()
-@utils.workdir_option
-@click.option("--run", type=click.Choice(RUNS), default=None,
-              help="Use this run's latest checkpoint [default: the last of frozen, triplet, softmax that has one].")
-@click.option("--threshold", type=float, default=None,
-              help="Decide verify/identify at this cosine score [default: the EER point of the run's evaluation].")
+@common_options
 @click.pass_context
-def main(context, run, threshold):
-    """Embed, verify, enroll and identify recordings with a trained model (the default run's, or --run's)."""
+def main(context, run, threshold, as_json):
+    """Embed, verify, enroll and identify recordings with a trained model."""
     utils.print_overrides()
-    context.obj = {"run": run, "threshold": threshold}
+    context.obj = {"run": run, "threshold": threshold, "as_json": as_json}
 
 
 @main.command()
-@click.argument("audio", type=AUDIO)
-@click.option("--out", type=click.Path(dir_okay=False, path_type=Path), default=None,
-              help="Where to write the embedding [default: AUDIO with .npy].")
-@click.pass_obj
-@utils.friendly_errors
-def embed(options, audio, out):
-    """Write the embedding of AUDIO as a .npy file."""
-    vector = Speakers(run=options["run"], threshold=options["threshold"]).embed(audio)
-    out = out or audio.with_suffix(".npy")
-    with utils.atomic_path(out) as tmp:
-        with open(tmp, "wb") as handle:
-            np.save(handle, vector.astype(np.float32), allow_pickle=False)
-    print(f"{audio}: embedding of {vector.size} values written to {out}")
+@click.argument("files", nargs=-1, required=True)
+@click.option("--output", type=click.Path(path_type=Path), default=Path("embeddings.npz"), show_default=True,
+              help="A .npz (paths, embeddings), a .csv (path, values) or a folder (one .npy per file).")
+@common_options
+@click.pass_context
+@utils.friendly_errors(code=ERROR)
+def embed(context, files, output, run, threshold, as_json):
+    """Write the embeddings of FILES (audio files, folders, .txt lists)."""
+    settings = options(context, run=run, threshold=threshold, as_json=as_json)
+    vectors, failed = speakers(settings).embed_many(audio_files(files))
+    report_skipped(failed)
+    if not vectors:
+        raise utils.PipelineError("no file gave an embedding")
+    paths, matrix = [str(p) for p in vectors], np_stack(vectors.values())
+    if output.suffix == ".npz":
+        with utils.atomic_path(output) as tmp:
+            with open(tmp, "wb") as handle:
+                import numpy as np
+                np.savez(handle, paths=np.array(paths), embeddings=matrix)
+    elif output.suffix == ".csv":
+        with utils.atomic_path(output) as tmp:
+            with open(tmp, "w", newline="") as handle:
+                writer = csv.writer(handle)
+                writer.writerow(["path"] + [f"e{i}" for i in range(matrix.shape[1])])
+                writer.writerows([path] + [f"{v:.6g}" for v in row] for path, row in zip(paths, matrix))
+    elif output.suffix == ".npy":
+        if len(paths) != 1:
+            raise utils.PipelineError(f"--output {output} holds one embedding, but {len(paths)} files were embedded: "
+                                      f"use a .npz, a .csv or a folder")
+        utils.save_array(output, matrix[0])
+    else:
+        utils.ensure_writable_dir(output)
+        for path, row in zip(vectors, matrix):
+            utils.save_array(output / f"{Path(path).stem}.npy", row)
+    if settings.get("as_json"):
+        print(json.dumps({"output": str(output), "embedded": len(paths), "skipped": {str(k): v for k, v in failed.items()}}))
+    else:
+        print(f"{len(paths)} embedding(s) of {matrix.shape[1]} values written to {output}"
+              f"{f'; {len(failed)} file(s) skipped' if failed else ''}")
+
+
+def np_stack(rows):
+    """The rows as one float32 matrix."""
+    import numpy as np
+    return np.stack(list(rows)).astype(np.float32)
 
 
 @main.command()
-@click.argument("first", type=AUDIO)
-@click.argument("second", type=AUDIO)
-@click.pass_obj
-@utils.friendly_errors
-def verify(options, first, second):
-    """Say whether FIRST and SECOND are spoken by the same speaker."""
-    speakers = Speakers(run=options["run"], threshold=options["threshold"])
-    score, same = speakers.verify(first, second)
-    print(f"score {score:.3f}, threshold {speakers.threshold():.3f} (EER point of its evaluation, or --threshold): "
-          f"{'same speaker' if same else 'different speakers'}")
+@click.argument("first", type=click.Path(dir_okay=False, path_type=Path))
+@click.argument("second", type=click.Path(dir_okay=False, path_type=Path))
+@common_options
+@click.pass_context
+@utils.friendly_errors(code=ERROR)
+def verify(context, first, second, run, threshold, as_json):
+    """Say whether FIRST and SECOND are spoken by the same speaker (exit 0: same, 1: different, 2: error)."""
+    settings = options(context, run=run, threshold=threshold, as_json=as_json)
+    model = speakers(settings)
+    score, same = model.verify(first, second)
+    if settings.get("as_json"):
+        print(json.dumps({"first": str(first), "second": str(second), "score": score, "threshold": model.threshold(),
+                          "same_speaker": bool(same)}))
+    else:
+        print(f"score {score:.3f}, threshold {model.threshold():.3f}: {'same speaker' if same else 'different speakers'}")
+    sys.exit(0 if same else 1)
 
 
 @main.command()
 @click.argument("name")
-@click.argument("audio", type=AUDIO, nargs=-1, required=True)
-@click.pass_obj
-@utils.friendly_errors
-def enroll(options, name, audio):
-    """Enroll NAME from one or more AUDIO files into the gallery."""
-    target = Speakers(run=options["run"], threshold=options["threshold"]).enroll(name, list(audio))
-    print(f"enrolled {name} from {len(audio)} file(s): {target}")
+@click.argument("files", nargs=-1, required=True)
+@click.option("--replace", is_flag=True, help="Replace NAME's enrolment instead of adding to it.")
+@common_options
+@click.pass_context
+@utils.friendly_errors(code=ERROR)
+def enroll(context, name, files, replace, run, threshold, as_json):
+    """Enroll NAME from FILES (audio files, folders, .txt lists); unusable files are named and skipped."""
+    settings = options(context, run=run, threshold=threshold, as_json=as_json)
+    model = speakers(settings)
+    target, skipped = model.enroll(name, audio_files(files), replace=replace)
+    report_skipped(skipped)
+    count = model.listing()[name]
+    if settings.get("as_json"):
+        print(json.dumps({"name": name, "recordings": count, "file": str(target),
+                          "skipped": {str(k): v for k, v in skipped.items()}}))
+    else:
+        print(f"enrolled {name}: {count} recording(s) in {target}")
 
 
 @main.command()
-@click.argument("audio", type=AUDIO)
-@click.pass_obj
-@utils.friendly_errors
-def identify(options, audio):
-    """Find the enrolled speaker of AUDIO ("unknown" when no score reaches the threshold)."""
-    speakers = Speakers(run=options["run"], threshold=options["threshold"])
-    name, scores = speakers.identify(audio)
-    for candidate, score in list(scores.items())[:5]:
-        print(f"  {candidate:20s} {score:.3f}")
-    print(f"{audio}: {name} (threshold {speakers.threshold():.3f})")
+@click.argument("files", nargs=-1, required=True)
+@common_options
+@click.pass_context
+@utils.friendly_errors(code=ERROR)
+def identify(context, files, run, threshold, as_json):
+    """Find the enrolled speaker of each of FILES ("unknown" when no score reaches the threshold)."""
+    settings = options(context, run=run, threshold=threshold, as_json=as_json)
+    model = speakers(settings)
+    gallery, threshold_used = model.enrolled(), model.threshold()
+    if not gallery:
+        raise utils.PipelineError(f"the gallery {model.gallery} is empty: enroll speakers first")
+    results, failed = [], {}
+    for path in audio_files(files):
+        try:
+            name, scores = model.identify(path, gallery)
+        except utils.PipelineError as error:
+            failed[path] = str(error).removeprefix(f"{path}: ")
+            continue
+        results.append({"file": str(path), "speaker": name, "scores": dict(list(scores.items())[:5])})
+        if not settings.get("as_json"):
+            best = ", ".join(f"{n} {s:.3f}" for n, s in list(scores.items())[:3])
+            print(f"{path}: {name}   ({best}; threshold {threshold_used:.3f})")
+    report_skipped(failed)
+    if settings.get("as_json"):
+        print(json.dumps(results))
+    if not results:
+        raise utils.PipelineError("no file could be identified")
+
+
+@main.group()
+def gallery():
+    """List or remove enrolled speakers."""
+
+
+@gallery.command("list")
+@common_options
+@click.pass_context
+@utils.friendly_errors(code=ERROR)
+def gallery_list(context, run, threshold, as_json):
+    """The enrolled speakers and how many recordings each."""
+    settings = options(context.find_root(), run=run, threshold=threshold, as_json=as_json)
+    listing = speakers(settings).listing()
+    if settings.get("as_json"):
+        print(json.dumps(listing))
+    for name, count in listing.items() if not settings.get("as_json") else ():
+        print(f"{name}\t{count} recording(s)")
+    if not listing and not settings.get("as_json"):
+        print("the gallery is empty")
+
+
+@gallery.command("remove")
+@click.argument("name")
+@common_options
+@click.pass_context
+@utils.friendly_errors(code=ERROR)
+def gallery_remove(context, name, run, threshold, as_json):
+    """Take NAME out of the gallery."""
+    settings = options(context.find_root(), run=run, threshold=threshold, as_json=as_json)
+    speakers(settings).remove(name)
+    print(f"removed {name}")
 
 
 if __name__ == "__main__":

@@ -91,47 +91,84 @@ class Speakers:
                 f"into another gallery")
         return record
 
-    def enroll(self, name, paths):
-        """Store the mean embedding of `paths` under `name` in the gallery; returns the gallery file."""
+    def embed_many(self, paths):
+        """({path: embedding} of the files that give one, {path: reason} of those that do not), one model load."""
+        vectors, failed = {}, {}
+        for path in paths:
+            try:
+                vectors[path] = self.embed(path)
+            except utils.PipelineError as error:
+                failed[path] = str(error).removeprefix(f"{path}: ")
+        return vectors, failed
+
+    def enroll(self, name, paths, replace=False):
+        """Add the embeddings of `paths` to `name`'s enrolment (or replace it); (gallery file, {path: reason skipped}).
+
+        A speaker's gallery file holds one embedding per enrolled recording; identification compares with
+        their pooled mean. Unreadable or too short files are skipped and named; a file already enrolled is
+        not added twice.
+        """
         if not name or "/" in name or name.startswith(".") or name == UNKNOWN:
             raise utils.PipelineError(f"{name!r} cannot name a speaker (no '/', no leading '.', not {UNKNOWN!r})")
         if not paths:
             raise utils.PipelineError("enroll needs at least one audio file")
         record = self._record()
-        vector = embeddings.pool(np.stack([self.embed(p) for p in paths]))
+        known = [] if replace else record["speakers"].get(name, {}).get("files", [])
+        wanted = [p for p in paths if str(p) not in known]
+        vectors, skipped = self.embed_many(wanted)
+        if not vectors and not known:
+            raise utils.PipelineError(f"no usable recording to enroll {name} from: " + "; ".join(
+                f"{path}: {reason}" for path, reason in skipped.items()) if skipped else "all were enrolled before")
+        rows = [] if replace or name not in record["speakers"] else list(self._rows(name))
+        rows += list(vectors.values())
         utils.ensure_writable_dir(self.gallery)
         target = self.gallery / f"{name}.npy"
-        with utils.atomic_path(target) as tmp:
-            with open(tmp, "wb") as handle:
-                np.save(handle, vector.astype(np.float32), allow_pickle=False)
-        record["speakers"][name] = {"files": [str(p) for p in paths], "enrolled": time.strftime("%Y-%m-%d %H:%M:%S")}
+        utils.save_array(target, np.stack(rows).astype(np.float32))
+        record["speakers"][name] = {"files": known + [str(p) for p in vectors],
+                                    "enrolled": time.strftime("%Y-%m-%d %H:%M:%S")}
         utils.write_json(self.gallery / "gallery.json", record)
-        return target
+        return target, skipped
+
+    def remove(self, name):
+        """Take `name` out of the gallery."""
+        record = self._record()
+        if name not in record["speakers"]:
+            raise utils.PipelineError(f"{name!r} is not enrolled in {self.gallery} (enrolled: "
+                                      f"{', '.join(sorted(record['speakers'])) or 'nobody'})")
+        del record["speakers"][name]
+        utils.write_json(self.gallery / "gallery.json", record)
+        (self.gallery / f"{name}.npy").unlink(missing_ok=True)
+
+    def listing(self):
+        """{name: number of recordings enrolled} of the gallery."""
+        return {name: len(entry["files"]) for name, entry in sorted(self._record()["speakers"].items())}
+
+    def _rows(self, name):
+        """The per-recording embeddings of `name`, checked (readable, finite unit vectors of this model's size)."""
+        path = self.gallery / f"{name}.npy"
+        fix = f"Enrol {name} again with `python ml/3_embed_verify_identify.py enroll --replace {name} FILE...`"
+        rows = utils.read_checked(path, lambda p: np.load(p, allow_pickle=False), f"the embeddings of {name}", fix)
+        rows = rows[None, :] if rows.ndim == 1 else rows
+        size = self.model.get_layer("embeddings").output.shape[-1]
+        if (rows.ndim != 2 or rows.shape[1] != size or not np.all(np.isfinite(rows))
+                or np.any(np.abs(np.linalg.norm(rows, axis=1) - 1) > 1e-3)):
+            raise utils.CorruptFile(f"{path} holds no valid embedding (not finite unit vectors of this model's "
+                                    f"size, {size}); {fix[0].lower() + fix[1:]}")
+        return rows
 
     def enrolled(self):
-        """{name: embedding} of the gallery, each checked (readable, finite, of this model's size)."""
-        record = self._record()
-        gallery = {}
-        for name in sorted(record["speakers"]):
-            path = self.gallery / f"{name}.npy"
-            fix = f"Enrol {name} again with `python ml/3_embed_verify_identify.py enroll {name} FILE...`"
-            vector = utils.read_checked(path, lambda p: np.load(p, allow_pickle=False), f"the embedding of {name}",
-                                        fix)
-            if vector.ndim != 1 or not np.all(np.isfinite(vector)) or abs(np.linalg.norm(vector) - 1) > 1e-3:
-                raise utils.CorruptFile(f"{path} holds no valid embedding (not a finite unit vector of this model's "
-                                        f"size); {fix[0].lower() + fix[1:]}")
-            gallery[name] = vector
-        return gallery
+        """{name: pooled embedding} of the gallery, each checked."""
+        return {name: embeddings.pool(self._rows(name)) for name in sorted(self._record()["speakers"])}
 
-    def identify(self, path):
-        """(best-matching enrolled name, or "unknown" below the threshold; {name: score} best first)."""
-        gallery = self.enrolled()
+    def identify(self, path, gallery=None):
+        """(best-matching enrolled name, or "unknown" below the threshold; {name: score} best first).
+
+        `gallery` ({name: embedding}, from enrolled()) saves reading the gallery again for every file.
+        """
+        gallery = self.enrolled() if gallery is None else gallery
         if not gallery:
             raise utils.PipelineError(f"the gallery {self.gallery} is empty: enroll speakers first")
         vector = self.embed(path)
-        if any(g.shape != vector.shape for g in gallery.values()):
-            raise utils.CorruptFile(f"the gallery {self.gallery} holds embeddings of another size than this model's "
-                                    f"({vector.size}); enrol the speakers again")
         scores = dict(sorted(((name, float(vector @ g)) for name, g in gallery.items()), key=lambda x: -x[1]))
         best = next(iter(scores))
         return (best if scores[best] >= self.threshold() else UNKNOWN), scores

@@ -19,7 +19,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-from tqdm import tqdm
 
 import constants
 import utils
@@ -165,7 +164,7 @@ def build_split(cache, groups, progress=True, name="split"):
     starts, labels, utterances = [], [], []
     classes = [(keys, rng) for keys_by_class, rng in groups for keys in keys_by_class.values()]
     first = 0
-    for label, (keys, rng) in enumerate(tqdm(classes, desc=f"{name} classes", unit="class", disable=not progress)):
+    for label, (keys, rng) in enumerate(utils.progress(classes, desc=f"{name} classes", unit="class", disable=not progress)):
         mine = slice(first, first + len(keys))
         for index in range(mine.start, mine.stop):
             frames[offsets[index]:offsets[index + 1]] = cache.load(all_keys[index])

@@ -5,12 +5,12 @@ Each mode writes into its own run folder (ml/checkpoints.py) and continues from 
 import contextlib
 import csv
 import math
+import sys
 from collections import deque
 from pathlib import Path
 
 import keras
 import numpy as np
-from tqdm import tqdm
 
 import constants
 import utils
@@ -95,7 +95,7 @@ def softmax_identity(inputs):
     return checkpoints.model_identity(inputs.classes, inputs.input_shape, inputs.norm["method"])
 
 
-def train_softmax(inputs, epochs=None, fresh=False, freeze=False, normalize_embeddings=False, verbose=1, plan=None):
+def train_softmax(inputs, epochs=None, fresh=False, freeze=False, normalize_embeddings=False, verbose=None, plan=None):
     """Softmax training (mode "softmax", or "frozen" with `freeze`) until epoch `epochs` in all.
 
     Returns the final test accuracies (and the model); when the run is already complete, what it recorded.
@@ -140,6 +140,8 @@ def train_softmax(inputs, epochs=None, fresh=False, freeze=False, normalize_embe
     callbacks = [EpochTracker(training_batches), *stateful, RestoreCallbackState(stateful, saved),
                  keras.callbacks.CSVLogger(str(run.history), append=True), saver]
     validation = WindowBatches(_validation_subset(inputs.test), shuffle=False)
+    if verbose is None:  # a bar per batch in a terminal, one line per epoch in a log file
+        verbose = 1 if sys.stdout.isatty() else 2
     model.fit(training_batches, validation_data=validation, initial_epoch=start, epochs=end, callbacks=callbacks,
               verbose=verbose, shuffle=False)
     if saver.failed:
@@ -283,7 +285,7 @@ def train_triplet(inputs, steps=None, fresh=False, normalize_embeddings=False, p
           f"learning rate {constants.TRIPLET_LEARNING_RATE:g}")
     averages = {"loss": deque(maxlen=constants.MOVING_AVERAGE_STEPS),
                 "test_loss": deque(maxlen=constants.MOVING_AVERAGE_STEPS)}
-    bar = tqdm(range(start + 1, end + 1), desc="triplet", unit="step", disable=not progress)
+    bar = utils.progress(range(start + 1, end + 1), desc="triplet", unit="step", disable=not progress)
     train_batches = TripletSampler(inputs.train, None, level_std(inputs.norm))
     test_batches = TripletSampler(inputs.test, None)
     reached = start

@@ -4,6 +4,7 @@ import pytest
 import soundfile as sf
 
 import constants
+from utils import PipelineError
 from audio import cache as cache_module
 from audio.cache import FeatureCache
 from audio.corpus import find_corpus
@@ -95,5 +96,5 @@ def test_cache_files_load_without_executing_code(corpus, workdir):
     cache = FeatureCache(corpus.root)
     cache.path("evil").parent.mkdir(parents=True, exist_ok=True)
     np.save(cache.path("evil"), np.array([object()], dtype=object), allow_pickle=True)
-    with pytest.raises(ValueError, match="allow_pickle"):
+    with pytest.raises(PipelineError, match="evil.npy is unreadable or corrupt .*allow_pickle"):
         cache.load("evil")

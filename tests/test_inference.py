@@ -1,6 +1,7 @@
 """Evaluation script and inference on a tiny demo corpus with a briefly trained model."""
 import importlib.util
 import json
+import shutil
 
 import librosa
 import numpy as np
@@ -87,7 +88,7 @@ def test_verify_enroll_and_identify_speakers_never_seen_in_training(speakers, mo
     assert score == pytest.approx(1, abs=1e-5) and same
     model.enroll("p228", [p228[0].path])
     model.enroll("p229", [u.path for u in p229[:3]])
-    assert set(model.enrolled()) == {"p228", "p229"}
+    assert set(model.enrolled()) == {"p228", "p229"} and model.listing() == {"p228": 1, "p229": 3}
     name, scores = model.identify(p228[0].path)  # its own enrollment: a perfect match
     assert name == "p228" and scores["p228"] == pytest.approx(1, abs=1e-5) and list(scores)[0] == "p228"
     name, scores = model.identify(p229[4].path)
@@ -118,22 +119,56 @@ def test_bad_files_give_clear_errors(speakers, tmp_path, make, message):
         model.embed(path)
 
 
-def test_the_command_line_embeds_and_reports_errors_without_traceback(speakers, trained, tmp_path):
+def test_the_command_line_embeds_many_files_with_one_model_and_reports_errors_without_traceback(speakers, trained,
+                                                                                               tmp_path):
     _, corpus = speakers
     script = load_script("ml/3_embed_verify_identify.py").main
-    out = tmp_path / "e.npy"
-    result = CliRunner().invoke(script, ["embed", str(corpus.utterances["p229"][0].path), "--out", str(out)])
+    folder = corpus.utterances["p229"][0].path.parent
+    listed = tmp_path / "list.txt"
+    listed.write_text(f"{corpus.utterances['p228'][0].path}\n{tmp_path / 'missing.wav'}\n")
+    out = tmp_path / "e.npz"
+    result = CliRunner().invoke(script, ["embed", str(folder), str(listed), "--output", str(out)])
     assert result.exit_code == 0, result.output
-    assert np.load(out).shape == (constants.EMBEDDING_SIZE,)
+    assert "missing.wav: unreadable" in result.output and "6 embedding(s)" in result.output
+    with np.load(out) as saved:
+        assert saved["embeddings"].shape == (6, constants.EMBEDDING_SIZE) and len(saved["paths"]) == 6
+    single = CliRunner().invoke(script, ["embed", str(corpus.utterances["p229"][0].path), "--output",
+                                         str(tmp_path / "one.npy"), "--run", "softmax"])  # options after the command
+    assert single.exit_code == 0 and np.load(tmp_path / "one.npy").shape == (constants.EMBEDDING_SIZE,)
     bad = CliRunner().invoke(script, ["verify", str(tmp_path / "missing.wav"), str(out)])
-    assert bad.exit_code == 1 and "missing.wav" in str(bad.exception) + bad.output
+    assert bad.exit_code == 2 and "missing.wav" in bad.output
     enrol = CliRunner().invoke(script, ["enroll", "../escape", str(corpus.utterances["p229"][0].path)])
-    assert enrol.exit_code == 1
-    chosen = CliRunner().invoke(script, ["--run", "softmax", "embed", str(corpus.utterances["p229"][0].path),
-                                         "--out", str(out)])
-    assert chosen.exit_code == 0, chosen.output
+    assert enrol.exit_code == 2 and "cannot name a speaker" in enrol.output
     missing = CliRunner().invoke(script, ["--run", "triplet", "embed", str(corpus.utterances["p229"][0].path)])
-    assert missing.exit_code == 1 and "triplet run has no checkpoint" in str(missing.exception) + missing.output
+    assert missing.exit_code == 2 and "triplet run has no checkpoint" in missing.output
+
+
+def test_verify_answers_with_its_exit_code_and_the_gallery_grows_lists_and_shrinks(speakers, tmp_path):
+    _, corpus = speakers
+    shutil.rmtree(utils.work_path("gallery"), ignore_errors=True)  # another test enrolled into it
+    script = load_script("ml/3_embed_verify_identify.py").main
+    p228, p229 = corpus.utterances["p228"], corpus.utterances["p229"]
+    same = CliRunner().invoke(script, ["verify", str(p228[0].path), str(p228[0].path), "--threshold", "0.5", "--json"])
+    assert same.exit_code == 0 and json.loads(same.output)["same_speaker"] is True
+    never = CliRunner().invoke(script, ["--threshold", "1.01", "verify", str(p228[0].path), str(p228[0].path)])
+    assert never.exit_code == 1 and "different speakers" in never.output
+    bad = tmp_path / "bad.wav"
+    bad.write_bytes(b"not audio")
+    first = CliRunner().invoke(script, ["enroll", "p228", str(p228[0].path), str(bad)])
+    assert first.exit_code == 0 and f"skipped {bad}: unreadable" in first.output and "1 recording(s)" in first.output
+    more = CliRunner().invoke(script, ["enroll", "p228", str(p228[1].path), str(p228[0].path)])  # p228[0] is known
+    assert "2 recording(s)" in more.output
+    replaced = CliRunner().invoke(script, ["enroll", "p228", str(p228[2].path), "--replace"])
+    assert "1 recording(s)" in replaced.output
+    CliRunner().invoke(script, ["enroll", "p229", str(p229[0].path)])
+    listing = CliRunner().invoke(script, ["gallery", "list", "--json"])
+    assert json.loads(listing.output) == {"p228": 1, "p229": 1}
+    found = CliRunner().invoke(script, ["identify", str(p229[0].path), str(bad), "--threshold", "0.5", "--json"])
+    assert found.exit_code == 0 and json.loads(found.stdout)[0]["speaker"] == "p229"
+    assert CliRunner().invoke(script, ["gallery", "remove", "p229"]).exit_code == 0
+    assert json.loads(CliRunner().invoke(script, ["gallery", "list", "--json"]).output) == {"p228": 1}
+    gone = CliRunner().invoke(script, ["gallery", "remove", "p229"])
+    assert gone.exit_code == 2 and "not enrolled" in gone.output
 
 
 def evaluate(*arguments, env=None):
@@ -174,9 +209,9 @@ def test_each_checkpoint_has_its_own_evaluation_and_threshold(speakers, trained)
     assert report["checkpoint"]["count"] == 1 and Speakers(checkpoint=first).threshold() == report["eer_threshold"]
     stranger = CliRunner().invoke(load_script("ml/2_evaluate_unseen_speakers.py").main,
                                   ["--checkpoint", str(trained[0] / "corpus" / "speaker-info.txt")])
-    assert stranger.exit_code == 1 and "not a checkpoint of the softmax run" in str(stranger.exception)
+    assert stranger.exit_code == 1 and "not a checkpoint of the softmax run" in stranger.output
     missing = evaluate("--run", "triplet")
-    assert missing.exit_code == 1 and "triplet run has no checkpoint" in str(missing.exception)
+    assert missing.exit_code == 1 and "triplet run has no checkpoint" in missing.output
 
 
 def test_a_gallery_belongs_to_its_model_and_a_damaged_entry_is_named(speakers, tmp_path):
@@ -188,7 +223,7 @@ def test_a_gallery_belongs_to_its_model_and_a_damaged_entry_is_named(speakers, t
     assert set(enrolled.enrolled()) == {"p228", "p229"}
     record = json.loads((gallery / "gallery.json").read_text())
     assert record["model"]["mode"] == "softmax" and set(record["speakers"]) == {"p228", "p229"}
-    np.save(gallery / "p229.npy", np.full(constants.EMBEDDING_SIZE, np.nan, np.float32))
+    np.save(gallery / "p229.npy", np.full((1, constants.EMBEDDING_SIZE), np.nan, np.float32))
     with pytest.raises(utils.PipelineError, match="p229.npy holds no valid embedding.*enrol p229 again"):
         enrolled.identify(corpus.utterances["p228"][1].path)
     (gallery / "p229.npy").write_bytes(b"\x93NUMPY garbage")

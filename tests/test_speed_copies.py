@@ -127,7 +127,9 @@ def test_copies_that_gave_no_features_are_skipped_and_a_class_without_any_is_lef
     for key in ("p225/p225_001_mic1@1.1", "p226/p226_001_mic1@1.1", "p226/p226_002_mic1@1.1",
                 "p226/p226_003_mic1@1.1", "p226/p226_004_mic1@1.1"):
         cache.path(key).unlink()  # as if their features had failed (too short at 1.1x, say)
-    monkeypatch.setattr(constants, "MIN_VOICED_FRAMES", 10**6)  # the workers now skip every file
+    def fails(signal, factor, sample_rate=None):
+        raise features.UnusableAudio("too short at this speed")
+    monkeypatch.setattr(features, "at_speed", fails)  # the (in-process) worker now skips every copy
     report = ml_inputs.cache_speed_copies(cache, corpus, TRAIN, progress=False)
     assert report.built == 0 and len(report.skipped) == 5 and "too short" in report.skipped["p226/p226_001_mic1@1.1"]
     inputs = ml_inputs.build_inputs(cache, corpus, TRAIN, UNSEEN, progress=False)
