@@ -1,9 +1,12 @@
 """Batches for Keras: windows gathered from the frames of a split when a batch is asked for."""
-import keras
-import numpy as np
+import utils
 
-import constants
-from ml.augmentation import random_level
+utils.import_tensorflow_quietly()  # before Keras: TensorFlow's C++ start-up lines say nothing useful
+import keras  # noqa: E402
+import numpy as np  # noqa: E402
+
+import constants  # noqa: E402
+from ml.augmentation import random_level  # noqa: E402
 
 
 class WindowBatches(keras.utils.PyDataset):

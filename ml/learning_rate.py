@@ -8,9 +8,12 @@ the whole run, so a run resumed from a checkpoint continues the same curve.
 """
 import math
 
-import keras
+import utils
 
-import constants
+utils.import_tensorflow_quietly()  # before Keras: TensorFlow's C++ start-up lines say nothing useful
+import keras  # noqa: E402
+
+import constants  # noqa: E402
 
 SCHEDULES = constants.CHOICES["SOFTMAX_LR_SCHEDULE"]  # "plateau", "warmup_cosine"
 

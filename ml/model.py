@@ -5,10 +5,13 @@ FRAMES_PER_WINDOW x 3 * NUM_MFCC: MFCC, delta, delta-delta), and share the head:
 layer "fc1", the layer "embeddings" (L2 normalisation when asked for, else the identity: the topology is
 the same either way, so weights move between the two), and the classifier "softmax".
 """
-import keras
-from keras import layers
+import utils
 
-import constants
+utils.import_tensorflow_quietly()  # before Keras: TensorFlow's C++ start-up lines say nothing useful
+import keras  # noqa: E402
+from keras import layers  # noqa: E402
+
+import constants  # noqa: E402
 
 @keras.saving.register_keras_serializable(package="deep_speaker")
 class L2Normalization(layers.Layer):

@@ -9,19 +9,21 @@ import sys
 from collections import deque
 from pathlib import Path
 
-import keras
-import numpy as np
-
-import constants
 import utils
-from audio import features
-from ml import checkpoints, evaluation
-from ml.augmentation import level_std, random_level
-from ml.batches import EpochTracker, WindowBatches
-from ml.checkpoints import RunFolder
-from ml.learning_rate import softmax_schedule
-from ml.model import build_model, freeze_below_softmax, parameter_summary
-from ml.triplet_loss import triplet_loss
+
+utils.import_tensorflow_quietly()  # before Keras: TensorFlow's C++ start-up lines say nothing useful
+import keras  # noqa: E402
+import numpy as np  # noqa: E402
+
+import constants  # noqa: E402
+from audio import features  # noqa: E402
+from ml import checkpoints, evaluation  # noqa: E402
+from ml.augmentation import level_std, random_level  # noqa: E402
+from ml.batches import EpochTracker, WindowBatches  # noqa: E402
+from ml.checkpoints import RunFolder  # noqa: E402
+from ml.learning_rate import softmax_schedule  # noqa: E402
+from ml.model import build_model, freeze_below_softmax, parameter_summary  # noqa: E402
+from ml.triplet_loss import triplet_loss  # noqa: E402
 
 
 class NonFiniteLoss(utils.PipelineError):

@@ -4,10 +4,13 @@ A batch is stacked as anchors, positives, negatives (three equal thirds). Cosine
 embedding divided by its norm), so the loss means the same with or without --normalize_embeddings; the
 original's plain dot product was a cosine only for unit-norm embeddings.
 """
-import keras
-from keras import ops
+import utils
 
-import constants
+utils.import_tensorflow_quietly()  # before Keras: TensorFlow's C++ start-up lines say nothing useful
+import keras  # noqa: E402
+from keras import ops  # noqa: E402
+
+import constants  # noqa: E402
 
 
 def cosine_rows(a, b):

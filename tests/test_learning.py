@@ -1,0 +1,49 @@
+"""The pipeline learns: a short schedule on a small demo corpus, through the numbered scripts, must beat chance
+clearly (a model that learns nothing fails these), for the conv model and for the original's dense one."""
+import importlib.util
+import json
+
+import pytest
+from click.testing import CliRunner
+
+import constants
+from audio.demo_corpus import write_demo_corpus
+from ml import checkpoints
+
+TRAINING_SPEAKERS, UNSEEN_SPEAKERS = 8, 4
+
+
+def run_script(path, *arguments):
+    spec = importlib.util.spec_from_file_location(path.replace("/", "_"), path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    result = CliRunner().invoke(module.main, list(arguments))
+    assert result.exit_code == 0, result.output
+    return result.output
+
+
+@pytest.fixture(scope="module")
+def corpus(tmp_path_factory):
+    root = tmp_path_factory.mktemp("learning") / "corpus"
+    write_demo_corpus(root, num_speakers=TRAINING_SPEAKERS + UNSEEN_SPEAKERS, utterances_per_speaker=8,
+                      progress=False)
+    return root
+
+
+@pytest.mark.parametrize("model, epochs, max_eer", [("conv", 4, 0.25), ("dense", 6, 0.40)])  # chance: 50 %
+def test_a_short_schedule_beats_chance_in_identification_and_verification(corpus, tmp_path, monkeypatch, model,
+                                                                          epochs, max_eer):
+    for name, value in {"WORKDIR": str(tmp_path / "work"), "CORPUS_PATH": str(corpus), "NUM_WORKERS": 1,
+                        "SPLIT": "auto", "NUM_SPEAKERS_CLASSIFICATION_TASK": TRAINING_SPEAKERS,
+                        "MAX_COUNT_PER_CLASS": 100, "BATCH_SIZE": 300, "SPEED_PERTURBATION": [], "MODEL": model,
+                        "SOFTMAX_SCHEDULE_EPOCHS": epochs, "SOFTMAX_WARMUP_STEPS": 10}.items():
+        monkeypatch.setattr(constants, name, value)
+    run_script("ml/0_generate_inputs.py")
+    run_script("ml/1_train_triplet_softmax_model.py", "--loss_on_softmax")
+    run_script("ml/2_evaluate_unseen_speakers.py")
+    state = checkpoints.RunFolder("softmax").state()
+    report = json.loads((checkpoints.evaluation_folder("softmax", state["latest"]) / "report.json").read_text())
+    chance = 1 / TRAINING_SPEAKERS
+    assert report["identification_window_accuracy"] >= 3 * chance, report["identification_window_accuracy"]
+    print(f"{model}: accuracy {report['identification_window_accuracy']:.3f}, EER {report['eer']:.3f}")
+    assert report["eer"] <= max_eer, report["eer"]
