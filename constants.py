@@ -58,6 +58,10 @@ NUM_WORKERS = 0  # processes for the feature cache; 0 = one per available core
 # corpus in sorted order are trained on, all others are unseen.
 SPLIT = "vctk"
 NUM_SPEAKERS_CLASSIFICATION_TASK = 80  # training speakers under SPLIT="auto" (original: 80)
+# Validation speakers: this share of the training speakers (a seeded choice, at least 2 when above 0) is held out
+# of training, and their verification EER chooses the checkpoints (best softmax epoch, best triplet step, when
+# to stop triplet training). The unseen speakers never choose anything. 0 = none (the original).
+VALIDATION_FRACTION = 0.1
 # The original's 80 training speakers: p225-p311 (p235, p242, p289-p291, p296 and p309 do not exist).
 VCTK_TRAIN_SPEAKERS = [f"p{n}" for n in range(225, 312) if n not in (235, 242, 289, 290, 291, 296, 309)]
 # The original's 29 unseen speakers, never used in training.
@@ -134,6 +138,7 @@ TRIPLET_LEARNING_RATE = 0.0001  # Adam in triplet training (original: 0.001, whi
 TRIPLET_PAIRS_PER_BATCH = 1  # speaker pairs (A, B) sharing a triplet batch (original: 1); at most BATCH_SIZE // 3
 TRIPLET_MAX_STEPS = 5000  # total steps before the run stops by itself (the original looped forever)
 CHECKPOINT_EVERY_STEPS = 100  # weights are saved every this many steps, and at the end of a run
+TRIPLET_PATIENCE = 10  # checkpoints in a row without a better validation EER stop triplet training
 PRINT_EVERY_STEPS = 10  # moving averages are printed this often ...
 MOVING_AVERAGE_STEPS = 100  # ... over this many last steps
 
@@ -178,6 +183,7 @@ RECIPES = {
         "GAIN_AUGMENTATION_STD": 0.0,  # no level augmentation
         "TRIPLET_LEARNING_RATE": 0.001,  # one Adam rate, 0.001, for every mode
         "MAX_VALIDATION_WINDOWS": 0,  # Keras fit validated on all test windows
+        "VALIDATION_FRACTION": 0.0,  # no validation speakers: all 80 train, the latest checkpoint is used
     },
 }
 
@@ -218,6 +224,7 @@ RANGES = {
     "NUM_WORKERS": ("int", ">= 0"),  # 0 = one per core
     # Speaker split
     "NUM_SPEAKERS_CLASSIFICATION_TASK": ("int", ">= 2"),  # a classifier needs two classes
+    "VALIDATION_FRACTION": ("number", ">= 0", "< 0.5"),
     # Inputs
     "TRAIN_TEST_RATIO": ("number", "> 0", "< 1"),
     "MAX_COUNT_PER_CLASS": ("int", ">= 1"),
@@ -253,6 +260,7 @@ RANGES = {
     "TRIPLET_PAIRS_PER_BATCH": ("int", ">= 1", "<= BATCH_SIZE // 3"),  # every pair needs one anchor at least
     "TRIPLET_MAX_STEPS": ("int", ">= 1"),
     "CHECKPOINT_EVERY_STEPS": ("int", ">= 1"),
+    "TRIPLET_PATIENCE": ("int", ">= 1"),
     "PRINT_EVERY_STEPS": ("int", ">= 1"),
     "MOVING_AVERAGE_STEPS": ("int", ">= 1"),
     # Evaluation and inference

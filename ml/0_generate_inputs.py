@@ -32,16 +32,17 @@ def main(force, workers):
     utils.print_overrides()
     corpus = find_corpus()
     train_speakers, unseen_speakers = split_speakers(corpus.speakers)
+    train_speakers, validation_speakers = ml_inputs.split_validation(train_speakers)
     print(f"corpus: {corpus.root} ({corpus.layout}), {len(corpus.speakers)} speakers, "
           f"{corpus.num_utterances()} utterances; split {constants.SPLIT}: {len(train_speakers)} training, "
-          f"{len(unseen_speakers)} unseen speakers")
+          f"{len(validation_speakers)} validation, {len(unseen_speakers)} unseen speakers")
     # one stage 0 at a time per work dir: the cache, the speed copies and the inputs are written here
     with utils.folder_lock(utils.ensure_writable_dir(utils.workdir()) / "inputs", "stage 0 (cache and inputs)"):
-        inputs = build(corpus, train_speakers, unseen_speakers, force, workers)
+        inputs = build(corpus, train_speakers, unseen_speakers, validation_speakers, force, workers)
     if inputs is None:
         return
     summary = ml_inputs.describe(inputs)
-    for split in ("train", "test"):
+    for split in [name for name in ("train", "test", "validation") if name in summary]:
         part = summary[split]
         print(f"{split}: windows {tuple(part['windows'])} from {part['utterances']} utterances, frames "
               f"{tuple(part['frames'])} float32, {part['mebibytes']} MiB")
@@ -51,10 +52,10 @@ def main(force, workers):
           f"(cache workers {utils.peak_memory_mib(children=True):.0f} MiB)")
 
 
-def build(corpus, train_speakers, unseen_speakers, force, workers):
+def build(corpus, train_speakers, unseen_speakers, validation_speakers, force, workers):
     """Cache the features and speed copies, then build the inputs unless current; the Inputs built, or None."""
     cache = FeatureCache(corpus.root)
-    wanted = [u for s in train_speakers + unseen_speakers for u in corpus.utterances[s]]
+    wanted = [u for s in train_speakers + validation_speakers + unseen_speakers for u in corpus.utterances[s]]
     report = cache.build(wanted, workers=workers)
     print(report.summary())
     copies = ml_inputs.cache_speed_copies(cache, corpus, train_speakers, workers=workers)
@@ -63,14 +64,14 @@ def build(corpus, train_speakers, unseen_speakers, force, workers):
               f"{constants.SPEED_PERTURBATION_UTTERANCES or 'all'} training utterances per speaker: "
               f"{copies.summary().removeprefix('feature cache: ')}")
 
-    record = ml_inputs.expected_record(cache, corpus, train_speakers, unseen_speakers)
+    record = ml_inputs.expected_record(cache, corpus, train_speakers, unseen_speakers, validation_speakers)
     folder = ml_inputs.inputs_folder()
     stale = ml_inputs.stale_reason(record)
     if stale is None and not force:
         print(f"inputs in {folder} are current: nothing to rebuild (use --force to rebuild anyway)")
         return None
     print(f"inputs: building them ({'--force' if stale is None else stale})")
-    inputs = ml_inputs.build_inputs(cache, corpus, train_speakers, unseen_speakers)
+    inputs = ml_inputs.build_inputs(cache, corpus, train_speakers, unseen_speakers, validation_speakers=validation_speakers)
     ml_inputs.save_inputs(inputs, record)
     return inputs
 

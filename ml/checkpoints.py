@@ -23,6 +23,7 @@ import utils
 PREDECESSORS = {"softmax": (), "triplet": ("softmax",), "frozen": ("triplet", "softmax")}
 UNITS = {"softmax": "epoch", "triplet": "step", "frozen": "epoch"}
 CHAIN = ("softmax", "triplet", "frozen")  # the order the modes are trained in
+SELECTING_METRICS = ("val_eer",)  # a run that measured one of these uses its best checkpoint, not its latest
 SCRIPT = "python ml/1_train_triplet_softmax_model.py"
 # Settings that may change while a run goes on: where things are, how often to save or print, evaluation.
 FREE_SETTINGS = {"CORPUS_PATH", "WORKDIR", "NUM_WORKERS", "SOFTMAX_MAX_EPOCHS", "TRIPLET_MAX_STEPS",
@@ -116,12 +117,17 @@ class RunFolder:
                   f"sha256 differs from the record); falling back to an older one", file=sys.stderr)
         return None
 
-    def load_into(self, model, state, entry=None):
-        """Load the newest intact checkpoint (or `entry`) into `model`; return its entry.
+    def load_into(self, model, state, entry=None, fallback=True):
+        """Load `entry` (default: the newest checkpoint) into `model`; return the entry loaded.
 
-        A damaged or unreadable file falls back to the next older intact one with a warning naming both.
+        A damaged or unreadable file falls back (unless `fallback` is False) to the next older intact one,
+        with a warning naming both.
         """
-        candidates = [entry] if entry is not None else sorted(state.get("checkpoints", []), key=lambda c: -c["count"])
+        ordered = sorted(state.get("checkpoints", []), key=lambda c: -c["count"])
+        if entry is None:
+            candidates = ordered
+        else:
+            candidates = [entry] + ([c for c in ordered if c["count"] < entry["count"]] if fallback else [])
         damaged = []
         for candidate in candidates:
             path = self.folder / candidate["file"]
@@ -142,9 +148,18 @@ class RunFolder:
         raise utils.PipelineError(f"the {self.mode} run has no checkpoint yet: train it with `{command(self.mode)}`")
 
     def chosen(self, state=None):
-        """The checkpoint that later modes start from and that evaluation and inference use: the latest."""
+        """The checkpoint that later modes start from and that evaluation and inference use: the best by the
+        validation speakers' EER when the run measured it, else the latest."""
         state = state if state is not None else self.state()
-        return None if state is None else state.get("latest")
+        if state is None:
+            return None
+        best = state.get("best")
+        if best and best["metric"]["name"] in SELECTING_METRICS:
+            if self.intact(best):
+                return best
+            print(f"warning: the best checkpoint {self.folder / best['file']} is missing or damaged; using the "
+                  f"latest instead", file=sys.stderr)
+        return state.get("latest")
 
     # ------------------------------------------------------------------------------------------------
     # History and settings

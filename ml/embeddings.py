@@ -63,7 +63,7 @@ def load_trained_model(run=None, checkpoint=None, settings="features"):
                      RunFolder(mode).folder / entry["file"])
     model = build_model(len(stored["classes"]), normalize_embeddings=state.get("normalize_embeddings", False),
                         input_shape=stored["input_shape"])
-    loaded = RunFolder(mode).load_into(model, state, entry if checkpoint is not None else None)
+    loaded = RunFolder(mode).load_into(model, state, entry, fallback=checkpoint is None)
     norm = utils.read_json(RunFolder(mode).folder / "norm.json", what="the normalisation statistics of the run",
                            fix=f"Train the run again with `{checkpoints.command(mode)} --fresh`")
     if norm is None:

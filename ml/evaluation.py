@@ -59,6 +59,34 @@ def classification_accuracy(probabilities, labels, utterances, pooling=None):
 
 
 # ----------------------------------------------------------------------------------------------------
+# Validation speakers: held out of training, they choose checkpoints
+# ----------------------------------------------------------------------------------------------------
+def pooled_utterance_embeddings(model, window_set):
+    """(utterance embeddings, their speaker labels) of a WindowSet: the mean of each utterance's unit-length
+    window embeddings, scaled to unit length (as embeddings.pool does for one utterance)."""
+    windows = predict_in_batches(model, window_set, "embeddings").astype(np.float64)
+    windows /= np.maximum(np.linalg.norm(windows, axis=1, keepdims=True), 1e-12)
+    count = int(window_set.utterances.max()) + 1
+    sums = np.zeros((count, windows.shape[1]))
+    np.add.at(sums, window_set.utterances, windows)
+    present = np.bincount(window_set.utterances, minlength=count) > 0
+    speakers = np.full(count, -1)
+    speakers[window_set.utterances] = window_set.labels
+    pooled = sums[present] / np.maximum(np.linalg.norm(sums[present], axis=1, keepdims=True), 1e-12)
+    return pooled, speakers[present]
+
+
+def verification_figures(model, window_set, seed=None):
+    """(EER, minDCF) of all utterance pairs of a WindowSet's speakers (the validation speakers)."""
+    embeddings, speakers = pooled_utterance_embeddings(model, window_set)
+    rng = np.random.default_rng(constants.SEED if seed is None else seed)
+    scores, is_target = verification_trials(embeddings, speakers, rng)
+    if is_target.all() or not is_target.any():
+        return float("nan"), float("nan")
+    return equal_error_rate(scores, is_target)[0], min_dcf(scores, is_target)
+
+
+# ----------------------------------------------------------------------------------------------------
 # Unseen speakers
 # ----------------------------------------------------------------------------------------------------
 def sap_san(window_embeddings_by_speaker, rng, per_speaker=None):

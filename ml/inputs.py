@@ -25,7 +25,8 @@ import utils
 from audio import features
 from ml import normalization
 
-INPUT_SETTINGS = ("SPLIT", "NUM_SPEAKERS_CLASSIFICATION_TASK", "TRAIN_TEST_RATIO", "MAX_COUNT_PER_CLASS",
+INPUT_SETTINGS = ("SPLIT", "NUM_SPEAKERS_CLASSIFICATION_TASK", "VALIDATION_FRACTION", "TRAIN_TEST_RATIO",
+                  "MAX_COUNT_PER_CLASS",
                   "FRAMES_PER_WINDOW", "WINDOW_HOP_FRAMES", "NORMALIZATION", "SEED", "SPEED_PERTURBATION",
                   "SPEED_PERTURBATION_UTTERANCES")
 ARRAYS = ("frames", "starts", "labels", "utterances", "utterance_keys")
@@ -74,6 +75,7 @@ class Inputs:
     norm: dict
     classes: list = None
     record: dict = None  # what built them (inputs.json's "built_from"), when loaded from disk
+    validation: WindowSet = None  # every window of every utterance of the validation speakers, or None
 
     def __post_init__(self):
         self.classes = list(self.speakers) if self.classes is None else list(self.classes)
@@ -242,9 +244,39 @@ def speed_copy_classes(cache, plan):
     return classes
 
 
-def build_inputs(cache, corpus, train_speakers, unseen_speakers, progress=True):
+def split_validation(train_speakers, fraction=None):
+    """(training speakers, validation speakers): a seeded choice of `fraction` (VALIDATION_FRACTION) of the
+    training speakers, at least 2 when above 0 (an impostor trial needs two), never leaving fewer than 2."""
+    fraction = constants.VALIDATION_FRACTION if fraction is None else fraction
+    count = max(2, round(len(train_speakers) * fraction)) if fraction > 0 else 0
+    if count == 0 or len(train_speakers) - count < 2:
+        return list(train_speakers), []
+    chosen = set(np.random.default_rng([constants.SEED, 3]).choice(sorted(train_speakers), count, replace=False))
+    return [s for s in train_speakers if s not in chosen], [s for s in train_speakers if s in chosen]
+
+
+def build_validation(cache, corpus, validation_speakers, norm):
+    """The WindowSet of every window (WINDOW_HOP_FRAMES apart) of every usable utterance of the validation
+    speakers, normalised; labels are the validation speakers' indices. None without validation speakers."""
+    usable = {s: keys for s, keys in usable_utterances(cache, corpus, validation_speakers).items() if keys}
+    if len(usable) < 2:
+        return None
+    keys = [k for s in usable for k in usable[s]]
+    blocks = [normalization.normalize(cache.load(k), norm, speaker=s) for s in usable for k in usable[s]]
+    offsets = np.concatenate([[0], np.cumsum([len(b) for b in blocks])])
+    starts = [features.window_starts(len(b)) + offsets[i] for i, b in enumerate(blocks)]
+    speaker_index = {s: i for i, s in enumerate(usable)}
+    labels = [np.full(len(st), speaker_index[s], np.int32) for st, s in zip(starts, [s for s in usable
+                                                                                    for _ in usable[s]])]
+    return WindowSet(np.concatenate(blocks).astype(np.float32), np.concatenate(starts).astype(np.int32),
+                     np.concatenate(labels), np.repeat(np.arange(len(keys), dtype=np.int32), [len(st) for st in starts]),
+                     np.array(keys))
+
+
+def build_inputs(cache, corpus, train_speakers, unseen_speakers, progress=True, validation_speakers=()):
     """Inputs of `train_speakers` (those without two usable utterances are dropped, with a warning), with
-    the speed-copy classes whose features are cached."""
+    the speed-copy classes whose features are cached, and the windows of the validation speakers."""
+    validation_speakers = list(validation_speakers)
     short = {}
     usable = trainable_speakers(usable_utterances(cache, corpus, train_speakers, short))
     if short:
@@ -268,12 +300,13 @@ def build_inputs(cache, corpus, train_speakers, unseen_speakers, progress=True):
     for index, key in enumerate(train.utterance_keys):  # the statistics come from the real utterances only
         if key in real:
             train_blocks[speaker_of[key]].append(train.frames[train_offsets[index]:train_offsets[index + 1]])
-    others = usable_utterances(cache, corpus, [s for s in unseen_speakers + dropped])
+    others = usable_utterances(cache, corpus, [s for s in unseen_speakers + dropped + validation_speakers])
     other_blocks = {s: (cache.load(k) for k in keys) for s, keys in others.items() if keys}
     norm = normalization.fit(train_blocks, other_blocks)
     _normalize_in_place(train, train_offsets, [speaker_of[k] for k in train.utterance_keys], norm)
     _normalize_in_place(test, test_offsets, [speaker_of[k] for k in test.utterance_keys], norm)
-    return Inputs(list(usable), train, test, norm, list(usable) + list(copies))
+    validation = build_validation(cache, corpus, validation_speakers, norm)
+    return Inputs(list(usable), train, test, norm, list(usable) + list(copies), validation=validation)
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -284,15 +317,16 @@ def inputs_folder():
     return utils.work_path("inputs")
 
 
-def expected_record(cache, corpus, train_speakers, unseen_speakers):
+def expected_record(cache, corpus, train_speakers, unseen_speakers, validation_speakers=()):
     """What the inputs built now would be made of; inputs whose record matches it are current."""
-    keys = usable_utterances(cache, corpus, train_speakers + unseen_speakers)
+    keys = usable_utterances(cache, corpus, train_speakers + unseen_speakers + list(validation_speakers))
     copies = speed_copy_classes(cache, speed_copy_plan(cache, corpus, train_speakers))
     listed = [k for s in sorted(keys) for k in keys[s]] + [k for name in copies for k in copies[name]]
     digest = hashlib.sha1("\n".join(listed).encode()).hexdigest()
     return {"settings": utils.settings_snapshot(INPUT_SETTINGS + tuple(features.feature_settings())),
             "cache": cache.folder.name,
             "train_speakers": list(train_speakers), "unseen_speakers": list(unseen_speakers),
+            "validation_speakers": list(validation_speakers),
             "utterances_digest": digest}
 
 
@@ -343,9 +377,10 @@ def save_inputs(inputs, record, folder=None):
     folder = utils.ensure_writable_dir(folder or inputs_folder())
     (folder / "inputs.json").unlink(missing_ok=True)  # until the new data is complete, nothing is current
     arrays = {"speakers": np.array(inputs.speakers), "classes": np.array(inputs.classes)}
-    for split in ("train", "test"):
-        for name in ARRAYS:
-            arrays[f"{split}_{name}"] = getattr(getattr(inputs, split), name)
+    for split in ("train", "test", "validation"):
+        if getattr(inputs, split) is not None:
+            for name in ARRAYS:
+                arrays[f"{split}_{name}"] = getattr(getattr(inputs, split), name)
     with utils.atomic_path(folder / "data.npz") as tmp:
         with open(tmp, "wb") as handle:
             np.savez(handle, **arrays)
@@ -381,12 +416,13 @@ def load_inputs(folder=None):
     def read(path):
         with np.load(path, allow_pickle=False) as data:
             splits = {split: WindowSet(**{name: data[f"{split}_{name}"] for name in ARRAYS})
-                      for split in ("train", "test")}
+                      for split in ("train", "test", "validation") if f"{split}_starts" in data}
             return splits, data["speakers"].tolist(), data["classes"].tolist()
     splits, speakers, classes = utils.read_checked(folder / "data.npz", read, "the train/test inputs",
                                                    REBUILD[0].upper() + REBUILD[1:])
     norm = read_norm(folder)
-    return Inputs(speakers, splits["train"], splits["test"], norm, classes, record["built_from"])
+    return Inputs(speakers, splits["train"], splits["test"], norm, classes, record["built_from"],
+                  splits.get("validation"))
 
 
 def read_norm(folder=None):
@@ -403,8 +439,10 @@ def describe(inputs):
     """Shapes and counts of the inputs, as a dict for the record and the terminal."""
     width = constants.FRAMES_PER_WINDOW * inputs.train.frames.shape[1]
     summary = {"speakers": len(inputs.speakers), "classes": len(inputs.classes), "normalization": inputs.norm["method"]}
-    for split in ("train", "test"):
+    for split in ("train", "test", "validation"):
         part = getattr(inputs, split)
+        if part is None:
+            continue
         summary[split] = {"windows": [len(part), width], "frames": list(part.frames.shape),
                           "utterances": len(part.utterance_keys), "mebibytes": round(part.nbytes() / 2**20, 1)}
     return summary

@@ -33,6 +33,31 @@ class NonFiniteLoss(utils.PipelineError):
 # ----------------------------------------------------------------------------------------------------
 # Softmax training: pre-training, and re-training of the head on frozen embeddings
 # ----------------------------------------------------------------------------------------------------
+class ValidationEER(keras.callbacks.Callback):
+    """Add the validation speakers' verification EER and minDCF to each epoch's logs (val_eer, val_min_dcf)."""
+
+    def __init__(self, window_set):
+        super().__init__()
+        self.window_set = window_set
+
+    def on_epoch_end(self, epoch, logs=None):
+        if logs is not None:
+            logs["val_eer"], logs["val_min_dcf"] = evaluation.verification_figures(self.model, self.window_set)
+
+
+def checkpoint_metric(logs, validation):
+    """The figure that ranks checkpoints: the validation speakers' EER when there are some, else the test
+    windows' accuracy."""
+    if validation:
+        return {"name": "val_eer", "value": _finite(logs.get("val_eer")), "higher_is_better": False}
+    return {"name": "val_softmax_accuracy", "value": _finite(logs.get("val_softmax_accuracy")), "higher_is_better": True}
+
+
+def _finite(value):
+    """A float, or None when missing or not finite."""
+    return float(value) if value is not None and math.isfinite(float(value)) else None
+
+
 class Checkpoints(keras.callbacks.Callback):
     """Save a checkpoint every `every` epochs and after the last one, with the validation accuracy and the
     state of the stateful callbacks (early stopping, plateau); stop on a non-finite loss without saving.
@@ -40,9 +65,10 @@ class Checkpoints(keras.callbacks.Callback):
     It must come last among the callbacks, so that what it saves is what they decided for the epoch.
     """
 
-    def __init__(self, run, state, every, end, stateful):
+    def __init__(self, run, state, every, end, stateful, validation=False):
         super().__init__()
         self.run, self.state, self.every, self.end, self.stateful = run, state, every, end, stateful
+        self.validation = validation
         self.last_epoch, self.last_epoch_seen, self.failed = None, 0, None
 
     def on_train_batch_end(self, batch, logs=None):
@@ -58,9 +84,7 @@ class Checkpoints(keras.callbacks.Callback):
             return
         self.last_epoch = epoch + 1
         if self.last_epoch % self.every == 0 or self.last_epoch == self.end or self.model.stop_training:
-            value = (logs or {}).get("val_softmax_accuracy")
-            metric = {"name": "val_softmax_accuracy", "value": None if value is None else float(value),
-                      "higher_is_better": True}
+            metric = checkpoint_metric(logs or {}, self.validation)
             self.run.save(self.model, self.last_epoch, self.state, metric, callback_state(self.stateful))
 
 
@@ -137,9 +161,10 @@ def train_softmax(inputs, epochs=None, fresh=False, freeze=False, normalize_embe
                                               min_delta=constants.EARLY_STOPPING_MIN_DELTA,
                                               patience=constants.EARLY_STOPPING_PATIENCE), *schedule]
     every = 1 if end <= constants.EVERY_EPOCH_CHECKPOINTS_UP_TO else constants.CHECKPOINT_EVERY_EPOCHS
-    saver = Checkpoints(run, state, every, end, stateful)
+    saver = Checkpoints(run, state, every, end, stateful, validation=inputs.validation is not None)
     saved = (plan.get("entry") or {}).get("callbacks") if plan["source"] == "own" else None
-    callbacks = [EpochTracker(training_batches), *stateful, RestoreCallbackState(stateful, saved),
+    validation_eer = [ValidationEER(inputs.validation)] if inputs.validation is not None else []
+    callbacks = [EpochTracker(training_batches), *validation_eer, *stateful, RestoreCallbackState(stateful, saved),
                  keras.callbacks.CSVLogger(str(run.history), append=True), saver]
     validation = WindowBatches(_validation_subset(inputs.test), shuffle=False)
     if verbose is None:  # a bar per batch in a terminal, one line per epoch in a log file
@@ -177,7 +202,7 @@ def _start_model(inputs, plan, normalize_embeddings, freeze):
         previous_state = previous.state()
         entry = next(e for e in previous_state["checkpoints"] + [previous_state["latest"]]
                      if e["sha256"] == plan["started_from"]["sha256"])
-        previous.load_into(model, previous_state, entry)
+        previous.load_into(model, previous_state, entry, fallback=False)
         source = checkpoints.describe(plan["source"], previous_state, entry)
     if freeze:
         freeze_below_softmax(model)
@@ -291,6 +316,14 @@ def train_triplet(inputs, steps=None, fresh=False, normalize_embeddings=False, p
     train_batches = TripletSampler(inputs.train, None, level_std(inputs.norm))
     test_batches = TripletSampler(inputs.test, None)
     reached = start
+    validation = inputs.validation
+    if validation is not None and start == 0:  # the starting point is a candidate: triplet training must beat it
+        eer, _ = evaluation.verification_figures(model, validation)
+        run.save(model, 0, state, {"name": "val_eer", "value": _finite(eer), "higher_is_better": False},
+                 {"since_best": 0})
+        print(f"triplet: validation EER {eer:.2%} at the start ({len(set(validation.labels.tolist()))} validation "
+              f"speakers); training stops after {constants.TRIPLET_PATIENCE} checkpoints without a better one")
+    since_best = ((plan.get("entry") or {}).get("callbacks") or {}).get("since_best", 0)
     with appending_csv(run.history, ("step", "loss", "test_loss")) as write_history:
         for step in bar:
             rng = np.random.default_rng([constants.SEED, step])  # a resumed run draws the same batches
@@ -308,11 +341,26 @@ def train_triplet(inputs, steps=None, fresh=False, normalize_embeddings=False, p
             write_history([step, f"{loss:.6f}", f"{test_loss:.6f}"])
             if step % constants.PRINT_EVERY_STEPS == 0:
                 bar.set_postfix(loss=f"{np.mean(averages['loss']):.4f}", test_loss=f"{np.mean(averages['test_loss']):.4f}")
-            if step % constants.CHECKPOINT_EVERY_STEPS == 0 or step == end:
-                metric = {"name": "test_loss_moving_average", "value": float(np.mean(averages["test_loss"])),
-                          "higher_is_better": False}
-                run.save(model, step, state, metric)
             reached = step
+            if step % constants.CHECKPOINT_EVERY_STEPS == 0 or step == end:
+                if validation is not None:
+                    eer, _ = evaluation.verification_figures(model, validation)
+                    best = (state.get("best") or {}).get("metric", {}).get("value")
+                    since_best = 0 if best is None or (math.isfinite(eer) and eer < best) else since_best + 1
+                    metric = {"name": "val_eer", "value": _finite(eer), "higher_is_better": False}
+                    bar.set_postfix(loss=f"{np.mean(averages['loss']):.4f}", val_eer=f"{eer:.2%}")
+                else:
+                    metric = {"name": "test_loss_moving_average", "value": float(np.mean(averages["test_loss"])),
+                              "higher_is_better": False}
+                run.save(model, step, state, metric, {"since_best": since_best})
+                if validation is not None and since_best >= constants.TRIPLET_PATIENCE:
+                    state["finished"] = {"reason": f"early stopping: no better validation EER in "
+                                                   f"{constants.TRIPLET_PATIENCE} checkpoints", "target": end}
+                    utils.write_json(run.folder / "state.json", state)
+                    print(f"triplet: stopped at step {step}: no better validation EER in {constants.TRIPLET_PATIENCE} "
+                          f"checkpoints; the best is {state['best']['file']} "
+                          f"({state['best']['metric']['value']:.2%})")
+                    break
     run.write_settings(plan, ended=reached)
     summary = {name: float(np.mean(values)) if values else float("nan") for name, values in averages.items()}
     print(f"triplet: step {reached}, moving average over the last {len(averages['loss'])} steps: "

@@ -133,7 +133,7 @@ def test_script_0_builds_skips_when_current_and_rebuilds_with_force(tone_corpus,
            "DEEP_SPEAKER_MAX_COUNT_PER_CLASS": "20"}
     first = run_script(env)
     assert first.returncode == 0, first.stderr
-    assert "3 training, 1 unseen" in first.stdout and "20 built" in first.stdout
+    assert "3 training, 0 validation, 1 unseen" in first.stdout and "20 built" in first.stdout
     assert "train: windows (" in first.stdout and ", 390)" in first.stdout and "peak memory" in first.stdout
     assert {p.name for p in (tmp_path / "w" / "inputs").iterdir()} == {"data.npz", "norm.json", "inputs.json", ".lock"}
     second = run_script(env)
