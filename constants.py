@@ -155,6 +155,10 @@ DCF_P_TARGET = 0.01  # prior of a target trial in the detection cost (NIST SRE c
 DCF_COST_MISS = 1.0  # cost of missing a target trial
 DCF_COST_FALSE_ALARM = 1.0  # cost of accepting an impostor trial
 PROJECTION = "tsne"  # 2-D map of the unseen speakers' utterance embeddings: "tsne" or "pca"
+# Adaptive S-norm, reported beside the plain cosine figures: each trial score is normalised by the mean and std
+# of each side's ASNORM_TOP_K best scores against a cohort of training speakers' utterances.
+ASNORM_COHORT_UTTERANCES = 1000  # training utterances in the cohort (a seeded sample); 0 = no AS-norm figures
+ASNORM_TOP_K = 50  # cohort scores per side
 
 # ----------------------------------------------------------------------------------------------------
 # Demo corpus (audio/demo_corpus.py): a small synthetic VCTK-shaped corpus for the main command and tests
@@ -265,6 +269,8 @@ RANGES = {
     "MOVING_AVERAGE_STEPS": ("int", ">= 1"),
     # Evaluation and inference
     "SAP_SAN_WINDOWS_PER_SPEAKER": ("int", ">= 2"),  # SAP needs two windows of a speaker
+    "ASNORM_COHORT_UTTERANCES": ("int", ">= 0"),
+    "ASNORM_TOP_K": ("int", ">= 1"),
     "MAX_IMPOSTOR_TRIALS": ("int", ">= 1"),
     "DCF_P_TARGET": ("number", "> 0", "< 1"),
     "DCF_COST_MISS": ("number", "> 0"),

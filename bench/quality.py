@@ -64,10 +64,16 @@ def train_up_to(env, workdir, mode, total, *flags):
     stage(env, TRAIN, *flags, "--steps" if mode == "triplet" else "--epochs", str(total))
 
 
-def evaluation_report(workdir, mode):
-    """The report of the evaluation of `mode`'s latest checkpoint (runs/<mode>/evaluation/<checkpoint>/)."""
+def chosen_checkpoint(workdir, mode):
+    """The checkpoint stage 2 evaluates by default: the best by validation EER when measured, else the latest."""
     state = utils.read_json(workdir / "runs" / mode / "state.json")
-    name = Path(state["latest"]["file"]).name.removesuffix(".weights.h5")
+    best = state.get("best")
+    return best if best and best["metric"]["name"] == "val_eer" else state["latest"]
+
+
+def evaluation_report(workdir, mode):
+    """The report of the evaluation of `mode`'s chosen checkpoint (runs/<mode>/evaluation/<checkpoint>/)."""
+    name = Path(chosen_checkpoint(workdir, mode)["file"]).name.removesuffix(".weights.h5")
     return utils.read_json(workdir / "runs" / mode / "evaluation" / name / "report.json")
 
 
@@ -117,7 +123,9 @@ def run_configuration(model, normalization, overrides, workdir, epochs, steps, f
             "triplet_test_loss_5k": triplet_loss_at(history, 5000),
             "softmax_only_eer": softmax_report["eer"], "softmax_only_min_dcf": softmax_report["min_dcf"],
             "eer": report["eer"], "min_dcf": report["min_dcf"], "sap": report["sap"], "san": report["san"],
-            "num_unseen_speakers": report["num_unseen_speakers"], "minutes": (time.perf_counter() - start) / 60}
+            "num_unseen_speakers": report["num_unseen_speakers"],
+            "softmax_chosen": chosen_checkpoint(workdir, "softmax"), "triplet_chosen": chosen_checkpoint(workdir, "triplet"),
+            "minutes": (time.perf_counter() - start) / 60}
 
 
 def describe_override(name, value):

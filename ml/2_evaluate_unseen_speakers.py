@@ -24,7 +24,7 @@ RUNS = ("frozen", "triplet", "softmax")
 # Settings that change an evaluation's figures without changing the model or the inputs.
 EVALUATION_SETTINGS = ("UTTERANCE_POOLING", "SAP_SAN_WINDOWS_PER_SPEAKER", "MAX_IMPOSTOR_TRIALS", "DCF_P_TARGET",
                        "DCF_COST_MISS", "DCF_COST_FALSE_ALARM", "PROJECTION", "SEED", "SPLIT",
-                       "NUM_SPEAKERS_CLASSIFICATION_TASK", "CORPUS_PATH")
+                       "NUM_SPEAKERS_CLASSIFICATION_TASK", "CORPUS_PATH", "ASNORM_COHORT_UTTERANCES", "ASNORM_TOP_K")
 
 
 @click.command()
@@ -81,10 +81,11 @@ def evaluate(mode, checkpoint, folder, settings):
     folder = checkpoints.evaluation_folder(mode, trained.entry)  # another one when the chosen file was damaged
     window, utterance = evaluation.closed_set_accuracy(trained.model, inputs)
     report, arrays = evaluation.unseen_speaker_report(trained.model, FeatureCache(corpus.root), corpus,
-                                                      unseen_speakers, trained.norm)
+                                                      unseen_speakers, trained.norm, cohort=cohort(corpus, inputs))
     report.update({"identification_accuracy": utterance, "identification_window_accuracy": window,
                    "num_training_speakers": len(inputs.speakers), "num_classes": len(trained.classes),
                    "checkpoint": trained.reference, "run": trained.mode, "settings": settings,
+                   "checkpoint_metric": trained.entry.get("metric"),
                    "recipe": constants.RECIPE, "code_version": utils.code_version(),
                    "created": time.strftime("%Y-%m-%d %H:%M:%S")})
     utils.ensure_writable_dir(folder)
@@ -96,6 +97,18 @@ def evaluate(mode, checkpoint, folder, settings):
                           folder / "training_curves.png")
     utils.write_json(folder / "report.json", report)
     return report, folder
+
+
+def cohort(corpus, inputs):
+    """(speaker, key) of a seeded sample of ASNORM_COHORT_UTTERANCES training utterances (real speakers, train
+    split): the cohort of adaptive S-norm."""
+    import numpy as np
+    speaker_of = {u.key: s for s, items in corpus.utterances.items() for u in items}
+    keys = [k for k in inputs.train.utterance_keys.tolist() if k in speaker_of]
+    limit = constants.ASNORM_COHORT_UTTERANCES
+    if limit < len(keys):
+        keys = sorted(np.random.default_rng([constants.SEED, 4]).choice(keys, limit, replace=False).tolist())
+    return [(speaker_of[k], k) for k in keys]
 
 
 def summary(report, folder, start):
@@ -113,6 +126,10 @@ def summary(report, folder, start):
     print(f"SAP = {report['sap']:.3f}   SAN = {report['san']:.3f}   (mean cosine distance of windows)")
     print(f"EER = {report['eer']:.2%}   minDCF(p={report['min_dcf_p_target']}) = {report['min_dcf']:.3f}   "
           f"threshold = {report['eer_threshold']:.3f}")
+    if report.get("asnorm"):
+        print(f"with AS-norm (cohort {report['asnorm']['cohort_utterances']} training utterances, top "
+              f"{report['asnorm']['top_k']}): EER = {report['asnorm']['eer']:.2%}   minDCF = "
+              f"{report['asnorm']['min_dcf']:.3f}")
     print(f"report and plots in {folder} ({time.perf_counter() - start:.0f} s)")
 
 

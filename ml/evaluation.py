@@ -114,8 +114,9 @@ def sap_san(window_embeddings_by_speaker, rng, per_speaker=None):
     return float(np.mean(np.diag(matrix))), float(off_diagonal.mean()) if count > 1 else float("nan"), matrix
 
 
-def verification_trials(utterance_embeddings, speakers, rng, max_impostors=None):
-    """(scores, is_target): cosine of every same-speaker pair and of different-speaker pairs (all, or a sample)."""
+def trial_pairs(speakers, rng, max_impostors=None):
+    """(first, second, is_target): every same-speaker pair of utterances and the different-speaker pairs (all,
+    or a seeded sample of MAX_IMPOSTOR_TRIALS)."""
     max_impostors = max_impostors or constants.MAX_IMPOSTOR_TRIALS
     speakers = np.asarray(speakers)
     first, second = np.triu_indices(len(speakers), k=1)
@@ -124,8 +125,27 @@ def verification_trials(utterance_embeddings, speakers, rng, max_impostors=None)
     if len(impostors) > max_impostors:
         impostors = np.sort(rng.choice(impostors, max_impostors, replace=False))
     pairs = np.concatenate([np.flatnonzero(same), impostors])
-    scores = np.einsum("ij,ij->i", utterance_embeddings[first[pairs]], utterance_embeddings[second[pairs]])
-    return scores, same[pairs]
+    return first[pairs], second[pairs], same[pairs]
+
+
+def verification_trials(utterance_embeddings, speakers, rng, max_impostors=None):
+    """(scores, is_target): cosine of every same-speaker pair and of different-speaker pairs (all, or a sample)."""
+    first, second, is_target = trial_pairs(speakers, rng, max_impostors)
+    return np.einsum("ij,ij->i", utterance_embeddings[first], utterance_embeddings[second]), is_target
+
+
+def as_norm_statistics(embeddings, cohort, top_k=None):
+    """(mean, std) of each embedding's top_k cosine scores against the cohort: adaptive S-norm's statistics."""
+    top_k = min(top_k or constants.ASNORM_TOP_K, len(cohort))
+    scores = embeddings @ cohort.T
+    top = -np.partition(-scores, top_k - 1, axis=1)[:, :top_k]
+    return top.mean(axis=1), np.maximum(top.std(axis=1), 1e-6)
+
+
+def as_norm(scores, first, second, statistics):
+    """Adaptive S-norm of trial scores: the mean of the score normalised by each side's cohort statistics."""
+    mean, std = statistics
+    return 0.5 * ((scores - mean[first]) / std[first] + (scores - mean[second]) / std[second])
 
 
 def equal_error_rate(scores, is_target):
@@ -148,8 +168,12 @@ def min_dcf(scores, is_target, p_target=None, cost_miss=None, cost_false_alarm=N
     return float(cost.min() / min(cost_miss * p_target, cost_false_alarm * (1 - p_target)))
 
 
-def unseen_speaker_report(model, cache, corpus, unseen_speakers, norm, seed=None):
-    """Embeddings, SAP/SAN and verification figures of the unseen speakers (dict, plus arrays for plots)."""
+def unseen_speaker_report(model, cache, corpus, unseen_speakers, norm, seed=None, cohort=()):
+    """Embeddings, SAP/SAN and verification figures of the unseen speakers (dict, plus arrays for plots).
+
+    `cohort` lists (speaker, key) of training utterances: with it, the figures with adaptive S-norm are
+    reported beside the plain cosine ones (under "asnorm").
+    """
     rng = np.random.default_rng(constants.SEED if seed is None else seed)
     speakers, frame_list, short = [], [], {}
     for speaker in unseen_speakers:
@@ -171,7 +195,8 @@ def unseen_speaker_report(model, cache, corpus, unseen_speakers, norm, seed=None
     utterance_embeddings = np.stack([emb.pool(w) for w in windows])
     by_speaker = [np.concatenate([w for w, s in zip(windows, speakers) if s == name]) for name in present]
     sap, san, matrix = sap_san(by_speaker, rng)
-    scores, is_target = verification_trials(utterance_embeddings, speakers, rng)
+    first, second, is_target = trial_pairs(speakers, rng)
+    scores = np.einsum("ij,ij->i", utterance_embeddings[first], utterance_embeddings[second])
     if is_target.all() or not is_target.any():
         raise utils.PipelineError("the unseen speakers need at least two utterances each for verification trials")
     eer, threshold = equal_error_rate(scores, is_target)
@@ -182,6 +207,13 @@ def unseen_speaker_report(model, cache, corpus, unseen_speakers, norm, seed=None
               "num_trials": int(len(scores)), "num_target_trials": int(is_target.sum()),
               "normalization": norm["method"], "label_free": norm["method"] in LABEL_FREE,
               "sap_san_per_speaker": {"speakers": present, "mean_cosine_distance": matrix.round(4).tolist()}}
+    if cohort:
+        cohort_frames = [emb.normalized_frames(cache.load(key), norm, speaker) for speaker, key in cohort]
+        cohort_embeddings = np.stack([emb.pool(w) for w in emb.embed_windows(model, cohort_frames)])
+        normalised = as_norm(scores, first, second, as_norm_statistics(utterance_embeddings, cohort_embeddings))
+        report["asnorm"] = {"eer": equal_error_rate(normalised, is_target)[0],
+                            "min_dcf": min_dcf(normalised, is_target), "cohort_utterances": len(cohort),
+                            "top_k": min(constants.ASNORM_TOP_K, len(cohort))}
     arrays = {"scores": scores, "is_target": is_target, "utterance_embeddings": utterance_embeddings,
               "utterance_speakers": np.array(speakers), "distance_matrix": matrix, "speakers": present}
     return report, arrays

@@ -83,3 +83,14 @@ def test_utterance_pooling_gives_every_window_the_same_weight():
     from ml.embeddings import pool
     windows = np.array([[100.0, 0.0], [0.0, 1.0]])
     np.testing.assert_allclose(pool(windows), [np.sqrt(0.5), np.sqrt(0.5)])
+
+
+def test_as_norm_statistics_and_scores_against_hand_computed_values():
+    cohort = np.array([[1.0, 0.0], [0.0, 1.0], [-1.0, 0.0], [0.6, 0.8]])
+    embeddings = np.array([[1.0, 0.0], [0.0, 1.0]])
+    mean, std = evaluation.as_norm_statistics(embeddings, cohort, top_k=2)
+    np.testing.assert_allclose(mean, [(1.0 + 0.6) / 2, (1.0 + 0.8) / 2])  # the two best scores of each
+    np.testing.assert_allclose(std, [0.2, 0.1])
+    scores = np.array([0.5])
+    normalised = evaluation.as_norm(scores, np.array([0]), np.array([1]), (mean, std))
+    np.testing.assert_allclose(normalised, [0.5 * ((0.5 - 0.8) / 0.2 + (0.5 - 0.9) / 0.1)])

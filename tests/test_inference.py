@@ -55,6 +55,7 @@ def test_the_evaluation_writes_a_report_with_every_field_and_the_plots(trained):
     report = json.loads((folder / "report.json").read_text())
     for key in ("eer", "min_dcf", "sap", "san", "identification_accuracy", "num_unseen_speakers", "num_trials"):
         assert key in report
+    assert report["asnorm"]["cohort_utterances"] > 0 and 0 <= report["asnorm"]["eer"] <= 1
     assert 0 <= report["eer"] <= 0.5 and 0 <= report["min_dcf"] <= 1 and 0 <= report["identification_accuracy"] <= 1
     assert report["num_unseen_speakers"] == 2 and report["num_trials"] == 10 * 9 // 2 and report["label_free"]
     assert 0 <= report["sap"] <= 2 and 0 <= report["san"] <= 2
