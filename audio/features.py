@@ -158,8 +158,3 @@ def gather_windows(frames, starts, frames_per_window=None):
     """(len(starts), frames_per_window, 39) copy of the windows beginning at `starts` in `frames`."""
     frames_per_window = frames_per_window or constants.FRAMES_PER_WINDOW
     return frames[np.asarray(starts)[:, None] + np.arange(frames_per_window)]
-
-
-def flatten_390(windows):
-    """(n, 10, 39) windows to the original's (n, 390) rows: the (39, 10) matrix flattened coefficient-major."""
-    return windows.transpose(0, 2, 1).reshape(len(windows), -1)

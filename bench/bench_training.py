@@ -26,7 +26,7 @@ from bench import common  # noqa: E402
 from ml.batches import WindowBatches  # noqa: E402
 from ml.inputs import load_inputs  # noqa: E402
 from ml.model import build_model  # noqa: E402
-from ml.training import TripletSampler  # noqa: E402
+from ml.batches import TripletSampler  # noqa: E402
 from ml.triplet_loss import triplet_loss  # noqa: E402
 
 

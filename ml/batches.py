@@ -1,4 +1,5 @@
-"""Batches for Keras: windows gathered from the frames of a split when a batch is asked for."""
+"""Batches: softmax batches for Keras (WindowBatches) and triplet batches (TripletSampler), their windows
+gathered from the frames of a split when a batch is asked for."""
 import utils
 
 utils.import_tensorflow_quietly()  # before Keras: TensorFlow's C++ start-up lines say nothing useful
@@ -55,3 +56,36 @@ class EpochTracker(keras.callbacks.Callback):
 
     def on_epoch_begin(self, epoch, logs=None):
         self.batches.set_epoch(epoch)
+
+
+class TripletSampler:
+    """Triplet batches of one split: anchors and positives of a speaker A, negatives of another speaker B.
+
+    The original drew one pair (A, B) per batch; TRIPLET_PAIRS_PER_BATCH pairs share the batch equally.
+    """
+
+    def __init__(self, window_set, rng, level_std=0.0):
+        self.window_set, self.rng, self.level_std = window_set, rng, level_std
+        self.by_speaker = [np.flatnonzero(window_set.labels == k) for k in range(window_set.labels.max() + 1)]
+        self.by_speaker = [windows for windows in self.by_speaker if len(windows)]
+
+    def batch(self, size=None, rng=None):
+        """(windows, speaker labels) of size anchors + size positives + size negatives (drawn with `rng`, else
+        the sampler's own generator)."""
+        if rng is not None:
+            self.rng = rng
+        size = size or constants.BATCH_SIZE // 3
+        pairs = max(min(constants.TRIPLET_PAIRS_PER_BATCH, size), 1)
+        parts = [[], [], []]
+        for count in np.diff(np.linspace(0, size, pairs + 1).astype(int)):
+            a, b = self.rng.choice(len(self.by_speaker), 2, replace=False)
+            own, other = self.by_speaker[a], self.by_speaker[b]
+            anchors_positives = self.rng.choice(own, 2 * count, replace=len(own) < 2 * count)
+            parts[0].append(anchors_positives[:count])
+            parts[1].append(anchors_positives[count:])
+            parts[2].append(self.rng.choice(other, count, replace=len(other) < count))
+        return self.drawn(np.concatenate([np.concatenate(part) for part in parts]))
+
+    def drawn(self, chosen):
+        """(windows, labels) of the chosen windows, their levels shifted when augmenting."""
+        return random_level(self.window_set.windows(chosen), self.rng, self.level_std), self.window_set.labels[chosen]

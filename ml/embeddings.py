@@ -81,6 +81,11 @@ def embed_windows(model, frame_list):
     return np.split(np.concatenate(outputs), np.cumsum([len(s) for s in starts])[:-1])
 
 
+def unit_length(vectors):
+    """`vectors` (one, or one per row) scaled to unit L2 length; a zero vector stays zero."""
+    return vectors / np.maximum(np.linalg.norm(vectors, axis=-1, keepdims=True), 1e-12)
+
+
 def pool(window_embeddings):
     """The utterance embedding: mean of the unit-length window embeddings, unit length.
 
@@ -90,9 +95,7 @@ def pool(window_embeddings):
     if len(window_embeddings) == 0:
         raise utils.PipelineError(f"nothing to pool: an utterance shorter than one window ({features.min_frames()} "
                                   f"frames) has no window embedding")
-    unit = window_embeddings / np.maximum(np.linalg.norm(window_embeddings, axis=1, keepdims=True), 1e-12)
-    mean = unit.mean(axis=0)
-    return mean / max(np.linalg.norm(mean), 1e-12)
+    return unit_length(unit_length(window_embeddings).mean(axis=0))
 
 
 def normalized_frames(frames, norm, speaker=None):

@@ -65,14 +65,14 @@ def pooled_utterance_embeddings(model, window_set):
     """(utterance embeddings, their speaker labels) of a WindowSet: the mean of each utterance's unit-length
     window embeddings, scaled to unit length (as embeddings.pool does for one utterance)."""
     windows = predict_in_batches(model, window_set, "embeddings").astype(np.float64)
-    windows /= np.maximum(np.linalg.norm(windows, axis=1, keepdims=True), 1e-12)
+    windows = emb.unit_length(windows)
     count = int(window_set.utterances.max()) + 1
     sums = np.zeros((count, windows.shape[1]))
     np.add.at(sums, window_set.utterances, windows)
     present = np.bincount(window_set.utterances, minlength=count) > 0
     speakers = np.full(count, -1)
     speakers[window_set.utterances] = window_set.labels
-    pooled = sums[present] / np.maximum(np.linalg.norm(sums[present], axis=1, keepdims=True), 1e-12)
+    pooled = emb.unit_length(sums[present])
     return pooled, speakers[present]
 
 
@@ -99,7 +99,7 @@ def sap_san(window_embeddings_by_speaker, rng, per_speaker=None):
     samples = []
     for windows in window_embeddings_by_speaker:
         chosen = rng.choice(len(windows), min(per_speaker, len(windows)), replace=False)
-        unit = windows[chosen] / np.maximum(np.linalg.norm(windows[chosen], axis=1, keepdims=True), 1e-12)
+        unit = emb.unit_length(windows[chosen])
         samples.append(unit)
     count = len(samples)
     matrix = np.zeros((count, count))

@@ -48,10 +48,6 @@ class WindowSet:
         """(n, FRAMES_PER_WINDOW, 39) float32 copy of the selected windows."""
         return features.gather_windows(self.frames, self.starts[index])
 
-    def flat(self, index=slice(None)):
-        """(n, 390) float32 rows of the selected windows, laid out as the original's."""
-        return features.flatten_390(self.windows(index))
-
     def subset(self, index):
         """The WindowSet of the selected windows (sharing the frames)."""
         return WindowSet(self.frames, self.starts[index], self.labels[index], self.utterances[index],

@@ -18,8 +18,8 @@ import numpy as np  # noqa: E402
 import constants  # noqa: E402
 from audio import features  # noqa: E402
 from ml import checkpoints, evaluation  # noqa: E402
-from ml.augmentation import level_std, random_level  # noqa: E402
-from ml.batches import EpochTracker, WindowBatches  # noqa: E402
+from ml.augmentation import level_std  # noqa: E402
+from ml.batches import EpochTracker, TripletSampler, WindowBatches  # noqa: E402
 from ml.checkpoints import RunFolder  # noqa: E402
 from ml.learning_rate import softmax_schedule  # noqa: E402
 from ml.model import build_model, freeze_below_softmax, parameter_summary  # noqa: E402
@@ -247,39 +247,6 @@ def _latest_path(run):
 # ----------------------------------------------------------------------------------------------------
 # Triplet training
 # ----------------------------------------------------------------------------------------------------
-class TripletSampler:
-    """Triplet batches of one split: anchors and positives of a speaker A, negatives of another speaker B.
-
-    The original drew one pair (A, B) per batch; TRIPLET_PAIRS_PER_BATCH pairs share the batch equally.
-    """
-
-    def __init__(self, window_set, rng, level_std=0.0):
-        self.window_set, self.rng, self.level_std = window_set, rng, level_std
-        self.by_speaker = [np.flatnonzero(window_set.labels == k) for k in range(window_set.labels.max() + 1)]
-        self.by_speaker = [windows for windows in self.by_speaker if len(windows)]
-
-    def batch(self, size=None, rng=None):
-        """(windows, speaker labels) of size anchors + size positives + size negatives (drawn with `rng`, else
-        the sampler's own generator)."""
-        if rng is not None:
-            self.rng = rng
-        size = size or constants.BATCH_SIZE // 3
-        pairs = max(min(constants.TRIPLET_PAIRS_PER_BATCH, size), 1)
-        parts = [[], [], []]
-        for count in np.diff(np.linspace(0, size, pairs + 1).astype(int)):
-            a, b = self.rng.choice(len(self.by_speaker), 2, replace=False)
-            own, other = self.by_speaker[a], self.by_speaker[b]
-            anchors_positives = self.rng.choice(own, 2 * count, replace=len(own) < 2 * count)
-            parts[0].append(anchors_positives[:count])
-            parts[1].append(anchors_positives[count:])
-            parts[2].append(self.rng.choice(other, count, replace=len(other) < count))
-        return self.drawn(np.concatenate([np.concatenate(part) for part in parts]))
-
-    def drawn(self, chosen):
-        """(windows, labels) of the chosen windows, their levels shifted when augmenting."""
-        return random_level(self.window_set.windows(chosen), self.rng, self.level_std), self.window_set.labels[chosen]
-
-
 def train_triplet(inputs, steps=None, fresh=False, normalize_embeddings=False, progress=True, plan=None):
     """The original's triplet loop until step `steps` in all; returns the moving-average train and test losses.
 

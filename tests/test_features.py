@@ -66,17 +66,13 @@ def test_bad_audio_gives_a_reason(tmp_path, make, reason):
         features.utterance_features(path)
 
 
-def test_window_count_order_and_the_original_390_layout():
+def test_window_count_and_order():
     frames = np.arange(25 * 39, dtype=np.float32).reshape(25, 39)
     starts = features.window_starts(len(frames))
     assert starts.tolist() == [0, 3, 6, 9, 12, 15]  # (25 - 10) // 3 + 1 windows, 3 frames apart
     windows = features.gather_windows(frames, starts)
     assert windows.shape == (6, 10, 39)
     np.testing.assert_array_equal(windows[2], frames[6:16])
-    flat = features.flatten_390(windows)
-    assert flat.shape == (6, 390)
-    # coefficient-major: the (39, 10) matrix flattened, so entry c * 10 + t is coefficient c of frame t
-    assert flat[2, 5 * 10 + 7] == frames[6 + 7, 5]
     assert len(features.window_starts(9)) == 0 and len(features.window_starts(10)) == 1
 
 

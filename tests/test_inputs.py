@@ -43,7 +43,7 @@ def test_inputs_are_float32_labelled_and_deterministic(built):
     assert first.speakers == ["p225", "p226", "p227"]
     for split in ("train", "test"):
         a, b = getattr(first, split), getattr(second, split)
-        assert a.frames.dtype == np.float32 and a.flat(slice(0, 5)).shape == (5, 390)
+        assert a.frames.dtype == np.float32 and a.windows(slice(0, 5)).shape == (5, 10, 39)
         np.testing.assert_array_equal(a.starts, b.starts)
         np.testing.assert_array_equal(a.frames, b.frames)
         assert set(a.labels.tolist()) == {0, 1, 2}
@@ -108,7 +108,7 @@ def test_saved_inputs_load_back_and_know_when_they_are_current(built):
     assert ml_inputs.is_current(record)
     loaded = ml_inputs.load_inputs()
     assert loaded.speakers == inputs.speakers and loaded.norm == inputs.norm
-    np.testing.assert_array_equal(loaded.test.flat(), inputs.test.flat())
+    np.testing.assert_array_equal(loaded.test.windows(), inputs.test.windows())
     changed = dict(record, settings=dict(record["settings"], MAX_COUNT_PER_CLASS=31))
     assert not ml_inputs.is_current(changed)
     cache.path("p228/p228_005_mic1").unlink()  # the cache changed: the utterances differ
