@@ -76,14 +76,10 @@ def voice_only(signal, percentile=None):
 
 
 def deltas(features, width=None):
-    """Regression deltas over the frame axis, edge-padded (python_speech_features' definition), vectorised."""
+    """Regression deltas over the frame axis with the edge frames repeated (python_speech_features' definition,
+    N = DELTA_WIDTH), computed by librosa's Savitzky-Golay delta."""
     width = constants.DELTA_WIDTH if width is None else width
-    padded = np.pad(features, ((width, width), (0, 0)), mode="edge")
-    frames = len(features)
-    result = np.zeros_like(features)
-    for n in range(1, width + 1):
-        result += n * (padded[width + n:width + n + frames] - padded[width - n:width - n + frames])
-    return result / (2 * sum(n * n for n in range(1, width + 1)))
+    return librosa.feature.delta(features, width=2 * width + 1, order=1, axis=0, mode="nearest").astype(features.dtype)
 
 
 def mfcc_frames(signal, sample_rate=None):

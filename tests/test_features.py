@@ -80,3 +80,11 @@ def test_feature_settings_track_the_constants(monkeypatch):
     before = features.feature_settings()
     monkeypatch.setattr(constants, "NUM_MEL_FILTERS", 26)
     assert features.feature_settings() != before
+
+
+@pytest.mark.parametrize("frames", [1, 3, 40])
+def test_deltas_are_python_speech_features_regression_deltas(frames):
+    values = np.random.default_rng(frames).standard_normal((frames, 13)).astype(np.float32)
+    padded = np.pad(values, ((2, 2), (0, 0)), mode="edge")  # the definition, N = 2: edge frames repeated
+    expected = sum(n * (padded[2 + n:2 + n + frames] - padded[2 - n:2 - n + frames]) for n in (1, 2)) / 10
+    np.testing.assert_allclose(features.deltas(values, width=2), expected, atol=1e-6)
