@@ -234,14 +234,21 @@ def model_identity(classes, input_shape, normalization):
             "input_shape": list(input_shape), "normalization": normalization, "classes": list(classes)}
 
 
+IDENTITY_SETTINGS = {"architecture": "MODEL", "embedding_size": "EMBEDDING_SIZE", "conv_filters": "CONV_FILTERS",
+                     "conv_kernel": "CONV_KERNEL", "input_shape": "FRAMES_PER_WINDOW or NUM_MFCC",
+                     "normalization": "NORMALIZATION", "classes": "the inputs' speakers"}
+
+
 def check_compatible(stored, identity, path):
     """PipelineError naming the difference when a checkpoint was trained for another model or classes."""
     different = [key for key in identity if stored.get(key) != identity[key]]
     if not different:
         return
-    shown = "; ".join(f"{key}: checkpoint {_short(stored.get(key))}, now {_short(identity[key])}" for key in different)
-    raise utils.PipelineError(f"the checkpoint {path} does not fit this model ({shown}). Use --fresh to start "
-                              f"again, or another DEEP_SPEAKER_WORKDIR to keep both")
+    shown = "; ".join(f"{key} ({IDENTITY_SETTINGS.get(key, key)}): checkpoint {_short(stored.get(key))}, now "
+                      f"{_short(identity[key])}" for key in different)
+    raise utils.PipelineError(f"the checkpoint {path} does not fit this model ({shown}). Restore the setting it "
+                              f"was trained with, train a new run with --fresh, or use another DEEP_SPEAKER_WORKDIR "
+                              f"to keep both")
 
 
 def _short(value):

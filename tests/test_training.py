@@ -203,7 +203,7 @@ def test_triplet_batches_pair_each_anchor_with_its_speaker_and_another(small_inp
 def test_a_checkpoint_for_other_classes_fails_clearly(small_inputs, workdir):
     training.train_softmax(small_inputs, epochs=1, verbose=0)
     small_inputs.classes.append("p999")
-    with pytest.raises(utils.PipelineError, match="classes: checkpoint .*9 in all.*, now .*10 in all.*--fresh"):
+    with pytest.raises(utils.PipelineError, match="classes .*: checkpoint .*9 in all.*, now .*10 in all.*--fresh"):
         training.train_triplet(small_inputs, steps=1, progress=False)
 
 
