@@ -213,12 +213,12 @@ CHOICES = {  # names whose value must be one of these
 # while those are in range themselves); "non-empty" and "distinct" apply to the list itself.
 RANGES = {
     # Audio and MFCC features
-    "SAMPLE_RATE": ("int", "> 0"),
+    "SAMPLE_RATE": ("int", ">= 1000"),  # below 1 kHz no speech band is left
     "VOICE_PERCENTILE": ("number", ">= 0", "< 100"),
     "SILENCE_PEAK": ("number", ">= 0", "< 1"),  # full scale = 1; 0 = no file counts as silent
     "MIN_VOICED_FRAMES": ("int", ">= 1"),
-    "FRAME_LENGTH_S": ("number", "> 0"),
-    "FRAME_STEP_S": ("number", "> 0"),
+    "FRAME_LENGTH_S": ("number", "> 0", ">= 32 / SAMPLE_RATE"),  # at least 32 samples per frame
+    "FRAME_STEP_S": ("number", "> 0", "<= FRAME_LENGTH_S"),  # frames must not leave gaps
     "NUM_MFCC": ("int", ">= 1"),
     "NUM_MEL_FILTERS": ("int", ">= 1", ">= NUM_MFCC"),  # a cepstrum has at most as many values as filters
     "FFT_SIZE": ("int", ">= 1", ">= FRAME_LENGTH_S * SAMPLE_RATE"),  # samples per frame

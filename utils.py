@@ -103,12 +103,18 @@ def write_json(path, obj):
         tmp.write_text(json.dumps(obj, indent=2, sort_keys=True) + "\n")
 
 
-def read_json(path, default=None, what=None, fix=None):
-    """Read JSON from `path`; `default` when the file does not exist; PipelineError when it cannot be decoded."""
+def read_json(path, default=None, what=None, fix=None, keys=None):
+    """Read JSON from `path`; `default` when the file does not exist; CorruptFile when it cannot be decoded, or
+    when `keys` are given and it is not an object holding them all."""
     path = Path(path)
     if not path.exists():
         return default
-    return read_checked(path, lambda p: json.loads(Path(p).read_text()), what, fix)
+    value = read_checked(path, lambda p: json.loads(Path(p).read_text()), what, fix)
+    if keys is not None and (not isinstance(value, dict) or any(key not in value for key in keys)):
+        missing = [key for key in keys if not isinstance(value, dict) or key not in value]
+        raise CorruptFile(f"{path} is not a valid record (it lacks {', '.join(missing)}); it is "
+                          f"{what or 'a file of the pipeline'}{'. ' + fix if fix else ''}")
+    return value
 
 
 def read_checked(path, reader, what=None, fix=None):
@@ -173,6 +179,21 @@ def folder_lock(folder, what):
         yield
     finally:
         handle.close()
+
+
+def lock_holder(folder):
+    """Who holds the lock of `folder` ("process N (...)"), or None when nobody does."""
+    path = Path(folder) / ".lock"
+    if not path.exists():
+        return None
+    with open(path, "a+") as handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_SH | fcntl.LOCK_NB)
+        except BlockingIOError:
+            handle.seek(0)
+            return handle.read().strip() or "another process"
+        fcntl.flock(handle, fcntl.LOCK_UN)
+    return None
 
 
 def code_version():
@@ -246,12 +267,14 @@ def refuse_changed_settings(recorded, what, fix):
     mismatches = settings_mismatches(recorded)
     if not mismatches:
         return
+    mismatches.sort(key=lambda m: m[0] != "RECIPE")  # a changed recipe explains the other differences
     name, old, new = mismatches[0]
     more = f" (also {', '.join(m[0] for m in mismatches[1:])})" if len(mismatches) > 1 else ""
     where = (f"unset {constants.ENV_PREFIX}{name}" if name in constants.OVERRIDES
              else f"set {constants.ENV_PREFIX}{name}={_shown(old)}")
-    raise SettingsChanged(f"{what} was built with {name}={_shown(old)}, but it is {_shown(new)} now{more}, so "
-                          f"it does not fit: {fix}, or {where} to use it as it is")
+    raise SettingsChanged(f"{what} {'were' if what.startswith('the inputs') else 'was'} built with "
+                          f"{name}={_shown(old)}, but it is {_shown(new)} now{more}, so it does not fit: {fix}, or "
+                          f"{where} to use it as it is")
 
 
 def _shown(value):

@@ -65,10 +65,10 @@ def train_up_to(env, workdir, mode, total, *flags):
 
 
 def chosen_checkpoint(workdir, mode):
-    """The checkpoint stage 2 evaluates by default: the best by validation EER when measured, else the latest."""
+    """The checkpoint stage 2 evaluates by default (ml/checkpoints.py, RunFolder.chosen)."""
     state = utils.read_json(workdir / "runs" / mode / "state.json")
     best = state.get("best")
-    return best if best and best["metric"]["name"] == "val_eer" else state["latest"]
+    return best if mode == "triplet" and best and best["metric"]["name"] == "val_eer" else state["latest"]
 
 
 def evaluation_report(workdir, mode):

@@ -21,6 +21,7 @@ from ml import checkpoints  # noqa: E402
 from ml.inputs import checked_record  # noqa: E402
 
 RUNS = ("frozen", "triplet", "softmax")
+REPORT_KEYS = ("checkpoint", "settings", "created", "eer", "eer_threshold")
 # Settings that change an evaluation's figures without changing the model or the inputs.
 EVALUATION_SETTINGS = ("UTTERANCE_POOLING", "SAP_SAN_WINDOWS_PER_SPEAKER", "MAX_IMPOSTOR_TRIALS", "DCF_P_TARGET",
                        "DCF_COST_MISS", "DCF_COST_FALSE_ALARM", "PROJECTION", "SEED", "SPLIT",
@@ -46,26 +47,30 @@ def main(run, checkpoint, force):
     folder = checkpoints.evaluation_folder(mode, entry)
     with checkpoints.RunFolder(mode).lock():
         if state.get("inputs") != record["built_from"]:
-            utils.refuse_changed_settings((state.get("inputs") or {}).get("settings", {}),
-                                          f"the model of the {mode} run", "retrain it on the current inputs")
-            raise utils.PipelineError(f"the {mode} run was trained on other inputs than those in "
-                                      f"{utils.work_path('inputs')} (rebuilt since): retrain it with "
-                                      f"`{checkpoints.command(mode)} --fresh`")
+            raise utils.PipelineError(
+                f"the {mode} run was trained on other inputs than those in {utils.work_path('inputs')} (rebuilt "
+                f"since, with other settings or utterances): retrain it with `{checkpoints.command(mode)} --fresh` "
+                f"(and the modes after it), or rebuild the inputs it was trained on")
         settings = utils.settings_snapshot(EVALUATION_SETTINGS)
-        report = utils.read_json(folder / "report.json", what="an evaluation report",
-                                 fix=f"Compute it again with `python ml/2_evaluate_unseen_speakers.py --run {mode} "
-                                     f"--force`")
-        if (not force and report is not None and report.get("settings") == settings
-                and report.get("checkpoint") == checkpoints.checkpoint_reference(mode, state, entry)):
+        again = f"python ml/2_evaluate_unseen_speakers.py --run {mode}" + (f" --checkpoint {checkpoint}" if checkpoint
+                                                                          else "") + " --force"
+        report = None if force else utils.read_json(folder / "report.json", what="an evaluation report",
+                                                    fix=f"Compute it again with `{again}`", keys=REPORT_KEYS)
+        if report is not None and report.get("checkpoint") == checkpoints.checkpoint_reference(mode, state, entry):
+            if report.get("settings") != settings:  # its threshold is what stage 3 uses: never replaced unasked
+                changed = [n for n in settings if report.get("settings", {}).get(n) != settings[n]]
+                raise utils.PipelineError(
+                    f"{folder} holds an evaluation of this checkpoint with other settings ({', '.join(changed)}); "
+                    f"its threshold is the one stage 3 uses. Replace it with `{again}`, or restore the settings")
             print(f"model: {checkpoints.describe(mode, state, entry)}\nalready evaluated with these settings "
                   f"({report['created']}); shown again (--force computes it anew)")
             summary(report, folder, start)
             return
-        report, folder = evaluate(mode, checkpoint, folder, settings)
+        report = evaluate(mode, entry, folder, settings)
     summary(report, folder, start)
 
 
-def evaluate(mode, checkpoint, folder, settings):
+def evaluate(mode, entry, folder, settings):
     """Compute the evaluation of the run's checkpoint, write report.json and the plots into `folder`."""
     utils.import_tensorflow_quietly()
     from audio.cache import FeatureCache
@@ -76,9 +81,8 @@ def evaluate(mode, checkpoint, folder, settings):
     corpus = find_corpus()
     _, unseen_speakers = split_speakers(corpus.speakers)
     inputs = load_inputs()
-    trained = embeddings.load_trained_model(mode, checkpoint, settings="inputs")
+    trained = embeddings.load_trained_model(mode, entry=entry, settings="inputs")
     print(f"model: {trained.description}")
-    folder = checkpoints.evaluation_folder(mode, trained.entry)  # another one when the chosen file was damaged
     window, utterance = evaluation.closed_set_accuracy(trained.model, inputs)
     report, arrays = evaluation.unseen_speaker_report(trained.model, FeatureCache(corpus.root), corpus,
                                                       unseen_speakers, trained.norm, cohort=cohort(corpus, inputs))
@@ -96,7 +100,7 @@ def evaluate(mode, checkpoint, folder, settings):
     plots.training_curves({m: checkpoints.RunFolder(m).history for m in checkpoints.CHAIN},
                           folder / "training_curves.png")
     utils.write_json(folder / "report.json", report)
-    return report, folder
+    return report
 
 
 def cohort(corpus, inputs):

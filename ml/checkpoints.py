@@ -30,12 +30,15 @@ FREE_SETTINGS = {"CORPUS_PATH", "WORKDIR", "NUM_WORKERS", "SOFTMAX_MAX_EPOCHS", 
                  "CHECKPOINT_EVERY_EPOCHS", "CHECKPOINT_EVERY_STEPS", "EVERY_EPOCH_CHECKPOINTS_UP_TO",
                  "KEEP_CHECKPOINTS", "PRINT_EVERY_STEPS", "UTTERANCE_POOLING", "SAP_SAN_WINDOWS_PER_SPEAKER",
                  "MAX_IMPOSTOR_TRIALS", "DCF_P_TARGET", "DCF_COST_MISS", "DCF_COST_FALSE_ALARM", "PROJECTION",
-                 "RECIPE", "DEMO_NUM_SPEAKERS", "DEMO_UTTERANCES_PER_SPEAKER", "DEMO_SAMPLE_RATE", "DEMO_LAYOUT",
+                 "DEMO_NUM_SPEAKERS", "DEMO_UTTERANCES_PER_SPEAKER", "DEMO_SAMPLE_RATE", "DEMO_LAYOUT",
                  "DEMO_SEED"}
 
 
-def command(mode, normalize_embeddings=False):
-    """The stage-1 command that trains `mode` (for messages)."""
+def command(mode, normalize_embeddings=None):
+    """The stage-1 command that trains `mode` (for messages); by default with --normalize_embeddings for the
+    triplet and frozen modes, as the documented chain runs them."""
+    if normalize_embeddings is None:
+        normalize_embeddings = mode != "softmax"
     flags = {"softmax": "--loss_on_softmax", "triplet": "--loss_on_embeddings",
              "frozen": "--loss_on_softmax --freeze_embedding_weights"}[mode]
     return f"{SCRIPT} {flags}{' --normalize_embeddings' if normalize_embeddings else ''}"
@@ -60,12 +63,14 @@ class RunFolder:
     def state(self):
         """The state record, or None before the first checkpoint; PipelineError when it is corrupt."""
         return utils.read_json(self.folder / "state.json", what=f"the record of the {self.mode} run's checkpoints",
+                               keys=("run_id", "unit", "checkpoints", "latest", "model", "inputs"),
                                fix=f"Start the run again with `{command(self.mode)} --fresh` (the old run is kept "
                                    f"under runs/archive/)")
 
     def settings(self):
         """The settings record of the run, or None."""
         return utils.read_json(self.folder / "settings.json", what=f"the settings record of the {self.mode} run",
+                               keys=("run_id", "sessions", "constants"),
                                fix=f"Start the run again with `{command(self.mode)} --fresh`")
 
     # ------------------------------------------------------------------------------------------------
@@ -86,7 +91,7 @@ class RunFolder:
                  "callbacks": callbacks or {}, "saved": time.strftime("%Y-%m-%d %H:%M:%S")}
         state["checkpoints"] = [c for c in state.get("checkpoints", []) if c["count"] < count] + [entry]
         state["latest"] = entry
-        state["best"] = _best(state["checkpoints"] + ([state["best"]] if state.get("best") else []))
+        state["best"] = _best(state["checkpoints"])  # the best is never pruned, so it is in the list
         self._prune(state)
         utils.write_json(self.folder / "state.json", state)
         return entry
@@ -148,13 +153,18 @@ class RunFolder:
         raise utils.PipelineError(f"the {self.mode} run has no checkpoint yet: train it with `{command(self.mode)}`")
 
     def chosen(self, state=None):
-        """The checkpoint that later modes start from and that evaluation and inference use: the best by the
-        validation speakers' EER when the run measured it, else the latest."""
+        """The checkpoint that later modes start from and that evaluation and inference use.
+
+        Triplet runs: the best by the validation speakers' EER (step 0, the starting point, included), so the
+        triplet stage never hands on embeddings worse than it received. Softmax runs: the latest, the end of
+        the learning-rate schedule (picking among its epochs by validation EER chose worse epochs on the dev
+        corpus: docs/results.md). Frozen runs do not change the embeddings: the latest.
+        """
         state = state if state is not None else self.state()
         if state is None:
             return None
         best = state.get("best")
-        if best and best["metric"]["name"] in SELECTING_METRICS:
+        if self.mode == "triplet" and best and best["metric"]["name"] in SELECTING_METRICS:
             if self.intact(best):
                 return best
             print(f"warning: the best checkpoint {self.folder / best['file']} is missing or damaged; using the "
@@ -201,7 +211,9 @@ class RunFolder:
 
     def write_settings(self, plan, ended=None):
         """settings.json: every resolved constant, recipe, overrides, code version and the sessions' times."""
-        record = self.settings() or {"run_id": plan["run_id"], "mode": self.mode, "sessions": []}
+        record = self.settings()
+        if record is None or record.get("run_id") != plan["run_id"]:  # a new run (an earlier one died unsaved)
+            record = {"run_id": plan["run_id"], "mode": self.mode, "sessions": []}
         if ended is None:
             record.update({"constants": constants.resolved(), "recipe": constants.RECIPE,
                            "overrides": utils._plain(constants.OVERRIDES), "code_version": utils.code_version(),
@@ -289,15 +301,22 @@ def plan_training(mode, inputs_record, identity, end, fresh=False, normalize_emb
             finished = state.get("finished")
             if entry["count"] >= end or (finished and entry == state.get("latest") and finished["target"] >= end):
                 why = f" ({finished['reason']})" if finished and entry["count"] < end else ""
+                longer = f"--{run.unit}s N with N > {entry['count']}"
+                if mode == "softmax" and constants.SOFTMAX_LR_SCHEDULE == "warmup_cosine":
+                    longer = ("a longer warmup_cosine schedule, which is a new run (DEEP_SPEAKER_SOFTMAX_SCHEDULE_EPOCHS"
+                              "=N and --fresh)")
                 plan["nothing_to_do"] = (f"{mode}: the run is complete at {run.unit} {entry['count']}{why}; nothing "
-                                         f"to train. A longer run: --{run.unit}s N with N > {entry['count']}; a new "
-                                         f"one: --fresh")
+                                         f"to train. A longer run: {longer}; a new one: --fresh")
             _check_predecessor_unchanged(mode, state, again)
             return plan
         print(f"warning: {run} has no intact checkpoint; it starts again", file=sys.stderr)
     plan.update(run_id=secrets.token_hex(4), start=0, state=None, entry=None, started_from=None, source=None)
     for source in PREDECESSORS[mode]:
         previous = RunFolder(source)
+        holder = utils.lock_holder(previous.folder)
+        if holder is not None:
+            raise utils.PipelineError(f"the {source} run that {mode} training starts from is being written by "
+                                      f"{holder}; wait for it to finish")
         previous_state = previous.state()
         chosen = previous.chosen(previous_state)
         if chosen is None:
@@ -312,6 +331,10 @@ def plan_training(mode, inputs_record, identity, end, fresh=False, normalize_emb
                 f"`{command(mode, flag)}`")
         plan.update(started_from=checkpoint_reference(source, previous_state, chosen), source=source)
         break
+    if PREDECESSORS[mode] and plan["source"] is None:
+        print(f"warning: no {' or '.join(PREDECESSORS[mode])} checkpoint to start from: the {mode} run starts from "
+              f"new weights (train `{command(PREDECESSORS[mode][-1])}` first to start from pre-trained ones)",
+              file=sys.stderr)
     return plan
 
 
@@ -330,13 +353,17 @@ def _check_resumable(run, state, inputs_record, identity, normalize_embeddings, 
 
 
 def _check_inputs(state, inputs_record, what, fix):
-    """Refuse when `state` was trained on other inputs than the current ones."""
+    """Refuse when `state` was trained on other inputs than the current ones, naming a setting that differs."""
     if state.get("inputs") == inputs_record:
         return
-    recorded = (state.get("inputs") or {}).get("settings", {})
-    utils.refuse_changed_settings(recorded, what, f"retrain with `{fix}`")
+    then = (state.get("inputs") or {}).get("settings", {})
+    now = (inputs_record or {}).get("settings", {})
+    changed = sorted(name for name in set(then) | set(now) if then.get(name) != now.get(name))
+    why = (f"built with {changed[0]}={utils._shown(then.get(changed[0]))}, the inputs now hold "
+           f"{changed[0]}={utils._shown(now.get(changed[0]))}" + (f" (also {', '.join(changed[1:])})" if changed[1:] else "")
+           if changed else "other utterances or speakers")
     raise utils.PipelineError(f"{what} was trained on other inputs than those in {utils.work_path('inputs')} "
-                              f"(rebuilt since, from other utterances or speakers): retrain with `{fix}`")
+                              f"({why}): retrain with `{fix}`, or rebuild the inputs it was trained on")
 
 
 def _check_predecessor_unchanged(mode, state, again):
@@ -387,11 +414,11 @@ def prepare(mode, built_from, identity, end, fresh=False, normalize_embeddings=F
     `built_from` is what built the inputs (inputs.json), `identity` the model they need (model_identity).
     """
     run = RunFolder(mode)
+    plan = plan_training(mode, built_from, identity, end, fresh, normalize_embeddings)  # refuses before anything moves
     if fresh:
         archived = run.archive()
         if archived is not None:
             print(f"{mode}: --fresh: the previous run is kept in {archived}; a new run starts")
-    plan = plan_training(mode, built_from, identity, end, fresh, normalize_embeddings)
     if run.folder.exists():
         utils.remove_stale_temporaries(run.folder)  # left by a killed writer; we hold the lock
     return plan
@@ -425,7 +452,16 @@ def resolve_checkpoint(run=None, checkpoint=None):
     if state is None or folder.chosen(state) is None:
         raise utils.PipelineError(f"the {run} run has no checkpoint yet: train it with `{command(run)}`")
     if checkpoint is None:
-        return run, state, folder.chosen(state)
+        chosen = folder.chosen(state)
+        if folder.intact(chosen):
+            return run, state, chosen
+        fallback = folder.newest_intact(state, before=chosen["count"])
+        if fallback is None:
+            raise utils.CorruptFile(f"{folder.folder / chosen['file']} is missing or damaged and the {run} run has "
+                                    f"no older intact checkpoint: train it again with `{command(run)} --fresh`")
+        print(f"warning: {folder.folder / chosen['file']} is missing or damaged (its size or sha256 differs from "
+              f"the record); using {fallback['file']} instead", file=sys.stderr)
+        return run, state, fallback
     path = Path(checkpoint).resolve()
     for entry in state["checkpoints"] + ([state["best"]] if state.get("best") else []):
         if (folder.folder / entry["file"]).resolve() == path:

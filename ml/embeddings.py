@@ -44,7 +44,7 @@ class TrainedModel:
         return checkpoints.checkpoint_reference(self.mode, self.state, self.entry)
 
 
-def load_trained_model(run=None, checkpoint=None, settings="features"):
+def load_trained_model(run=None, checkpoint=None, settings="features", entry=None):
     """The checkpoint `checkpoint` (a weights file of `run`), or the chosen one of `run` (default: the last mode
     of the chain that has one), checked against the current settings.
 
@@ -52,7 +52,10 @@ def load_trained_model(run=None, checkpoint=None, settings="features"):
     (inference); "inputs": every setting of its inputs (evaluation). A damaged file falls back to the newest
     intact checkpoint of the run, with a warning.
     """
-    mode, state, entry = checkpoints.resolve_checkpoint(run, checkpoint)
+    if entry is None:
+        mode, state, entry = checkpoints.resolve_checkpoint(run, checkpoint)
+    else:  # a checkpoint the caller resolved (and checked) already
+        mode, state = run, RunFolder(run).state()
     built_from = (state.get("inputs") or {}).get("settings", {})
     names = set(features.feature_settings()) | set(FEATURE_PATH_SETTINGS) if settings == "features" else set(built_from)
     retrain = "rebuild the inputs with `python ml/0_generate_inputs.py` and retrain"
@@ -63,8 +66,9 @@ def load_trained_model(run=None, checkpoint=None, settings="features"):
                      RunFolder(mode).folder / entry["file"])
     model = build_model(len(stored["classes"]), normalize_embeddings=state.get("normalize_embeddings", False),
                         input_shape=stored["input_shape"])
-    loaded = RunFolder(mode).load_into(model, state, entry, fallback=checkpoint is None)
+    loaded = RunFolder(mode).load_into(model, state, entry, fallback=False)
     norm = utils.read_json(RunFolder(mode).folder / "norm.json", what="the normalisation statistics of the run",
+                           keys=("method", "global", "global_per_coefficient", "per_speaker"),
                            fix=f"Train the run again with `{checkpoints.command(mode)} --fresh`")
     if norm is None:
         raise utils.PipelineError(f"the {mode} run has no norm.json (it was trained before runs kept one): train it "

@@ -73,7 +73,8 @@ class Speakers:
     # ------------------------------------------------------------------------------------------------
     def _record(self):
         """gallery.json, checked against this model; a new record when the gallery is empty."""
-        record = utils.read_json(self.gallery / "gallery.json", what="the gallery's record (the model it was "
+        record = utils.read_json(self.gallery / "gallery.json", keys=("model", "speakers"),
+                                 what="the gallery's record (the model it was "
                                  "enrolled with)", fix=f"Enrol the speakers again into an empty folder "
                                                        f"(remove {self.gallery})")
         files = sorted(self.gallery.glob("*.npy")) if self.gallery.is_dir() else []

@@ -327,13 +327,14 @@ def expected_record(cache, corpus, train_speakers, unseen_speakers, validation_s
 
 
 REBUILD = "rebuild them with `python ml/0_generate_inputs.py --force`"
+NORM_KEYS = ("method", "global", "global_per_coefficient", "per_speaker")
 
 
 def read_record(folder=None):
     """The inputs.json record of `folder` (None when absent); PipelineError naming the fix when corrupt."""
     folder = Path(folder or inputs_folder())
     return utils.read_json(folder / "inputs.json", what="the record of the inputs (what built them)",
-                           fix=REBUILD[0].upper() + REBUILD[1:])
+                           fix=REBUILD[0].upper() + REBUILD[1:], keys=("built_from", "files", "classes", "input_shape"))
 
 
 def is_current(record, folder=None):
@@ -354,7 +355,7 @@ def stale_reason(record, folder=None):
         return str(error)
     if stored is None:
         return "there are none yet"
-    built_from = stored.get("built_from") or {}
+    built_from = stored.get("built_from") if isinstance(stored.get("built_from"), dict) else {}
     if built_from != record:
         settings = [n for n, *_ in utils.settings_mismatches(built_from.get("settings", {}))]
         changed = sorted(k for k in record if built_from.get(k) != record[k])
@@ -425,9 +426,7 @@ def read_norm(folder=None):
     """The normalisation record of the inputs (norm.json), checked."""
     folder = Path(folder or inputs_folder())
     norm = utils.read_json(folder / "norm.json", what="the normalisation statistics of the inputs",
-                           fix=REBUILD[0].upper() + REBUILD[1:])
-    if not isinstance(norm, dict) or "method" not in norm:
-        raise utils.CorruptFile(f"{folder / 'norm.json'} holds no normalisation record; {REBUILD}")
+                           fix=REBUILD[0].upper() + REBUILD[1:], keys=NORM_KEYS)
     return norm
 
 

@@ -70,13 +70,13 @@ def training_curves(histories, path):
     """Loss and accuracy per epoch of the softmax runs, and the triplet loss per step (moving average)."""
     figure, axes = plt.subplots(1, 2, figsize=(11, 4))
     for mode in ("softmax", "frozen"):
-        rows = _read_csv(histories.get(mode))
+        rows = _read_csv(histories.get(mode), ("epoch", "softmax_accuracy", "val_softmax_accuracy"))
         if rows:
             epochs = [int(r["epoch"]) + 1 for r in rows]
             axes[0].plot(epochs, [float(r["softmax_accuracy"]) for r in rows], label=f"{mode} train")
             axes[0].plot(epochs, [float(r["val_softmax_accuracy"]) for r in rows], "--", label=f"{mode} test")
     axes[0].set(xlabel="epoch", ylabel="accuracy per window", title="Softmax training")
-    rows = _read_csv(histories.get("triplet"))
+    rows = _read_csv(histories.get("triplet"), ("step", "loss", "test_loss"))
     if rows:
         steps = np.array([int(r["step"]) for r in rows])
         for key in ("loss", "test_loss"):
@@ -91,16 +91,16 @@ def training_curves(histories, path):
     return _save(figure, path)
 
 
-def _read_csv(path):
-    """Rows of a history CSV file whose values are all numbers, or [] when there is none.
+def _read_csv(path, columns):
+    """Rows of a history CSV file whose `columns` all hold numbers, or [] when there is none.
 
-    A plot is a view: a damaged row (a repeated header, a line cut by a kill) is left out, never fatal.
+    A plot is a view: a damaged row or header (a repeated header, a line cut by a kill) is left out, never fatal.
     """
     if path is None or not Path(path).exists():
         return []
     with open(path, newline="", errors="replace") as handle:
         rows = list(csv.DictReader(handle))
-    return [r for r in rows if all(_is_number(v) for v in r.values())]
+    return [r for r in rows if all(_is_number(r.get(c)) for c in columns)]
 
 
 def _is_number(value):

@@ -234,3 +234,29 @@ def test_a_gallery_belongs_to_its_model_and_a_damaged_entry_is_named(speakers, t
     (gallery / "gallery.json").write_text(json.dumps(record))
     with pytest.raises(utils.PipelineError, match="was enrolled with softmax .* not with this model"):
         enrolled.enrolled()
+
+
+def test_a_damaged_report_is_recomputed_with_force_and_other_settings_do_not_replace_it(speakers, trained,
+                                                                                        monkeypatch):
+    folder = trained[0] / "work" / "runs" / "softmax" / "evaluation" / "epoch-000002"
+    good = (folder / "report.json").read_text()
+    (folder / "report.json").write_text(good[:100])
+    damaged = evaluate()
+    assert damaged.exit_code == 1 and "report.json is unreadable or corrupt" in damaged.output
+    assert "--force" in damaged.output
+    assert evaluate("--force").exit_code == 0 and json.loads((folder / "report.json").read_text())["eer"] >= 0
+    before = (folder / "report.json").read_text()
+    monkeypatch.setattr(constants, "MAX_IMPOSTOR_TRIALS", 50)  # another evaluation setting
+    other = evaluate()
+    assert other.exit_code == 1 and "MAX_IMPOSTOR_TRIALS" in other.output and "--force" in other.output
+    assert (folder / "report.json").read_text() == before
+
+
+def test_the_training_curves_plot_skips_damaged_histories(tmp_path):
+    from ml import plots
+    broken = tmp_path / "history.csv"
+    broken.write_text("epo\n1\n")
+    other = tmp_path / "other.csv"
+    other.write_text("epoch,learning_rate,loss\n0,0.1,2.0\nstep,loss\n")
+    path = plots.training_curves({"softmax": broken, "frozen": other, "triplet": broken}, tmp_path / "curves.png")
+    assert path.stat().st_size > 1000

@@ -238,3 +238,41 @@ def test_the_script_trains_and_says_when_inputs_are_missing(small_inputs, workdi
     monkeypatch.setattr(constants, "WORKDIR", str(tmp_path / "empty"))
     missing = CliRunner().invoke(script.main, ["--loss_on_softmax"])
     assert missing.exit_code == 1 and "0_generate_inputs.py" in str(missing.exception) + missing.output
+
+
+def test_a_refused_fresh_run_leaves_the_old_run_in_place(small_inputs, workdir):
+    training.train_softmax(small_inputs, epochs=1, verbose=0)
+    training.train_triplet(small_inputs, steps=2, normalize_embeddings=True, progress=False)
+    training.train_softmax(small_inputs, epochs=1, freeze=True, normalize_embeddings=True, verbose=0)
+    before = sorted(p.name for p in (workdir / "runs" / "frozen" / "weights").iterdir())
+    with pytest.raises(utils.PipelineError, match="--normalize_embeddings"):
+        training.train_softmax(small_inputs, epochs=2, freeze=True, fresh=True, verbose=0)  # the flag is missing
+    assert sorted(p.name for p in (workdir / "runs" / "frozen" / "weights").iterdir()) == before
+    assert not (workdir / "runs" / "archive").exists()
+
+
+def test_retraining_after_a_fallback_keeps_one_record_per_checkpoint(small_inputs, workdir, monkeypatch):
+    monkeypatch.setattr(constants, "SOFTMAX_SCHEDULE_EPOCHS", 4)
+    training.train_softmax(small_inputs, epochs=3, verbose=0)
+    latest = workdir / "runs" / "softmax" / "weights" / "epoch-000003.weights.h5"
+    latest.write_bytes(latest.read_bytes()[:20000])
+    training.train_softmax(small_inputs, epochs=4, verbose=0)  # from epoch 2, through a new epoch 3, to 4
+    state = utils.read_json(workdir / "runs" / "softmax" / "state.json")
+    counts = [c["count"] for c in state["checkpoints"]]
+    assert counts == sorted(set(counts)) and counts[-3:] == [2, 3, 4]
+    assert all(checkpoints.RunFolder("softmax").intact(c) for c in state["checkpoints"])
+
+
+@pytest.mark.parametrize("name, content", [("state.json", "{}"), ("state.json", "[]"), ("settings.json", "[1]")])
+def test_a_record_of_the_wrong_shape_is_named_not_a_traceback(small_inputs, workdir, name, content):
+    training.train_softmax(small_inputs, epochs=1, verbose=0)
+    (workdir / "runs" / "softmax" / name).write_text(content)
+    with pytest.raises(utils.PipelineError, match=f"{name} is not a valid record .*--fresh"):
+        training.train_softmax(small_inputs, epochs=2, verbose=0)
+
+
+def test_a_later_mode_waits_for_the_run_it_starts_from(small_inputs, workdir):
+    with checkpoints.RunFolder("softmax").lock():
+        with pytest.raises(utils.PipelineError, match="softmax run that triplet training starts from is being "
+                                                      f"written by process {os.getpid()}"):
+            training.train_triplet(small_inputs, steps=1, fresh=True, progress=False)
