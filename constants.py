@@ -83,12 +83,12 @@ WINDOW_HOP_FRAMES = 3  # frames between consecutive windows of a segment (origin
 #   "global_per_coefficient" a mean/std per coefficient (39) over all train windows (label-free)
 #   "per_utterance"          one scalar mean/std per utterance (label-free)
 #   "per_utterance_cmvn"     a mean/std per coefficient per utterance (label-free)
-NORMALIZATION = "global"  # the best label-free one on the dev corpus (README, "Normalisation")
+NORMALIZATION = "global"  # the best label-free one on the dev corpus (docs/results.md, "Normalisation")
 SEED = 1234  # seeds segment sampling, model initialisation and batch order
 # Speaker augmentation: the training utterances of every training speaker are also played at these speeds
 # (resampled, so pitch and formants move too), and each speed of each speaker becomes a training class of
 # its own ("p225@0.9"), train split only. More speakers teach the embedding more: on the dev corpus it
-# gained 8 points of accuracy and lowered the unseen speakers' EER (README, "Speaker augmentation").
+# gained accuracy and lowered the unseen speakers' EER (docs/results.md, "Speed copies").
 # Accuracies are scored over the real speakers only. Empty = off (the original).
 SPEED_PERTURBATION = [0.9, 1.1]
 SPEED_PERTURBATION_UTTERANCES = 50  # training utterances per speaker copied (seeded choice); 0 = all. Caps memory
@@ -123,7 +123,7 @@ MIN_LEARNING_RATE = 1e-4  # ... but never below this
 # above, halved on plateaus); "warmup_cosine" rises linearly to SOFTMAX_PEAK_LEARNING_RATE over
 # SOFTMAX_WARMUP_STEPS batches, then decays along a cosine to 0 at the end of epoch SOFTMAX_SCHEDULE_EPOCHS,
 # where the run stops. Frozen re-training keeps "plateau". On the dev corpus "warmup_cosine" gained 2.3-2.6
-# points of accuracy per window and 1.3-2.5 per utterance over three seeds (README, "Results").
+# points of accuracy per window and 1.3-2.5 per utterance over three seeds (docs/results.md, "Seeds").
 SOFTMAX_LR_SCHEDULE = "warmup_cosine"
 SOFTMAX_PEAK_LEARNING_RATE = 0.003  # Adam's rate at the end of the warm-up
 SOFTMAX_WARMUP_STEPS = 500  # batches of linear warm-up (at most a tenth of the scheduled run)
@@ -134,7 +134,7 @@ GAIN_AUGMENTATION_STD = 1.0
 MAX_VALIDATION_WINDOWS = 100000  # test windows scored after each epoch (seeded sample); 0 = all
 # Triplet training (a loop of single steps)
 TRIPLET_MARGIN = 0.2  # cosine margin (original: 0.2); a batch of one speaker scores exactly this
-TRIPLET_LEARNING_RATE = 0.0001  # Adam in triplet training (original: 0.001, which undid softmax pre-training: README)
+TRIPLET_LEARNING_RATE = 0.0001  # Adam in triplet training (original: 0.001, which undid pre-training: docs/results.md)
 TRIPLET_PAIRS_PER_BATCH = 1  # speaker pairs (A, B) sharing a triplet batch (original: 1); at most BATCH_SIZE // 3
 TRIPLET_MAX_STEPS = 5000  # total steps before the run stops by itself (the original looped forever)
 CHECKPOINT_EVERY_STEPS = 100  # weights are saved every this many steps, and at the end of a run

@@ -81,10 +81,16 @@ def evaluate(mode, entry, folder, settings):
     corpus = find_corpus()
     _, unseen_speakers = split_speakers(corpus.speakers)
     inputs = load_inputs()
+    cache = FeatureCache(corpus.root)
+    if inputs.record.get("cache") != cache.folder.name:
+        raise utils.PipelineError(f"the corpus at {corpus.root} (VCTK_CORPUS_PATH) is not the one the inputs were "
+                                  f"built from (another path or other feature settings): point VCTK_CORPUS_PATH at "
+                                  f"that corpus, or rebuild the inputs with `python ml/0_generate_inputs.py` and "
+                                  f"retrain")
     trained = embeddings.load_trained_model(mode, entry=entry, settings="inputs")
     print(f"model: {trained.description}")
     window, utterance = evaluation.closed_set_accuracy(trained.model, inputs)
-    report, arrays = evaluation.unseen_speaker_report(trained.model, FeatureCache(corpus.root), corpus,
+    report, arrays = evaluation.unseen_speaker_report(trained.model, cache, corpus,
                                                       unseen_speakers, trained.norm, cohort=cohort(corpus, inputs))
     report.update({"identification_accuracy": utterance, "identification_window_accuracy": window,
                    "num_training_speakers": len(inputs.speakers), "num_classes": len(trained.classes),

@@ -361,7 +361,7 @@ def _check_inputs(state, inputs_record, what, fix):
     changed = sorted(name for name in set(then) | set(now) if then.get(name) != now.get(name))
     why = (f"built with {changed[0]}={utils._shown(then.get(changed[0]))}, the inputs now hold "
            f"{changed[0]}={utils._shown(now.get(changed[0]))}" + (f" (also {', '.join(changed[1:])})" if changed[1:] else "")
-           if changed else "other utterances or speakers")
+           if changed else "the same settings, but from another corpus path, other utterances or other speakers")
     raise utils.PipelineError(f"{what} was trained on other inputs than those in {utils.work_path('inputs')} "
                               f"({why}): retrain with `{fix}`, or rebuild the inputs it was trained on")
 
