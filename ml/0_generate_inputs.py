@@ -58,20 +58,22 @@ def build(corpus, train_speakers, unseen_speakers, validation_speakers, force, w
     wanted = [u for s in train_speakers + validation_speakers + unseen_speakers for u in corpus.utterances[s]]
     report = cache.build(wanted, workers=workers)
     print(report.summary())
-    copies = ml_inputs.cache_speed_copies(cache, corpus, train_speakers, workers=workers)
+    plan = ml_inputs.speed_copy_plan(cache, corpus, train_speakers)  # once per run: which utterances get copies
+    copies = ml_inputs.cache_speed_copies(cache, corpus, train_speakers, workers=workers, plan=plan)
     if copies:
         print(f"speed copies at {', '.join(f'{f:g}' for f in ml_inputs.speed_factors())} of up to "
               f"{constants.SPEED_PERTURBATION_UTTERANCES or 'all'} training utterances per speaker: "
               f"{copies.summary().removeprefix('feature cache: ')}")
 
-    record = ml_inputs.expected_record(cache, corpus, train_speakers, unseen_speakers, validation_speakers)
+    record = ml_inputs.expected_record(cache, corpus, train_speakers, unseen_speakers, validation_speakers, plan)
     folder = ml_inputs.inputs_folder()
     stale = ml_inputs.stale_reason(record)
     if stale is None and not force:
         print(f"inputs in {folder} are current: nothing to rebuild (use --force to rebuild anyway)")
         return None
     print(f"inputs: building them ({'--force' if stale is None else stale})")
-    inputs = ml_inputs.build_inputs(cache, corpus, train_speakers, unseen_speakers, validation_speakers=validation_speakers)
+    inputs = ml_inputs.build_inputs(cache, corpus, train_speakers, unseen_speakers, validation_speakers=validation_speakers,
+                                    plan=plan)
     ml_inputs.save_inputs(inputs, record)
     return inputs
 

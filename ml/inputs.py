@@ -219,9 +219,10 @@ def speed_copy_plan(cache, corpus, train_speakers):
     return plan
 
 
-def cache_speed_copies(cache, corpus, train_speakers, workers=None, progress=True):
-    """Cache the speed copies of speed_copy_plan (resumable, like the cache); its BuildReport, or None when off."""
-    plan = speed_copy_plan(cache, corpus, train_speakers)
+def cache_speed_copies(cache, corpus, train_speakers, workers=None, progress=True, plan=None):
+    """Cache the speed copies of `plan` (default: speed_copy_plan), resumable like the cache; its BuildReport,
+    or None when off."""
+    plan = speed_copy_plan(cache, corpus, train_speakers) if plan is None else plan
     if not plan:
         return None
     copies = [(u, factor) for factor in speed_factors() for utterances in plan.values() for u in utterances]
@@ -269,9 +270,10 @@ def build_validation(cache, corpus, validation_speakers, norm):
                      np.array(keys))
 
 
-def build_inputs(cache, corpus, train_speakers, unseen_speakers, progress=True, validation_speakers=()):
+def build_inputs(cache, corpus, train_speakers, unseen_speakers, progress=True, validation_speakers=(), plan=None):
     """Inputs of `train_speakers` (those without two usable utterances are dropped, with a warning), with
-    the speed-copy classes whose features are cached, and the windows of the validation speakers."""
+    the speed-copy classes of `plan` (default: speed_copy_plan) whose features are cached, and the windows
+    of the validation speakers."""
     validation_speakers = list(validation_speakers)
     short = {}
     usable = trainable_speakers(usable_utterances(cache, corpus, train_speakers, short))
@@ -283,7 +285,8 @@ def build_inputs(cache, corpus, train_speakers, unseen_speakers, progress=True, 
         raise utils.PipelineError(f"only {len(usable)} training speaker(s) have usable audio; a speaker "
                                   f"classifier needs at least 2")
     halves = {s: split_utterances(keys) for s, keys in usable.items()}
-    copies = speed_copy_classes(cache, speed_copy_plan(cache, corpus, train_speakers))
+    plan = speed_copy_plan(cache, corpus, train_speakers) if plan is None else plan
+    copies = speed_copy_classes(cache, plan)
     rng = np.random.default_rng(constants.SEED)
     groups = [({s: h[0] for s, h in halves.items()}, rng), (copies, np.random.default_rng([constants.SEED, 2]))]
     train, train_offsets = build_split(cache, groups, progress, "train")
@@ -313,10 +316,11 @@ def inputs_folder():
     return utils.work_path("inputs")
 
 
-def expected_record(cache, corpus, train_speakers, unseen_speakers, validation_speakers=()):
+def expected_record(cache, corpus, train_speakers, unseen_speakers, validation_speakers=(), plan=None):
     """What the inputs built now would be made of; inputs whose record matches it are current."""
     keys = usable_utterances(cache, corpus, train_speakers + unseen_speakers + list(validation_speakers))
-    copies = speed_copy_classes(cache, speed_copy_plan(cache, corpus, train_speakers))
+    plan = speed_copy_plan(cache, corpus, train_speakers) if plan is None else plan
+    copies = speed_copy_classes(cache, plan)
     listed = [k for s in sorted(keys) for k in keys[s]] + [k for name in copies for k in copies[name]]
     digest = hashlib.sha1("\n".join(listed).encode()).hexdigest()
     return {"settings": utils.settings_snapshot(INPUT_SETTINGS + tuple(features.feature_settings())),
