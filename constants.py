@@ -87,8 +87,7 @@ NORMALIZATION = "global"  # the best label-free one on the dev corpus (docs/resu
 SEED = 1234  # seeds segment sampling, model initialisation and batch order
 # Speaker augmentation: the training utterances of every training speaker are also played at these speeds
 # (resampled, so pitch and formants move too), and each speed of each speaker becomes a training class of
-# its own ("p225@0.9"), train split only. More speakers teach the embedding more: on the dev corpus it
-# gained accuracy and lowered the unseen speakers' EER (docs/results.md, "Speed copies").
+# its own ("p225@0.9"), train split only: more speakers to tell apart (docs/results.md, "Speed copies").
 # Accuracies are scored over the real speakers only. Empty = off (the original).
 SPEED_PERTURBATION = [0.9, 1.1]
 SPEED_PERTURBATION_UTTERANCES = 50  # training utterances per speaker copied (seeded choice); 0 = all. Caps memory
@@ -122,8 +121,7 @@ MIN_LEARNING_RATE = 1e-4  # ... but never below this
 # The learning rate over softmax pre-training (ml/learning_rate.py): "plateau" is the original's (the rate
 # above, halved on plateaus); "warmup_cosine" rises linearly to SOFTMAX_PEAK_LEARNING_RATE over
 # SOFTMAX_WARMUP_STEPS batches, then decays along a cosine to 0 at the end of epoch SOFTMAX_SCHEDULE_EPOCHS,
-# where the run stops. Frozen re-training keeps "plateau". On the dev corpus "warmup_cosine" gained 2.3-2.6
-# points of accuracy per window and 1.3-2.5 per utterance over three seeds (docs/results.md, "Seeds").
+# where the run stops. Frozen re-training keeps "plateau". How much each helped: docs/results.md, "Seeds".
 SOFTMAX_LR_SCHEDULE = "warmup_cosine"
 SOFTMAX_PEAK_LEARNING_RATE = 0.003  # Adam's rate at the end of the warm-up
 SOFTMAX_WARMUP_STEPS = 500  # batches of linear warm-up (at most a tenth of the scheduled run)

@@ -25,9 +25,8 @@ import utils  # noqa: E402
 from bench import common  # noqa: E402
 from ml.batches import WindowBatches  # noqa: E402
 from ml.inputs import load_inputs  # noqa: E402
-from ml.model import build_model  # noqa: E402
+from ml.model import build_model, compile_for  # noqa: E402
 from ml.batches import TripletSampler  # noqa: E402
-from ml.triplet_loss import triplet_loss  # noqa: E402
 
 
 def time_batches(step, make_batch, batches, repeats):
@@ -47,16 +46,14 @@ def measure(inputs, architecture, batches, repeats):
     """{softmax/triplet windows per second, softmax epoch seconds} of one architecture."""
     keras.utils.set_random_seed(constants.SEED)
     model = build_model(len(inputs.classes), architecture)
-    model.compile(optimizer=keras.optimizers.Adam(constants.LEARNING_RATE),
-                  loss={"softmax": "sparse_categorical_crossentropy", "embeddings": None})
+    compile_for(model, "softmax", constants.LEARNING_RATE)
     softmax_batches = WindowBatches(inputs.train)
     rng = np.random.default_rng(0)
     softmax = time_batches(lambda x, y: model.train_on_batch(x, y),
                            lambda: softmax_batches[int(rng.integers(len(softmax_batches)))], batches, repeats)
     triplet_model = build_model(len(inputs.classes), architecture, normalize_embeddings=True)
     triplet_model.get_layer("softmax").trainable = False
-    triplet_model.compile(optimizer=keras.optimizers.Adam(constants.LEARNING_RATE),
-                          loss={"embeddings": triplet_loss, "softmax": None})
+    compile_for(triplet_model, "triplet", constants.LEARNING_RATE)
     sampler = TripletSampler(inputs.train, rng)
 
     def triplet_batch():

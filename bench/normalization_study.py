@@ -27,7 +27,7 @@ from audio.corpus import find_corpus, split_speakers  # noqa: E402
 from ml import evaluation  # noqa: E402
 from ml.batches import WindowBatches  # noqa: E402
 from ml.inputs import build_inputs  # noqa: E402
-from ml.model import build_model  # noqa: E402
+from ml.model import build_model, compile_for  # noqa: E402
 
 METHODS = constants.CHOICES["NORMALIZATION"]
 
@@ -36,8 +36,7 @@ def train_and_score(inputs, architecture, epochs):
     """Train a fresh softmax model; return (per-window, per-utterance) test accuracy and seconds per epoch."""
     keras.utils.set_random_seed(constants.SEED)
     model = build_model(len(inputs.classes), architecture)
-    model.compile(optimizer=keras.optimizers.Adam(constants.LEARNING_RATE),
-                  loss={"softmax": "sparse_categorical_crossentropy", "embeddings": None})
+    compile_for(model, "softmax", constants.LEARNING_RATE)
     start = time.perf_counter()
     model.fit(WindowBatches(inputs.train), epochs=epochs, verbose=0)
     seconds = (time.perf_counter() - start) / epochs

@@ -35,7 +35,7 @@ from audio.corpus import find_corpus, split_speakers  # noqa: E402
 from ml import embeddings as emb, evaluation  # noqa: E402
 from ml.augmentation import level_std, random_level  # noqa: E402
 from ml.inputs import load_inputs  # noqa: E402
-from ml.model import build_model  # noqa: E402
+from ml.model import build_model, compile_for  # noqa: E402
 
 ARMS = ("none", "new_speakers", "same_speakers")
 
@@ -76,8 +76,7 @@ def run_arm(arm, speeds, steps, eval_every, inputs, corpus, cache, unseen):
     rng = np.random.default_rng(constants.SEED)
     keras.utils.set_random_seed(constants.SEED)
     model = build_model(num_classes)
-    model.compile(optimizer=keras.optimizers.Adam(constants.LEARNING_RATE),
-                  loss={"softmax": "sparse_categorical_crossentropy", "embeddings": None})
+    compile_for(model, "softmax", constants.LEARNING_RATE)
     shift = level_std(inputs.norm)
     order, rows, started = np.array([], dtype=int), [], time.perf_counter()
     for step in tqdm(range(1, steps + 1), desc=arm, unit="step", leave=False):

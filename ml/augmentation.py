@@ -3,8 +3,8 @@
 A change of gain multiplies a frame's energy, so it shifts c0 (the log frame energy) and nothing else:
 the other cepstra come from an orthonormal DCT of log mel energies, where a constant shift only reaches
 the zeroth term, and deltas cancel it. Shifting c0 of each training window by a random amount teaches
-the model that the level of a recording says little about who speaks; on the dev corpus this halved
-the unseen speakers' equal error rate (docs/results.md, "Ablations").
+the model that the level of a recording says little about who speaks (its effect: docs/results.md,
+"Ablations").
 """
 
 import constants

@@ -74,6 +74,17 @@ def parameter_summary(model):
             f"head over {head.units} classes)")
 
 
+def compile_for(model, loss, learning_rate, metrics=None):
+    """Compile `model` with Adam at `learning_rate` and one of its two losses: "softmax" (sparse categorical
+    cross-entropy on the classifier) or "triplet" (the cosine triplet loss on the embeddings)."""
+    from ml.triplet_loss import triplet_loss
+    losses = {"softmax": {"softmax": "sparse_categorical_crossentropy", "embeddings": None},
+              "triplet": {"embeddings": triplet_loss, "softmax": None}}[loss]
+    model.compile(optimizer=keras.optimizers.Adam(learning_rate), loss=losses,
+                  metrics={"softmax": metrics} if metrics else None)
+    return model
+
+
 def freeze_below_softmax(model):
     """Make every layer but the 'softmax' head untrainable (frozen re-training)."""
     for layer in model.layers:

@@ -22,8 +22,7 @@ from ml.augmentation import level_std  # noqa: E402
 from ml.batches import EpochTracker, TripletSampler, WindowBatches  # noqa: E402
 from ml.checkpoints import RunFolder  # noqa: E402
 from ml.learning_rate import softmax_schedule  # noqa: E402
-from ml.model import build_model, freeze_below_softmax, parameter_summary  # noqa: E402
-from ml.triplet_loss import triplet_loss  # noqa: E402
+from ml.model import build_model, compile_for, freeze_below_softmax, parameter_summary  # noqa: E402
 
 
 class NonFiniteLoss(utils.PipelineError):
@@ -141,9 +140,7 @@ def train_softmax(inputs, epochs=None, fresh=False, freeze=False, normalize_embe
     end = plan["end"]
     keras.utils.set_random_seed(constants.SEED)
     model, start, source = _start_model(inputs, plan, normalize_embeddings, freeze)
-    model.compile(optimizer=keras.optimizers.Adam(constants.LEARNING_RATE),
-                  loss={"softmax": "sparse_categorical_crossentropy", "embeddings": None},
-                  metrics={"softmax": [speaker_accuracy(inputs)]})
+    compile_for(model, "softmax", constants.LEARNING_RATE, [speaker_accuracy(inputs)])
     state = checkpoints.start_state(plan)
     if plan["source"] == "own":  # the optimizer's moments and step come back with the weights
         model.optimizer.build(model.trainable_variables)
@@ -265,8 +262,7 @@ def train_triplet(inputs, steps=None, fresh=False, normalize_embeddings=False, p
     keras.utils.set_random_seed(constants.SEED)
     model, start, source = _start_model(inputs, plan, normalize_embeddings, freeze=False)
     model.get_layer("softmax").trainable = False  # the triplet loss does not reach the classifier
-    model.compile(optimizer=keras.optimizers.Adam(constants.TRIPLET_LEARNING_RATE),
-                  loss={"embeddings": triplet_loss, "softmax": None})
+    compile_for(model, "triplet", constants.TRIPLET_LEARNING_RATE)
     state = checkpoints.start_state(plan)
     if plan["source"] == "own":
         model.optimizer.build(model.trainable_variables)
