@@ -227,3 +227,11 @@ def test_print_overrides_names_a_recipe_that_is_not_the_default(monkeypatch, cap
     monkeypatch.setattr(constants, "OVERRIDES", {})
     utils.print_overrides()
     assert capsys.readouterr().out == ""
+
+
+def test_degenerate_frames_are_refused_at_start_up():
+    import subprocess
+    import sys
+    result = subprocess.run([sys.executable, "-c", "import constants"], capture_output=True, text=True,
+                            env={**__import__("os").environ, "DEEP_SPEAKER_FRAME_LENGTH_S": "0.0001"})
+    assert result.returncode == 1 and "FRAME_LENGTH_S = 0.0001 is out of range" in result.stderr

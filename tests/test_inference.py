@@ -260,3 +260,12 @@ def test_the_training_curves_plot_skips_damaged_histories(tmp_path):
     other.write_text("epoch,learning_rate,loss\n0,0.1,2.0\nstep,loss\n")
     path = plots.training_curves({"softmax": broken, "frozen": other, "triplet": broken}, tmp_path / "curves.png")
     assert path.stat().st_size > 1000
+
+
+def test_stage_2_refuses_a_corpus_other_than_the_inputs_one(speakers, trained, tmp_path, monkeypatch):
+    import shutil as copier
+    moved = tmp_path / "moved"
+    copier.copytree(trained[0] / "corpus", moved)
+    monkeypatch.setattr(constants, "CORPUS_PATH", str(moved))
+    result = evaluate("--force")
+    assert result.exit_code == 1 and "is not the one the inputs were built from" in result.output

@@ -276,3 +276,36 @@ def test_a_later_mode_waits_for_the_run_it_starts_from(small_inputs, workdir):
         with pytest.raises(utils.PipelineError, match="softmax run that triplet training starts from is being "
                                                       f"written by process {os.getpid()}"):
             training.train_triplet(small_inputs, steps=1, fresh=True, progress=False)
+
+
+def test_a_finished_scheduled_softmax_run_says_a_longer_one_needs_a_longer_schedule(small_inputs, workdir, capsys):
+    training.train_softmax(small_inputs, epochs=1, verbose=0)
+    training.train_softmax(small_inputs, epochs=1, verbose=0)
+    assert "complete at epoch 1" in capsys.readouterr().out
+    training.train_softmax(small_inputs, verbose=0)  # to the schedule's end (3)
+    training.train_softmax(small_inputs, epochs=5, verbose=0)
+    out = capsys.readouterr().out
+    assert "complete at epoch 3" in out and "SOFTMAX_SCHEDULE_EPOCHS=N and --fresh" in out
+
+
+def test_a_run_killed_before_its_first_checkpoint_leaves_no_stale_settings(small_inputs, workdir, monkeypatch):
+    def dies(*args, **kwargs):
+        raise KeyboardInterrupt
+    with monkeypatch.context() as patch:
+        patch.setattr(training.TripletSampler, "batch", dies)
+        with pytest.raises(KeyboardInterrupt):
+            training.train_triplet(small_inputs, steps=5, progress=False)
+    training.train_triplet(small_inputs, steps=2, progress=False)
+    run = workdir / "runs" / "triplet"
+    assert utils.read_json(run / "settings.json")["run_id"] == utils.read_json(run / "state.json")["run_id"]
+    assert len(utils.read_json(run / "settings.json")["sessions"]) == 1
+
+
+def test_a_damaged_chosen_checkpoint_is_not_shown_as_evaluated(small_inputs, workdir, capsys):
+    training.train_softmax(small_inputs, epochs=2, verbose=0)
+    mode, state, entry = checkpoints.resolve_checkpoint("softmax")
+    assert entry["count"] == 2
+    latest = workdir / "runs" / "softmax" / "weights" / "epoch-000002.weights.h5"
+    latest.write_bytes(latest.read_bytes()[:5000])
+    mode, state, entry = checkpoints.resolve_checkpoint("softmax")
+    assert entry["count"] == 1 and "epoch-000002.weights.h5 is missing or damaged" in capsys.readouterr().err
