@@ -18,6 +18,7 @@ import utils  # noqa: E402
 from audio.cache import FeatureCache  # noqa: E402
 from audio.corpus import find_corpus, split_speakers  # noqa: E402
 from ml import inputs as ml_inputs  # noqa: E402
+from ml import speed_copies  # noqa: E402
 
 
 @click.command()
@@ -58,10 +59,10 @@ def build(corpus, train_speakers, unseen_speakers, validation_speakers, force, w
     wanted = [u for s in train_speakers + validation_speakers + unseen_speakers for u in corpus.utterances[s]]
     report = cache.build(wanted, workers=workers)
     print(report.summary())
-    plan = ml_inputs.speed_copy_plan(cache, corpus, train_speakers)  # once per run: which utterances get copies
-    copies = ml_inputs.cache_speed_copies(cache, corpus, train_speakers, workers=workers, plan=plan)
+    plan = speed_copies.plan(cache, corpus, train_speakers)  # once per run: which utterances get copies
+    copies = speed_copies.cache_copies(cache, plan, workers=workers)
     if copies:
-        print(f"speed copies at {', '.join(f'{f:g}' for f in ml_inputs.speed_factors())} of up to "
+        print(f"speed copies at {', '.join(f'{f:g}' for f in speed_copies.factors())} of up to "
               f"{constants.SPEED_PERTURBATION_UTTERANCES or 'all'} training utterances per speaker: "
               f"{copies.summary().removeprefix('feature cache: ')}")
 

@@ -23,7 +23,7 @@ import numpy as np
 import constants
 import utils
 from audio import features
-from ml import normalization
+from ml import normalization, speed_copies
 
 INPUT_SETTINGS = ("SPLIT", "NUM_SPEAKERS_CLASSIFICATION_TASK", "VALIDATION_FRACTION", "TRAIN_TEST_RATIO",
                   "MAX_COUNT_PER_CLASS",
@@ -193,54 +193,6 @@ def trainable_speakers(usable, warn=True):
     return {s: keys for s, keys in usable.items() if len(keys) >= 2}
 
 
-def speed_factors():
-    """The SPEED_PERTURBATION factors, checked: positive, not 1, no repeats; PipelineError otherwise."""
-    factors = [float(f) for f in constants.SPEED_PERTURBATION]
-    if any(f <= 0 or f == 1 for f in factors) or len(set(factors)) < len(factors):
-        raise utils.PipelineError(f"SPEED_PERTURBATION={constants.SPEED_PERTURBATION}: speed factors must be "
-                                  f"positive, other than 1 and distinct (e.g. 0.9,1.1; empty turns copies off)")
-    return factors
-
-
-def speed_copy_plan(cache, corpus, train_speakers):
-    """{speaker: [utterances to copy at every speed]}: a seeded choice of SPEED_PERTURBATION_UTTERANCES of
-    its training utterances (all when 0); empty when SPEED_PERTURBATION is."""
-    if not speed_factors():
-        return {}
-    rng = np.random.default_rng([constants.SEED, 1])
-    limit = constants.SPEED_PERTURBATION_UTTERANCES
-    plan = {}
-    for speaker, keys in trainable_speakers(usable_utterances(cache, corpus, train_speakers), warn=False).items():
-        train_keys = split_utterances(keys)[0]
-        if 0 < limit < len(train_keys):
-            train_keys = sorted(rng.choice(train_keys, limit, replace=False).tolist())
-        chosen = set(train_keys)
-        plan[speaker] = [u for u in corpus.utterances[speaker] if u.key in chosen]
-    return plan
-
-
-def cache_speed_copies(cache, corpus, train_speakers, workers=None, progress=True, plan=None):
-    """Cache the speed copies of `plan` (default: speed_copy_plan), resumable like the cache; its BuildReport,
-    or None when off."""
-    plan = speed_copy_plan(cache, corpus, train_speakers) if plan is None else plan
-    if not plan:
-        return None
-    copies = [(u, factor) for factor in speed_factors() for utterances in plan.values() for u in utterances]
-    return cache.build([], workers=workers, progress=progress, speed_copies=copies)
-
-
-def speed_copy_classes(cache, plan):
-    """{class name "<speaker>@<factor>": its cached copy keys}, speed by speed; classes without any are left out."""
-    classes = {}
-    for factor in speed_factors():
-        for speaker, utterances in plan.items():
-            keys = [features.speed_key(u.key, factor) for u in utterances]
-            keys = long_enough(cache, [k for k in keys if cache.has(k)])
-            if keys:
-                classes[features.speed_key(speaker, factor)] = keys
-    return classes
-
-
 def split_validation(train_speakers, fraction=None):
     """(training speakers, validation speakers): a seeded choice of `fraction` (VALIDATION_FRACTION) of the
     training speakers, at least 2 when above 0 (an impostor trial needs two), never leaving fewer than 2."""
@@ -272,7 +224,7 @@ def build_validation(cache, corpus, validation_speakers, norm):
 
 def build_inputs(cache, corpus, train_speakers, unseen_speakers, progress=True, validation_speakers=(), plan=None):
     """Inputs of `train_speakers` (those without two usable utterances are dropped, with a warning), with
-    the speed-copy classes of `plan` (default: speed_copy_plan) whose features are cached, and the windows
+    the speed-copy classes of `plan` (default: speed_copies.plan) whose features are cached, and the windows
     of the validation speakers."""
     validation_speakers = list(validation_speakers)
     short = {}
@@ -285,8 +237,8 @@ def build_inputs(cache, corpus, train_speakers, unseen_speakers, progress=True, 
         raise utils.PipelineError(f"only {len(usable)} training speaker(s) have usable audio; a speaker "
                                   f"classifier needs at least 2")
     halves = {s: split_utterances(keys) for s, keys in usable.items()}
-    plan = speed_copy_plan(cache, corpus, train_speakers) if plan is None else plan
-    copies = speed_copy_classes(cache, plan)
+    plan = speed_copies.plan(cache, corpus, train_speakers) if plan is None else plan
+    copies = speed_copies.classes(cache, plan)
     rng = np.random.default_rng(constants.SEED)
     groups = [({s: h[0] for s, h in halves.items()}, rng), (copies, np.random.default_rng([constants.SEED, 2]))]
     train, train_offsets = build_split(cache, groups, progress, "train")
@@ -319,8 +271,8 @@ def inputs_folder():
 def expected_record(cache, corpus, train_speakers, unseen_speakers, validation_speakers=(), plan=None):
     """What the inputs built now would be made of; inputs whose record matches it are current."""
     keys = usable_utterances(cache, corpus, train_speakers + unseen_speakers + list(validation_speakers))
-    plan = speed_copy_plan(cache, corpus, train_speakers) if plan is None else plan
-    copies = speed_copy_classes(cache, plan)
+    plan = speed_copies.plan(cache, corpus, train_speakers) if plan is None else plan
+    copies = speed_copies.classes(cache, plan)
     listed = [k for s in sorted(keys) for k in keys[s]] + [k for name in copies for k in copies[name]]
     digest = hashlib.sha1("\n".join(listed).encode()).hexdigest()
     return {"settings": utils.settings_snapshot(INPUT_SETTINGS + tuple(features.feature_settings())),

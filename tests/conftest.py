@@ -62,6 +62,7 @@ def small_inputs(tone_corpus, workdir, monkeypatch):
     from audio.cache import FeatureCache
     from audio.corpus import find_corpus
     from ml import inputs as ml_inputs
+    from ml import speed_copies
 
     monkeypatch.setattr(constants, "MAX_COUNT_PER_CLASS", 20)
     monkeypatch.setattr(constants, "BATCH_SIZE", 48)
@@ -70,7 +71,7 @@ def small_inputs(tone_corpus, workdir, monkeypatch):
     cache = FeatureCache(corpus.root)
     cache.build([u for s in corpus.speakers for u in corpus.utterances[s]], progress=False)
     train, unseen = ["p225", "p226", "p227"], ["p228"]
-    ml_inputs.cache_speed_copies(cache, corpus, train, progress=False)  # as script 0: 6 more classes
+    speed_copies.cache_copies(cache, speed_copies.plan(cache, corpus, train), progress=False)  # as script 0: 6 more classes
     built = ml_inputs.build_inputs(cache, corpus, train, unseen, progress=False)
     ml_inputs.save_inputs(built, ml_inputs.expected_record(cache, corpus, train, unseen))
     return ml_inputs.load_inputs()

@@ -6,6 +6,7 @@ import constants
 from audio import features
 from ml import evaluation
 from ml import inputs as ml_inputs
+from ml import speed_copies
 from utils import PipelineError
 
 TRAIN, UNSEEN = ["p225", "p226", "p227"], ["p228"]
@@ -33,14 +34,14 @@ def test_speed_keys_mark_the_factor_and_leave_the_original_alone():
 def test_bad_speed_factors_are_refused_with_a_message(monkeypatch, factors):
     monkeypatch.setattr(constants, "SPEED_PERTURBATION", factors)
     with pytest.raises(PipelineError, match="positive, other than 1 and distinct"):
-        ml_inputs.speed_factors()
+        speed_copies.factors()
 
 
 @pytest.fixture
 def copied(built):
     """The tone corpus cached with its speed copies, as script 0 leaves it."""
     corpus, cache = built
-    report = ml_inputs.cache_speed_copies(cache, corpus, TRAIN, progress=False)
+    report = speed_copies.cache_copies(cache, speed_copies.plan(cache, corpus, TRAIN), progress=False)
     assert report.built == 3 * 4 * 2 and not report.skipped  # 3 speakers x 4 training utterances x 2 speeds
     assert cache.has("p225/p225_001_mic1@0.9") and not cache.has("p225/p225_005_mic1@0.9")  # 005 is a test one
     return corpus, cache
@@ -71,12 +72,12 @@ def test_the_real_speakers_windows_and_the_norm_do_not_change_with_copies(copied
 
 def test_the_copy_plan_is_a_seeded_choice_of_at_most_the_limit(copied, monkeypatch):
     corpus, cache = copied
-    every = ml_inputs.speed_copy_plan(cache, corpus, TRAIN)
+    every = speed_copies.plan(cache, corpus, TRAIN)
     assert {s: len(u) for s, u in every.items()} == {"p225": 4, "p226": 4, "p227": 4}
     monkeypatch.setattr(constants, "SPEED_PERTURBATION_UTTERANCES", 2)
-    capped = ml_inputs.speed_copy_plan(cache, corpus, TRAIN)
+    capped = speed_copies.plan(cache, corpus, TRAIN)
     assert all(len(u) == 2 and set(u) <= set(every[s]) for s, u in capped.items())
-    assert capped == ml_inputs.speed_copy_plan(cache, corpus, TRAIN)
+    assert capped == speed_copies.plan(cache, corpus, TRAIN)
     inputs = ml_inputs.build_inputs(cache, corpus, TRAIN, UNSEEN, progress=False)  # copies beyond the cap unused
     assert sum("@" in k for k in inputs.train.utterance_keys) == 3 * 2 * 2
 
@@ -130,7 +131,7 @@ def test_copies_that_gave_no_features_are_skipped_and_a_class_without_any_is_lef
     def fails(signal, factor, sample_rate=None):
         raise features.UnusableAudio("too short at this speed")
     monkeypatch.setattr(features, "at_speed", fails)  # the (in-process) worker now skips every copy
-    report = ml_inputs.cache_speed_copies(cache, corpus, TRAIN, progress=False)
+    report = speed_copies.cache_copies(cache, speed_copies.plan(cache, corpus, TRAIN), progress=False)
     assert report.built == 0 and len(report.skipped) == 5 and "too short" in report.skipped["p226/p226_001_mic1@1.1"]
     inputs = ml_inputs.build_inputs(cache, corpus, TRAIN, UNSEEN, progress=False)
     assert "p226@1.1" not in inputs.classes and "p225@1.1" in inputs.classes and len(inputs.classes) == 8
