@@ -59,8 +59,8 @@ NUM_WORKERS = 0  # processes for the feature cache; 0 = one per available core
 SPLIT = "vctk"
 NUM_SPEAKERS_CLASSIFICATION_TASK = 80  # training speakers under SPLIT="auto" (original: 80)
 # Validation speakers: this share of the training speakers (a seeded choice, at least 2 when above 0) is held out
-# of training, and their verification EER chooses the checkpoints (best softmax epoch, best triplet step, when
-# to stop triplet training). The unseen speakers never choose anything. 0 = none (the original).
+# of training; their verification EER is recorded for every checkpoint and chooses the triplet run's (its best
+# step, step 0 = its start, and when to stop). The unseen speakers never choose anything. 0 = none (the original).
 VALIDATION_FRACTION = 0.1
 # The original's 80 training speakers: p225-p311 (p235, p242, p289-p291, p296 and p309 do not exist).
 VCTK_TRAIN_SPEAKERS = [f"p{n}" for n in range(225, 312) if n not in (235, 242, 289, 290, 291, 296, 309)]
