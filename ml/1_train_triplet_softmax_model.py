@@ -35,7 +35,8 @@ from ml.inputs import checked_record  # noqa: E402
 @click.option("--steps", type=click.IntRange(min=1), default=None,
               help="Triplet mode: train until step N in all (a finished run trains nothing) [default: "
                    "TRIPLET_MAX_STEPS].")
-@click.option("--fresh", is_flag=True, help="Start a new run from new weights (the old one moves to runs/archive/).")
+@click.option("--fresh", is_flag=True, help="Start this mode's run anew, from the earlier mode's chosen checkpoint "
+              "(softmax: from new weights); the old run moves to runs/archive/.")
 @utils.friendly_errors
 def main(loss_on_softmax, loss_on_embeddings, freeze_embedding_weights, normalize_embeddings, epochs, steps, fresh):
     """Train with the chosen loss, continuing the run from its latest checkpoint."""
