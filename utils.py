@@ -240,18 +240,18 @@ def print_overrides():
 
 def settings_snapshot(names):
     """{name: value} of the named constants, for the records each stage writes beside its output."""
-    return {name: _plain(getattr(constants, name)) for name in names}
+    return {name: json_value(getattr(constants, name)) for name in names}
 
 
-def _plain(value):
+def json_value(value):
     """`value` as it reads back from JSON (tuples become lists), so records compare equal to the constants."""
     return json.loads(json.dumps(value))
 
 
 def settings_mismatches(recorded):
     """[(name, recorded value, value now)] of the recorded settings that differ from constants.py now."""
-    return [(name, value, _plain(getattr(constants, name))) for name, value in sorted(recorded.items())
-            if hasattr(constants, name) and _plain(getattr(constants, name)) != value]
+    return [(name, value, json_value(getattr(constants, name))) for name, value in sorted(recorded.items())
+            if hasattr(constants, name) and json_value(getattr(constants, name)) != value]
 
 
 class SettingsChanged(PipelineError):
@@ -271,13 +271,13 @@ def refuse_changed_settings(recorded, what, fix):
     name, old, new = mismatches[0]
     more = f" (also {', '.join(m[0] for m in mismatches[1:])})" if len(mismatches) > 1 else ""
     where = (f"unset {constants.ENV_PREFIX}{name}" if name in constants.OVERRIDES
-             else f"set {constants.ENV_PREFIX}{name}={_shown(old)}")
+             else f"set {constants.ENV_PREFIX}{name}={shown_value(old)}")
     raise SettingsChanged(f"{what} {'were' if what.startswith('the inputs') else 'was'} built with "
-                          f"{name}={_shown(old)}, but it is {_shown(new)} now{more}, so it does not fit: {fix}, or "
+                          f"{name}={shown_value(old)}, but it is {shown_value(new)} now{more}, so it does not fit: {fix}, or "
                           f"{where} to use it as it is")
 
 
-def _shown(value):
+def shown_value(value):
     """A setting's value as the user would type it (lists comma-separated)."""
     return ",".join(map(str, value)) if isinstance(value, list) else str(value)
 

@@ -53,6 +53,7 @@ class FeatureCache:
                          "features": features.feature_settings()}
         digest = hashlib.sha1(json.dumps(self.settings, sort_keys=True).encode()).hexdigest()[:12]
         self.folder = Path(cache_root or utils.work_path("cache")) / f"features-{digest}"
+        self._frames = {}  # key -> frames, filled by num_frames
 
     def path(self, key):
         """The .npy file of the utterance `key`."""
@@ -68,9 +69,11 @@ class FeatureCache:
                                   REBUILD)
 
     def num_frames(self, key):
-        """Frames of the cached utterance `key`, read from the file's header."""
-        return utils.read_checked(self.path(key), lambda p: np.load(p, mmap_mode="r").shape[0],
-                                  "a cached feature file", REBUILD)
+        """Frames of the cached utterance `key`, read from the file's header (once: stage 0 asks several times)."""
+        if key not in self._frames:
+            self._frames[key] = utils.read_checked(self.path(key), lambda p: np.load(p, mmap_mode="r").shape[0],
+                                                   "a cached feature file", REBUILD)
+        return self._frames[key]
 
     def build(self, utterances, workers=None, progress=True, speed_copies=()):
         """Cache every utterance not cached yet, and each (utterance, factor) of `speed_copies` under

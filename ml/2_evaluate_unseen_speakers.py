@@ -91,7 +91,8 @@ def evaluate(mode, entry, folder, settings):
     print(f"model: {trained.description}")
     window, utterance = evaluation.closed_set_accuracy(trained.model, inputs)
     report, arrays = evaluation.unseen_speaker_report(trained.model, cache, corpus,
-                                                      unseen_speakers, trained.norm, cohort=cohort(corpus, inputs))
+                                                      unseen_speakers, trained.norm,
+                                                      cohort=evaluation.cohort(corpus, inputs))
     report.update({"identification_accuracy": utterance, "identification_window_accuracy": window,
                    "num_training_speakers": len(inputs.speakers), "num_classes": len(trained.classes),
                    "checkpoint": trained.reference, "run": trained.mode, "settings": settings,
@@ -107,18 +108,6 @@ def evaluate(mode, entry, folder, settings):
                           folder / "training_curves.png")
     utils.write_json(folder / "report.json", report)
     return report
-
-
-def cohort(corpus, inputs):
-    """(speaker, key) of a seeded sample of ASNORM_COHORT_UTTERANCES training utterances (real speakers, train
-    split): the cohort of adaptive S-norm."""
-    import numpy as np
-    speaker_of = {u.key: s for s, items in corpus.utterances.items() for u in items}
-    keys = [k for k in inputs.train.utterance_keys.tolist() if k in speaker_of]
-    limit = constants.ASNORM_COHORT_UTTERANCES
-    if limit < len(keys):
-        keys = sorted(np.random.default_rng([constants.SEED, 4]).choice(keys, limit, replace=False).tolist())
-    return [(speaker_of[k], k) for k in keys]
 
 
 def summary(report, folder, start):

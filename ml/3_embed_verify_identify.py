@@ -22,6 +22,7 @@ import sys
 from pathlib import Path
 
 import click
+import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run as a script from anywhere: find the project
 
@@ -103,11 +104,10 @@ def embed(context, files, output, run, threshold, as_json):
     report_skipped(failed)
     if not vectors:
         raise utils.PipelineError("no file gave an embedding")
-    paths, matrix = [str(p) for p in vectors], np_stack(vectors.values())
+    paths, matrix = [str(p) for p in vectors], np.stack(list(vectors.values())).astype(np.float32)
     if output.suffix == ".npz":
         with utils.atomic_path(output) as tmp:
             with open(tmp, "wb") as handle:
-                import numpy as np
                 np.savez(handle, paths=np.array(paths), embeddings=matrix)
     elif output.suffix == ".csv":
         with utils.atomic_path(output) as tmp:
@@ -129,12 +129,6 @@ def embed(context, files, output, run, threshold, as_json):
     else:
         print(f"{len(paths)} embedding(s) of {matrix.shape[1]} values written to {output}"
               f"{f'; {len(failed)} file(s) skipped' if failed else ''}")
-
-
-def np_stack(rows):
-    """The rows as one float32 matrix."""
-    import numpy as np
-    return np.stack(list(rows)).astype(np.float32)
 
 
 @main.command()

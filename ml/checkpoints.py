@@ -216,7 +216,7 @@ class RunFolder:
             record = {"run_id": plan["run_id"], "mode": self.mode, "sessions": []}
         if ended is None:
             record.update({"constants": constants.resolved(), "recipe": constants.RECIPE,
-                           "overrides": utils._plain(constants.OVERRIDES), "code_version": utils.code_version(),
+                           "overrides": utils.json_value(constants.OVERRIDES), "code_version": utils.code_version(),
                            "started_from": plan["started_from"], "normalize_embeddings": plan["normalize_embeddings"],
                            "inputs": plan["inputs"]})
             record["sessions"].append({"started": time.strftime("%Y-%m-%d %H:%M:%S"), "from": plan["start"],
@@ -296,7 +296,7 @@ def plan_training(mode, inputs_record, identity, end, fresh=False, normalize_emb
         if entry is not None:
             plan.update(run_id=state["run_id"], start=entry["count"], started_from=state.get("started_from"),
                         source="own", state=state, entry=entry)
-            if entry is not state.get("latest") and entry != state.get("latest"):
+            if entry != state.get("latest"):
                 print(f"warning: {run} continues from {entry['file']}, the newest intact checkpoint", file=sys.stderr)
             finished = state.get("finished")
             if entry["count"] >= end or (finished and entry == state.get("latest") and finished["target"] >= end):
@@ -329,7 +329,8 @@ def plan_training(mode, inputs_record, identity, end, fresh=False, normalize_emb
                 f"the {source} run it starts from was trained {'with' if flag else 'without'} "
                 f"--normalize_embeddings, and frozen re-training must use its embeddings as they are: run "
                 f"`{command(mode, flag)}`")
-        plan.update(started_from=checkpoint_reference(source, previous_state, chosen), source=source)
+        plan.update(started_from=checkpoint_reference(source, previous_state, chosen), source=source,
+                    source_state=previous_state, source_entry=chosen)
         break
     if PREDECESSORS[mode] and plan["source"] is None:
         print(f"warning: no {' or '.join(PREDECESSORS[mode])} checkpoint to start from: the {mode} run starts from "
@@ -359,9 +360,12 @@ def _check_inputs(state, inputs_record, what, fix):
     then = (state.get("inputs") or {}).get("settings", {})
     now = (inputs_record or {}).get("settings", {})
     changed = sorted(name for name in set(then) | set(now) if then.get(name) != now.get(name))
-    why = (f"built with {changed[0]}={utils._shown(then.get(changed[0]))}, the inputs now hold "
-           f"{changed[0]}={utils._shown(now.get(changed[0]))}" + (f" (also {', '.join(changed[1:])})" if changed[1:] else "")
-           if changed else "the same settings, but from another corpus path, other utterances or other speakers")
+    if changed:
+        also = f" (also {', '.join(changed[1:])})" if changed[1:] else ""
+        why = (f"built with {changed[0]}={utils.shown_value(then.get(changed[0]))}, the inputs now hold "
+               f"{changed[0]}={utils.shown_value(now.get(changed[0]))}{also}")
+    else:
+        why = "the same settings, but from another corpus path, other utterances or other speakers"
     raise utils.PipelineError(f"{what} was trained on other inputs than those in {utils.work_path('inputs')} "
                               f"({why}): retrain with `{fix}`, or rebuild the inputs it was trained on")
 

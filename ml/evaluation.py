@@ -168,6 +168,17 @@ def min_dcf(scores, is_target, p_target=None, cost_miss=None, cost_false_alarm=N
     return float(cost.min() / min(cost_miss * p_target, cost_false_alarm * (1 - p_target)))
 
 
+def cohort(corpus, inputs):
+    """(speaker, key) of a seeded sample of ASNORM_COHORT_UTTERANCES training utterances (real speakers, train
+    split): the cohort of adaptive S-norm."""
+    speaker_of = {u.key: s for s, items in corpus.utterances.items() for u in items}
+    keys = [k for k in inputs.train.utterance_keys.tolist() if k in speaker_of]
+    limit = constants.ASNORM_COHORT_UTTERANCES
+    if limit < len(keys):
+        keys = sorted(np.random.default_rng([constants.SEED, 4]).choice(keys, limit, replace=False).tolist())
+    return [(speaker_of[k], k) for k in keys]
+
+
 def unseen_speaker_report(model, cache, corpus, unseen_speakers, norm, seed=None, cohort=()):
     """Embeddings, SAP/SAN and verification figures of the unseen speakers (dict, plus arrays for plots).
 

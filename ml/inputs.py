@@ -156,7 +156,7 @@ def build_split(cache, groups, progress=True, name="split"):
     and each group's segments are drawn from its own generator.
     """
     all_keys = [k for keys_by_class, _ in groups for keys in keys_by_class.values() for k in keys]
-    lengths = np.array([np.load(cache.path(k), mmap_mode="r").shape[0] for k in all_keys], dtype=np.int64)
+    lengths = np.array([cache.num_frames(k) for k in all_keys], dtype=np.int64)
     offsets = np.concatenate([[0], np.cumsum(lengths)])
     frames = np.empty((offsets[-1], 3 * constants.NUM_MFCC), np.float32)  # filled in place: no 2nd copy
     starts, labels, utterances = [], [], []

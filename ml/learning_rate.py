@@ -51,14 +51,14 @@ class WarmupCosine(keras.callbacks.Callback):
 
 
 def softmax_schedule(steps_per_epoch, name=None):
-    """The callbacks that set the rate of schedule `name` (default SOFTMAX_LR_SCHEDULE), and the epoch the
-    run must stop at (None: no end of its own)."""
+    """The callbacks that set the rate of schedule `name` (default SOFTMAX_LR_SCHEDULE); where a run ends is
+    decided by ml/checkpoints.softmax_end."""
     name = name or constants.SOFTMAX_LR_SCHEDULE
     if name not in SCHEDULES:
         raise ValueError(f"unknown SOFTMAX_LR_SCHEDULE {name!r}; use one of {', '.join(SCHEDULES)}")
     if name == "plateau":
         return [keras.callbacks.ReduceLROnPlateau("val_loss", factor=constants.REDUCE_LR_FACTOR,
                                                   patience=constants.REDUCE_LR_PATIENCE,
-                                                  min_lr=constants.MIN_LEARNING_RATE)], None
+                                                  min_lr=constants.MIN_LEARNING_RATE)]
     return [WarmupCosine(steps_per_epoch, constants.SOFTMAX_SCHEDULE_EPOCHS, constants.SOFTMAX_PEAK_LEARNING_RATE,
-                         constants.SOFTMAX_WARMUP_STEPS)], constants.SOFTMAX_SCHEDULE_EPOCHS
+                         constants.SOFTMAX_WARMUP_STEPS)]

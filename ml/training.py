@@ -153,14 +153,15 @@ def train_softmax(inputs, epochs=None, fresh=False, freeze=False, normalize_embe
 
     training_batches = WindowBatches(inputs.train, level_std=level_std(inputs.norm))
     # the head alone (frozen mode) is re-trained with the original's schedule
-    schedule, _ = softmax_schedule(len(training_batches), "plateau" if freeze else None)
+    schedule = softmax_schedule(len(training_batches), "plateau" if freeze else None)
     stateful = [keras.callbacks.EarlyStopping("val_softmax_accuracy", mode="max",
                                               min_delta=constants.EARLY_STOPPING_MIN_DELTA,
                                               patience=constants.EARLY_STOPPING_PATIENCE), *schedule]
     every = 1 if end <= constants.EVERY_EPOCH_CHECKPOINTS_UP_TO else constants.CHECKPOINT_EVERY_EPOCHS
-    saver = Checkpoints(run, state, every, end, stateful, validation=inputs.validation is not None)
+    validate = inputs.validation is not None and not freeze  # frozen re-training leaves the embeddings as they are
+    saver = Checkpoints(run, state, every, end, stateful, validation=validate)
     saved = (plan.get("entry") or {}).get("callbacks") if plan["source"] == "own" else None
-    validation_eer = [ValidationEER(inputs.validation)] if inputs.validation is not None else []
+    validation_eer = [ValidationEER(inputs.validation)] if validate else []
     callbacks = [EpochTracker(training_batches), *validation_eer, *stateful, RestoreCallbackState(stateful, saved),
                  keras.callbacks.CSVLogger(str(run.history), append=True), saver]
     validation = WindowBatches(_validation_subset(inputs.test), shuffle=False)
@@ -195,11 +196,8 @@ def _start_model(inputs, plan, normalize_embeddings, freeze):
     elif plan["source"] == "own":
         source = "its own checkpoint"
     else:
-        previous = RunFolder(plan["source"])
-        previous_state = previous.state()
-        entry = next(e for e in previous_state["checkpoints"] + [previous_state["latest"]]
-                     if e["sha256"] == plan["started_from"]["sha256"])
-        previous.load_into(model, previous_state, entry, fallback=False)
+        previous_state, entry = plan["source_state"], plan["source_entry"]
+        RunFolder(plan["source"]).load_into(model, previous_state, entry, fallback=False)
         source = checkpoints.describe(plan["source"], previous_state, entry)
     if freeze:
         freeze_below_softmax(model)
