@@ -159,6 +159,35 @@ ASNORM_COHORT_UTTERANCES = 1000  # training utterances in the cohort (a seeded s
 ASNORM_TOP_K = 50  # cohort scores per side
 
 # ----------------------------------------------------------------------------------------------------
+# Speaker change detection (ml/4_detect_speaker_changes.py, ml/speaker_changes.py)
+# ----------------------------------------------------------------------------------------------------
+# Window embeddings (FRAMES_PER_WINDOW frames, every CHANGE_EMBED_HOP_FRAMES frames) of the voiced frames are
+# averaged over CHANGE_WINDOW_S left and right of every candidate point, CHANGE_HOP_S apart; the cosine distance
+# of the two averages is the change curve. Its peaks of at least the threshold, CHANGE_MIN_SEGMENT_S apart,
+# are the changes. The threshold is tuned by `evaluate` on conversations of the training speakers' test
+# utterances and stored with the checkpoint's evaluation; `detect --threshold` overrides it.
+CHANGE_WINDOW_S = 1.5  # s of audio on each side of a candidate point
+CHANGE_HOP_S = 0.05  # s between candidate points
+CHANGE_EMBED_HOP_FRAMES = 3  # frames between the window embeddings of a recording
+CHANGE_MIN_SEGMENT_S = 1.0  # s, the shortest segment: changes closer than this to each other or to an end are dropped
+CHANGE_MIN_VOICED_S = 0.3  # s of voiced frames each side needs for its point to be a candidate
+CHANGE_VAD_DB = 30.0  # a frame is voiced when its energy is within this many dB of the recording's loud frames
+CHANGE_VAD_QUANTILE = 0.95  # "loud": this quantile of the frame energies
+# Synthetic conversations of `evaluate`: seeded, from the unseen speakers' utterances (and, to tune the
+# threshold, from the training speakers' test utterances), no overlap.
+CONVERSATIONS = 100  # conversations evaluated (and as many for tuning)
+CONVERSATION_SPEAKERS = [2, 4]  # speakers per conversation: from, to (inclusive)
+CONVERSATION_TURNS = [8, 20]  # turns per conversation: from, to; consecutive turns have different speakers
+CONVERSATION_UTTERANCES_PER_TURN = [1, 3]  # utterances per turn: from, to
+CONVERSATION_PAUSE_S = [0.1, 0.5]  # s of silence between utterances: from, to (uniform)
+CONVERSATION_NOISE = 1e-4  # std of the background noise added to the whole conversation (full scale = 1)
+CHANGE_COLLARS_S = [0.5, 0.25]  # s; a detected change within this of a true one is a hit; the first one tunes
+CONVERSATION_PLOTS = 3  # conversations plotted by `evaluate`
+# The delta-BIC baseline: full-covariance Gaussians of the NUM_MFCC static coefficients of the voiced frames in
+# the same windows; BIC_PENALTY weighs the model-size penalty (1 = the textbook BIC).
+BIC_PENALTY = 1.0
+
+# ----------------------------------------------------------------------------------------------------
 # Demo corpus (audio/demo_corpus.py): a small synthetic VCTK-shaped corpus for the main command and tests
 # ----------------------------------------------------------------------------------------------------
 DEMO_NUM_SPEAKERS = 24  # speakers written
@@ -208,7 +237,8 @@ CHOICES = {  # names whose value must be one of these
 # The allowed range of every numeric setting: name -> (kind, condition, ...). Kinds: "int", "number" (an int
 # or a finite float; a bool is neither), "ints" and "numbers" (a list whose every entry is one and meets the
 # conditions). A condition is an operator and a number, or an expression of other constants (checked only
-# while those are in range themselves); "non-empty" and "distinct" apply to the list itself.
+# while those are in range themselves); "non-empty", "distinct" and "from-to" (two entries, the first <= the
+# second) apply to the list itself.
 RANGES = {
     # Audio and MFCC features
     "SAMPLE_RATE": ("int", ">= 1000"),  # below 1 kHz no speech band is left
@@ -273,6 +303,23 @@ RANGES = {
     "DCF_P_TARGET": ("number", "> 0", "< 1"),
     "DCF_COST_MISS": ("number", "> 0"),
     "DCF_COST_FALSE_ALARM": ("number", "> 0"),
+    # Speaker change detection
+    "CHANGE_WINDOW_S": ("number", "> 0", ">= FRAMES_PER_WINDOW * FRAME_STEP_S"),  # at least one window
+    "CHANGE_HOP_S": ("number", "> 0"),
+    "CHANGE_EMBED_HOP_FRAMES": ("int", ">= 1"),
+    "CHANGE_MIN_SEGMENT_S": ("number", "> 0"),
+    "CHANGE_MIN_VOICED_S": ("number", ">= 0", "<= CHANGE_WINDOW_S"),
+    "CHANGE_VAD_DB": ("number", "> 0"),
+    "CHANGE_VAD_QUANTILE": ("number", "> 0", "<= 1"),
+    "CONVERSATIONS": ("int", ">= 1"),
+    "CONVERSATION_SPEAKERS": ("ints", "from-to", ">= 2"),
+    "CONVERSATION_TURNS": ("ints", "from-to", ">= 2"),
+    "CONVERSATION_UTTERANCES_PER_TURN": ("ints", "from-to", ">= 1"),
+    "CONVERSATION_PAUSE_S": ("numbers", "from-to", ">= 0"),
+    "CONVERSATION_NOISE": ("number", ">= 0", "< 1"),
+    "CHANGE_COLLARS_S": ("numbers", "non-empty", "> 0"),
+    "CONVERSATION_PLOTS": ("int", ">= 0"),
+    "BIC_PENALTY": ("number", ">= 0"),
     # Demo corpus
     "DEMO_NUM_SPEAKERS": ("int", ">= 2"),
     "DEMO_UTTERANCES_PER_SPEAKER": ("int", ">= 2"),  # one to train on, one to test
@@ -404,6 +451,8 @@ def _breaks(name, namespace, usable):
             kept = bool(value)
         elif condition == "distinct":
             kept = len(set(value)) == len(value)
+        elif condition == "from-to":
+            kept = len(value) == 2 and value[0] <= value[1]
         elif not usable(condition):
             continue
         else:
@@ -418,7 +467,7 @@ def _breaks(name, namespace, usable):
 def _allowed(name, namespace):
     """The rule of `name` in words: "an integer >= 1 and <= BATCH_SIZE // 3 (= 300)"."""
     kind, *conditions = RANGES[name]
-    properties = [c for c in conditions if c in ("non-empty", "distinct")]
+    properties = [c for c in conditions if c in ("non-empty", "distinct", "from-to")]
     limits = []
     for condition in conditions:
         if condition not in properties:
@@ -428,6 +477,8 @@ def _allowed(name, namespace):
     if kind in _NOUNS:
         text = f"a {'non-empty ' * ('non-empty' in properties)}list of {'distinct ' * ('distinct' in properties)}"
         text += _NOUNS[kind]
+        if "from-to" in properties:
+            text = f"two {_NOUNS[kind]}, from and to (from <= to)"
     if limits:
         text += (", each " if kind in _NOUNS else " ") + " and ".join(limits)
     return text

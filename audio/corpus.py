@@ -86,6 +86,24 @@ def _audio_files(folder, extensions):
     return found
 
 
+def named_audio_files(arguments):
+    """The audio files that command-line arguments name: files, folders (their AUDIO_EXTENSIONS files,
+    recursively) and .txt lists of paths, in order."""
+    extensions = {f".{e.lower()}" for e in constants.AUDIO_EXTENSIONS}
+    found = []
+    for argument in arguments:
+        path = Path(argument)
+        if path.is_dir():
+            found += _audio_files(path, extensions)
+        elif path.suffix.lower() == ".txt" and path.is_file():
+            found += [Path(line.strip()) for line in path.read_text(errors="replace").splitlines() if line.strip()]
+        else:
+            found.append(path)
+    if not found:
+        raise PipelineError(f"no audio files in {', '.join(map(str, arguments))}")
+    return found
+
+
 def split_speakers(speakers, split=None, num_train=None):
     """(training speakers, unseen speakers) of the split "vctk" (original lists) or "auto" (sorted order)."""
     split = constants.SPLIT if split is None else split

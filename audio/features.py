@@ -82,15 +82,56 @@ def deltas(features, width=None):
     return librosa.feature.delta(features, width=2 * width + 1, order=1, axis=0, mode="nearest").astype(features.dtype)
 
 
-def mfcc_frames(signal, sample_rate=None):
-    """(frames, 39) float32: 13 MFCC (c0 = log energy), their deltas and delta-deltas, per 25 ms frame."""
+def mfcc_frames(signal, sample_rate=None, pre_emphasis=None):
+    """(frames, 39) float32: 13 MFCC (c0 = log energy), their deltas and delta-deltas, per 25 ms frame.
+
+    `pre_emphasis` defaults to PRE_EMPHASIS; 0 for a signal emphasised already (mfcc_frames_in_blocks)."""
     sample_rate = sample_rate or constants.SAMPLE_RATE
+    pre_emphasis = constants.PRE_EMPHASIS if pre_emphasis is None else pre_emphasis
     mfcc = psf.mfcc(signal, samplerate=sample_rate, winlen=constants.FRAME_LENGTH_S,
                     winstep=constants.FRAME_STEP_S, numcep=constants.NUM_MFCC,
                     nfilt=constants.NUM_MEL_FILTERS, nfft=constants.FFT_SIZE,
-                    preemph=constants.PRE_EMPHASIS, ceplifter=constants.CEPSTRAL_LIFTER, appendEnergy=True)
+                    preemph=pre_emphasis, ceplifter=constants.CEPSTRAL_LIFTER, appendEnergy=True)
     delta = deltas(mfcc)
     return np.concatenate([mfcc, delta, deltas(delta)], axis=1).astype(np.float32)
+
+
+def frame_count(num_samples, sample_rate=None):
+    """Frames python_speech_features makes of `num_samples` samples (the last one zero-padded)."""
+    sample_rate = sample_rate or constants.SAMPLE_RATE
+    length, step = frame_geometry(sample_rate)
+    return 1 if num_samples <= length else 1 + int(np.ceil((num_samples - length) / step))
+
+
+def frame_geometry(sample_rate=None):
+    """(samples per frame, samples between frames), rounded as python_speech_features rounds them."""
+    sample_rate = sample_rate or constants.SAMPLE_RATE
+    return (int(psf.sigproc.round_half_up(constants.FRAME_LENGTH_S * sample_rate)),
+            int(psf.sigproc.round_half_up(constants.FRAME_STEP_S * sample_rate)))
+
+
+def mfcc_frames_in_blocks(signal, sample_rate=None, block_frames=6000):
+    """mfcc_frames of a long signal, `block_frames` frames at a time: the same numbers, in memory that does
+    not grow with the signal beyond the frames themselves (python_speech_features holds every frame's
+    samples and spectrum as float64, ~5 KB per 10 ms frame).
+
+    The signal is pre-emphasised once; each block takes 2 * DELTA_WIDTH + 1 frames of context on both sides,
+    so its deltas and delta-deltas are those of the whole signal.
+    """
+    sample_rate = sample_rate or constants.SAMPLE_RATE
+    total = frame_count(len(signal), sample_rate)
+    if total <= block_frames:
+        return mfcc_frames(signal, sample_rate)
+    length, step = frame_geometry(sample_rate)
+    emphasised = np.append(signal[0], signal[1:] - constants.PRE_EMPHASIS * signal[:-1]).astype(np.float32)
+    margin = 2 * constants.DELTA_WIDTH + 1
+    frames = np.empty((total, 3 * constants.NUM_MFCC), np.float32)
+    for first in range(0, total, block_frames):
+        last = min(first + block_frames, total)
+        begin, end = max(first - margin, 0), min(last + margin, total)
+        block = mfcc_frames(emphasised[begin * step:(end - 1) * step + length], sample_rate, pre_emphasis=0)
+        frames[first:last] = block[first - begin:last - begin]
+    return frames
 
 
 def min_frames():

@@ -46,11 +46,7 @@ def main(run, checkpoint, force):
     mode, state, entry = checkpoints.resolve_checkpoint(run, checkpoint)
     folder = checkpoints.evaluation_folder(mode, entry)
     with checkpoints.RunFolder(mode).lock():
-        if state.get("inputs") != record["built_from"]:
-            raise utils.PipelineError(
-                f"the {mode} run was trained on other inputs than those in {utils.work_path('inputs')} (rebuilt "
-                f"since, with other settings or utterances): retrain it with `{checkpoints.command(mode)} --fresh` "
-                f"(and the modes after it), or rebuild the inputs it was trained on")
+        checkpoints.check_trained_on(mode, state, record)
         settings = utils.settings_snapshot(EVALUATION_SETTINGS)
         again = f"python ml/2_evaluate_unseen_speakers.py --run {mode}" + (f" --checkpoint {checkpoint}" if checkpoint
                                                                           else "") + " --force"

@@ -26,8 +26,8 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run as a script from anywhere: find the project
 
-import constants  # noqa: E402
 import utils  # noqa: E402
+from audio.corpus import named_audio_files  # noqa: E402
 
 RUNS = ("frozen", "triplet", "softmax")
 ERROR = 2  # exit code of every error (verify uses 0 and 1 for its answer)
@@ -58,23 +58,6 @@ def speakers(settings):
     return Speakers(run=settings.get("run"), threshold=settings.get("threshold"))
 
 
-def audio_files(arguments):
-    """The audio files named by FILE arguments: files, folders (recursively) and .txt lists, in order."""
-    extensions = {f".{e.lower()}" for e in constants.AUDIO_EXTENSIONS}
-    found = []
-    for argument in arguments:
-        path = Path(argument)
-        if path.is_dir():
-            found += sorted(p for p in path.rglob("*") if p.is_file() and p.suffix.lower() in extensions)
-        elif path.suffix.lower() == ".txt" and path.is_file():
-            found += [Path(line.strip()) for line in path.read_text(errors="replace").splitlines() if line.strip()]
-        else:
-            found.append(path)
-    if not found:
-        raise utils.PipelineError(f"no audio files in {', '.join(map(str, arguments))}")
-    return found
-
-
 def report_skipped(failed):
     """Name every file that gave no embedding, on stderr."""
     for path, reason in failed.items():
@@ -100,7 +83,7 @@ def main(context, run, threshold, as_json):
 def embed(context, files, output, run, threshold, as_json):
     """Write the embeddings of FILES (audio files, folders, .txt lists)."""
     settings = options(context, run=run, threshold=threshold, as_json=as_json)
-    vectors, failed = speakers(settings).embed_many(audio_files(files))
+    vectors, failed = speakers(settings).embed_many(named_audio_files(files))
     report_skipped(failed)
     if not vectors:
         raise utils.PipelineError("no file gave an embedding")
@@ -161,7 +144,7 @@ def enroll(context, name, files, replace, run, threshold, as_json):
     """Enroll NAME from FILES (audio files, folders, .txt lists); unusable files are named and skipped."""
     settings = options(context, run=run, threshold=threshold, as_json=as_json)
     model = speakers(settings)
-    target, skipped = model.enroll(name, audio_files(files), replace=replace)
+    target, skipped = model.enroll(name, named_audio_files(files), replace=replace)
     report_skipped(skipped)
     count = model.listing()[name]
     if settings.get("as_json"):
@@ -184,7 +167,7 @@ def identify(context, files, run, threshold, as_json):
     if not gallery:
         raise utils.PipelineError(f"the gallery {model.gallery} is empty: enroll speakers first")
     results, failed = [], {}
-    for path in audio_files(files):
+    for path in named_audio_files(files):
         try:
             name, scores = model.identify(path, gallery)
         except utils.PipelineError as error:

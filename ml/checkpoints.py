@@ -475,6 +475,15 @@ def resolve_checkpoint(run=None, checkpoint=None):
                               f"those, or another --run")
 
 
+def check_trained_on(mode, state, record):
+    """PipelineError unless the run was trained on the inputs of `record` (inputs.json, as checked_record reads it)."""
+    if state.get("inputs") != record["built_from"]:
+        raise utils.PipelineError(
+            f"the {mode} run was trained on other inputs than those in {utils.work_path('inputs')} (rebuilt "
+            f"since, with other settings or utterances): retrain it with `{command(mode)} --fresh` "
+            f"(and the modes after it), or rebuild the inputs it was trained on")
+
+
 def evaluation_folder(mode, entry):
     """Where the evaluation of one checkpoint is stored: runs/<mode>/evaluation/<checkpoint name>/."""
     return RunFolder(mode).folder / "evaluation" / Path(entry["file"]).name.removesuffix(".weights.h5")

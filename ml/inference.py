@@ -22,6 +22,17 @@ from ml import checkpoints, embeddings
 UNKNOWN = "unknown"
 
 
+def label_free_model(run=None, checkpoint=None):
+    """The chosen (or given) checkpoint of `run` for use on recordings of unknown speakers: its features and
+    normalisation must not need to know who speaks."""
+    trained = embeddings.load_trained_model(run, checkpoint, settings="features")
+    if trained.norm["method"] == "per_speaker":
+        raise utils.PipelineError("the inputs were normalised per speaker (NORMALIZATION='per_speaker'), which "
+                                  "needs to know who is speaking; rebuild them with a label-free NORMALIZATION "
+                                  "and retrain to embed recordings of unknown speakers")
+    return trained
+
+
 class Speakers:
     """A trained model with its normalisation, decision threshold and on-disk gallery of enrolled speakers.
 
@@ -31,12 +42,8 @@ class Speakers:
     """
 
     def __init__(self, run=None, checkpoint=None, gallery=None, threshold=None):
-        self.trained = embeddings.load_trained_model(run, checkpoint, settings="features")
+        self.trained = label_free_model(run, checkpoint)
         self.model, self.norm, self.source = self.trained.model, self.trained.norm, self.trained.description
-        if self.norm["method"] == "per_speaker":
-            raise utils.PipelineError("the inputs were normalised per speaker (NORMALIZATION='per_speaker'), which "
-                                      "needs to know who is speaking; rebuild them with a label-free NORMALIZATION "
-                                      "and retrain to embed recordings of unknown speakers")
         self.gallery = Path(gallery or utils.work_path("gallery"))
         self._threshold = threshold
 

@@ -110,3 +110,27 @@ def _is_number(value):
         return True
     except (TypeError, ValueError):
         return False
+
+
+def change_curve(curve, threshold, changes, path, truth=None, baseline=None, title=None):
+    """The change curve of a recording, its threshold and detected changes (and the true ones when known);
+    `baseline` = (curve, threshold, changes) of another detector, drawn in a second panel."""
+    rows = 2 if baseline is not None else 1
+    figure, axes = plt.subplots(rows, 1, figsize=(10, 2.6 * rows), sharex=True, squeeze=False)
+    panels = [(curve, threshold, changes, "cosine distance, left vs right")]
+    if baseline is not None:
+        panels.append((*baseline, "delta-BIC (baseline)"))
+    for axis, (values, level, found, label) in zip(axes[:, 0], panels):
+        finite = np.where(np.isfinite(values.values), values.values, np.nan)
+        axis.plot(values.times, finite, color="tab:blue", linewidth=1)
+        axis.axhline(level, color="k", linestyle=":", linewidth=1, label=f"threshold {level:.3g}")
+        for k, time in enumerate(truth if truth is not None else []):
+            axis.axvline(time, color="tab:green", linewidth=3, alpha=0.35, label="true change" if k == 0 else None)
+        for k, time in enumerate(found):
+            axis.axvline(time, color="tab:red", linestyle="--", linewidth=1, label="detected" if k == 0 else None)
+        axis.set_ylabel(label, fontsize=8)
+        axis.legend(loc="upper right", fontsize=7)
+    axes[0, 0].set_title(title or "speaker change detection")
+    axes[-1, 0].set_xlabel("time (s)")
+    axes[-1, 0].set_xlim(0, curve.duration)
+    return _save(figure, path)

@@ -1,0 +1,209 @@
+"""Stage 4: find where the speaker changes in recordings, and measure how well it does on conversations.
+
+    python ml/4_detect_speaker_changes.py detect meeting.wav recordings/ list.txt [--output changes.json]
+    python ml/4_detect_speaker_changes.py detect call.flac --threshold 0.3 --output call.rttm
+    python ml/4_detect_speaker_changes.py evaluate [--run R] [--checkpoint F] [--force]
+
+detect: any wav or flac (or ogg) at any sample rate, loaded as in stage 3. Prints the change times and one RTTM
+line per segment; --output writes them as .json, .csv (one row per segment) or .rttm; a PNG of each file's
+change curve goes to --plots (default <workdir>/speaker_changes/). The threshold is the one `evaluate` tuned for
+the checkpoint, or --threshold. Errors (a file that cannot be read, is all-silent or shorter than two
+CHANGE_WINDOW_S windows) are one line each; the other files go on. Exit code 2 when no file could be used.
+
+evaluate: CONVERSATIONS seeded synthetic conversations of the unseen speakers (2-4 speakers, 8-20 turns of 1-3
+utterances, short pauses), and as many of the training speakers' test utterances to tune the threshold on (the
+unseen speakers choose nothing). Reports precision, recall and F1 of the change points within each collar,
+segment purity and coverage, beside the delta-BIC baseline tuned the same way. Writes
+runs/<run>/evaluation/<checkpoint>/speaker_changes.json and speaker_changes_<k>.png; an evaluation with the
+same settings is shown again (--force computes it anew).
+"""
+import csv
+import json
+import sys
+import time
+from pathlib import Path
+
+import click
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run as a script from anywhere: find the project
+
+import utils  # noqa: E402
+from audio.corpus import named_audio_files  # noqa: E402
+
+RUNS = ("frozen", "triplet", "softmax")
+ERROR = 2
+
+
+@click.group()
+@utils.workdir_option
+def main():
+    """Speaker change detection with a trained model."""
+    utils.print_overrides()
+
+
+@main.command()
+@click.argument("files", nargs=-1, required=True)
+@click.option("--threshold", type=float, default=None,
+              help="Call a change where the curve reaches this [default: the threshold `evaluate` tuned].")
+@click.option("--output", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="Also write the results: .json, .csv (a row per segment) or .rttm.")
+@click.option("--plots", type=click.Path(file_okay=False, path_type=Path), default=None,
+              help="Folder of the change-curve PNGs [default: <workdir>/speaker_changes].")
+@click.option("--no-plots", is_flag=True, help="Write no PNG.")
+@click.option("--run", type=click.Choice(RUNS), default=None,
+              help="Use this run [default: the last of frozen, triplet, softmax that has a checkpoint].")
+@click.option("--json", "as_json", is_flag=True, help="Print the results as JSON.")
+@utils.workdir_option
+@utils.friendly_errors(code=ERROR)
+def detect(files, threshold, output, plots, no_plots, run, as_json):
+    """Find the speaker changes in FILES (audio files, folders, .txt lists)."""
+    if output is not None and output.suffix not in (".json", ".csv", ".rttm"):
+        raise utils.PipelineError(f"--output {output}: write .json, .csv or .rttm")
+    paths = named_audio_files(files)
+    utils.import_tensorflow_quietly()
+    from ml import plots as figures
+    from ml.speaker_changes import ChangeDetector
+    detector = ChangeDetector(run=run, threshold=threshold)
+    threshold = detector.threshold()
+    folder = None if no_plots else (plots or utils.work_path("speaker_changes"))
+    results, failed = [], {}
+    for path in paths:
+        try:
+            found = detector.detect(path, threshold)
+        except utils.PipelineError as error:
+            failed[str(path)] = str(error).removeprefix(f"{path}: ")
+            print(f"skipped {path}: {failed[str(path)]}", file=sys.stderr)
+            continue
+        results.append(found)
+        if folder is not None:
+            utils.ensure_writable_dir(folder)
+            figures.change_curve(found.curve, threshold, found.changes, folder / f"{path.stem}.png",
+                                              title=f"{path.name}: {len(found.changes)} change(s)")
+        if not as_json:
+            shown = ", ".join(f"{t:.2f}" for t in found.changes) or "none"
+            print(f"{path}: {len(found.changes)} change(s) in {found.duration:.1f} s (threshold {threshold:.3f}): "
+                  f"{shown}")
+            print("\n".join(found.rttm(path.stem)))
+    if as_json:
+        print(json.dumps([r.as_dict() for r in results], indent=1))
+    if output is not None and results:
+        write_results(results, output)
+        print(f"written to {output}", file=sys.stderr if as_json else sys.stdout)
+    if folder is not None and results and not as_json:
+        print(f"change curves: {folder}")
+    if not results:
+        raise utils.PipelineError("no file could be used")
+
+
+def write_results(results, output):
+    """The detections as .json (a list of dicts), .csv (file, segment, start_s, end_s) or .rttm."""
+    with utils.atomic_path(output) as tmp:
+        with open(tmp, "w", newline="") as handle:
+            if output.suffix == ".json":
+                json.dump([r.as_dict() for r in results], handle, indent=1)
+            elif output.suffix == ".csv":
+                writer = csv.writer(handle)
+                writer.writerow(["file", "segment", "start_s", "end_s"])
+                for result in results:
+                    writer.writerows([result.name, k + 1, f"{start:.3f}", f"{end:.3f}"]
+                                     for k, (start, end) in enumerate(result.segments()))
+            else:
+                for result in results:
+                    handle.write("\n".join(result.rttm(Path(result.name).stem)) + "\n")
+
+
+@main.command()
+@click.option("--run", type=click.Choice(RUNS), default=None,
+              help="Evaluate this run [default: the last of frozen, triplet, softmax that has a checkpoint].")
+@click.option("--checkpoint", type=click.Path(dir_okay=False), default=None,
+              help="A weights file of that run [default: its chosen one].")
+@click.option("--force", is_flag=True, help="Compute the evaluation again even when it exists.")
+@utils.workdir_option
+@utils.friendly_errors
+def evaluate(run, checkpoint, force):
+    """Precision, recall and F1 of change detection on synthetic conversations of the unseen speakers."""
+    start = time.perf_counter()
+    utils.stop_cleanly_on_termination()
+    from ml import checkpoints
+    from ml.inputs import checked_record
+    from ml.speaker_changes import EVALUATION_SETTINGS, REPORT
+    record = checked_record()
+    mode, state, entry = checkpoints.resolve_checkpoint(run, checkpoint)
+    folder = checkpoints.evaluation_folder(mode, entry)
+    with checkpoints.RunFolder(mode).lock():
+        checkpoints.check_trained_on(mode, state, record)
+        settings = utils.settings_snapshot(EVALUATION_SETTINGS)
+        again = (f"python ml/4_detect_speaker_changes.py evaluate --run {mode}"
+                 + (f" --checkpoint {checkpoint}" if checkpoint else "") + " --force")
+        report = None if force else utils.read_json(folder / REPORT, what="a speaker-change evaluation",
+                                                    fix=f"Compute it again with `{again}`",
+                                                    keys=("checkpoint", "settings", "threshold", "f1", "created"))
+        if report is not None and report["checkpoint"] == checkpoints.checkpoint_reference(mode, state, entry):
+            if report["settings"] != settings:  # its threshold is what detect uses: never replaced unasked
+                changed = [n for n in settings if report["settings"].get(n) != settings[n]]
+                raise utils.PipelineError(
+                    f"{folder / REPORT} holds an evaluation of this checkpoint with other settings "
+                    f"({', '.join(changed)}); its threshold is the one detect uses. Replace it with `{again}`, or "
+                    f"restore the settings")
+            print(f"model: {checkpoints.describe(mode, state, entry)}\nalready evaluated with these settings "
+                  f"({report['created']}); shown again (--force computes it anew)")
+        else:
+            report = compute(mode, entry, folder, settings)
+    summary(report, folder, start)
+
+
+def compute(mode, entry, folder, settings):
+    """Run the evaluation of the checkpoint and write its report."""
+    utils.import_tensorflow_quietly()
+    import constants
+    from audio.corpus import find_corpus, split_speakers
+    from ml import checkpoints, embeddings, speaker_changes
+    from ml.inputs import load_inputs
+
+    corpus = find_corpus()
+    _, unseen = split_speakers(corpus.speakers)
+    inputs = load_inputs()
+    trained = embeddings.load_trained_model(mode, entry=entry, settings="inputs")
+    if trained.norm["method"] == "per_speaker":
+        raise utils.PipelineError("change detection needs a label-free NORMALIZATION (this run normalises per "
+                                  "speaker, which needs to know who speaks)")
+    print(f"model: {trained.description}")
+    path_of = {u.key: u.path for items in corpus.utterances.values() for u in items}
+    test_keys = set(inputs.test.utterance_keys.tolist())
+    tuning = {s: [u.path for u in corpus.utterances.get(s, []) if u.key in test_keys] for s in inputs.speakers}
+    missing = [k for k in test_keys if k not in path_of and "@" not in k]
+    if missing:
+        raise utils.PipelineError(f"{len(missing)} test utterance(s) of the inputs are not in the corpus at "
+                                  f"{corpus.root} (e.g. {missing[0]}): point VCTK_CORPUS_PATH at the corpus the "
+                                  f"inputs were built from")
+    test = {s: [u.path for u in corpus.utterances.get(s, [])] for s in unseen}
+    report = speaker_changes.evaluate(trained, tuning, test, folder)
+    report.update({"checkpoint": trained.reference, "run": mode, "settings": settings, "recipe": constants.RECIPE,
+                   "code_version": utils.code_version(), "created": time.strftime("%Y-%m-%d %H:%M:%S"),
+                   "checkpoint_file": checkpoints.describe(mode, trained.state, trained.entry)})
+    utils.write_json(folder / speaker_changes.REPORT, report)
+    return report
+
+
+def summary(report, folder, start):
+    """The evaluation's figures, as lines for the terminal."""
+    baseline = report["baseline"]
+    print(f"tuned on {report['tuning']['num_conversations']} conversations of {report['tuning']['speakers']} training "
+          f"speakers: threshold {report['threshold']:.3f} (F1 {report['tuning']['f1']:.3f}; delta-BIC "
+          f"{baseline['threshold']:.1f}, F1 {report['tuning']['baseline_f1']:.3f})")
+    print(f"test: {report['num_conversations']} conversations of {report['num_speakers']} unseen speakers, "
+          f"{report['num_changes']} changes, {report['audio_s'] / 60:.1f} min of audio")
+    for collar, figures in report["by_collar"].items():
+        other = baseline["by_collar"][collar]
+        print(f"collar {collar} s: precision {figures['precision']:.3f}  recall {figures['recall']:.3f}  F1 "
+              f"{figures['f1']:.3f}   (delta-BIC: {other['precision']:.3f} / {other['recall']:.3f} / "
+              f"{other['f1']:.3f})")
+    print(f"purity {report['purity']:.3f}  coverage {report['coverage']:.3f}   (delta-BIC: {baseline['purity']:.3f} "
+          f"/ {baseline['coverage']:.3f});  detection {report['real_time_factor']:.0f}x real time")
+    if report.get("num_skipped_files"):
+        print(f"{report['num_skipped_files']} unusable file(s) skipped (listed in {folder / 'speaker_changes.json'})")
+    print(f"report and plots in {folder} ({time.perf_counter() - start:.0f} s)")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,431 @@
+"""Speaker change detection with the trained window embeddings, its evaluation on synthetic conversations, and
+the delta-BIC baseline it is compared with.
+
+    from ml.speaker_changes import ChangeDetector
+    detector = ChangeDetector()                 # the default run's model and its tuned threshold
+    found = detector.detect("meeting.wav")      # found.changes (s), found.segments(), found.rttm("meeting")
+
+A recording's MFCC frames are computed over the whole file (its time axis kept: no trim), a window embedding
+every CHANGE_EMBED_HOP_FRAMES frames, and a frame is voiced when its energy is within CHANGE_VAD_DB of the loud
+frames. At candidate points CHANGE_HOP_S apart, the unit window embeddings of the voiced windows within
+CHANGE_WINDOW_S on each side are averaged; the curve is the cosine distance of the two averages (0 where a side
+has less than CHANGE_MIN_VOICED_S of voice). Its highest points of at least the threshold, each at least
+CHANGE_MIN_SEGMENT_S from the others and from the ends, are the changes.
+"""
+from dataclasses import dataclass, field
+
+import numpy as np
+
+import constants
+import utils
+from audio import features
+from ml import change_metrics
+
+CHANGE_SETTINGS = ("CHANGE_WINDOW_S", "CHANGE_HOP_S", "CHANGE_EMBED_HOP_FRAMES", "CHANGE_MIN_SEGMENT_S",
+                   "CHANGE_MIN_VOICED_S", "CHANGE_VAD_DB", "CHANGE_VAD_QUANTILE")
+# What `evaluate` depends on besides the model: its report is refused (without --force) when one differs.
+EVALUATION_SETTINGS = CHANGE_SETTINGS + ("CONVERSATIONS", "CONVERSATION_SPEAKERS", "CONVERSATION_TURNS",
+                                         "CONVERSATION_UTTERANCES_PER_TURN", "CONVERSATION_PAUSE_S",
+                                         "CONVERSATION_NOISE", "CHANGE_COLLARS_S", "BIC_PENALTY", "SEED", "SPLIT",
+                                         "NUM_SPEAKERS_CLASSIFICATION_TASK", "CORPUS_PATH")
+REPORT = "speaker_changes.json"
+CHUNK_WINDOWS = 8192  # windows per forward pass
+THRESHOLD_QUANTILES = np.linspace(0.5, 0.999, 200)  # thresholds tried when tuning: quantiles of the curves
+
+
+# ----------------------------------------------------------------------------------------------------
+# Curves
+# ----------------------------------------------------------------------------------------------------
+@dataclass
+class Curve:
+    """A change curve: one value per candidate point (seconds), higher = more likely a change."""
+    times: np.ndarray
+    values: np.ndarray
+    duration: float
+
+
+def recording(path):
+    """The samples of `path` at SAMPLE_RATE, checked to be long and loud enough for change detection."""
+    try:
+        signal = features.load_audio(path)
+    except features.UnusableAudio as reason:
+        raise utils.PipelineError(f"{path}: {reason}") from None
+    check_recording(signal, path)
+    return signal
+
+
+def check_recording(signal, name):
+    """PipelineError naming `name` when `signal` is all-silent or shorter than two CHANGE_WINDOW_S windows."""
+    duration = len(signal) / constants.SAMPLE_RATE
+    need = 2 * constants.CHANGE_WINDOW_S
+    if duration < need:
+        raise utils.PipelineError(f"{name}: too short for change detection ({duration:.2f} s; at least {need:g} s "
+                                  f"needed, two CHANGE_WINDOW_S = {constants.CHANGE_WINDOW_S:g} s windows)")
+    peak = float(np.abs(signal).max())
+    if peak < constants.SILENCE_PEAK:
+        raise utils.PipelineError(f"{name}: all-silent (peak {peak:.1e} < SILENCE_PEAK {constants.SILENCE_PEAK})")
+
+
+def voiced_frames(frames):
+    """Per frame, whether its energy (c0, the log energy) is within CHANGE_VAD_DB of the loud frames'."""
+    energy = frames[:, 0]
+    loud = np.quantile(energy, constants.CHANGE_VAD_QUANTILE)
+    return energy >= loud - constants.CHANGE_VAD_DB * np.log(10) / 10
+
+
+def _side_sums(positions, values, points, width):
+    """Sums of `values` (rows) over the positions in [p - width, p) and [p, p + width) of every point p:
+    (left, right), from cumulative sums, so the cost does not depend on the width."""
+    cumulative = np.concatenate([np.zeros((1,) + values.shape[1:]), np.cumsum(values, axis=0)])
+    start, middle, end = (np.searchsorted(positions, points + offset, side="left")
+                          for offset in (-width, 0.0, width))
+    return cumulative[middle] - cumulative[start], cumulative[end] - cumulative[middle]
+
+
+def candidate_points(duration):
+    """Candidate change times: every CHANGE_HOP_S, strictly inside the recording."""
+    return np.arange(constants.CHANGE_HOP_S, duration - constants.CHANGE_HOP_S / 2, constants.CHANGE_HOP_S)
+
+
+def window_track(model, frames, norm):
+    """(centre time of each window in s, unit embeddings (windows, size) float32): a window every
+    CHANGE_EMBED_HOP_FRAMES frames, embedded CHUNK_WINDOWS at a time (no copy of every window at once)."""
+    from ml.embeddings import normalized_frames, unit_length
+    normalized = normalized_frames(frames, norm)
+    starts = features.window_starts(len(frames), hop=constants.CHANGE_EMBED_HOP_FRAMES)
+    outputs = []
+    for i in range(0, len(starts), CHUNK_WINDOWS):
+        windows = features.gather_windows(normalized, starts[i:i + CHUNK_WINDOWS])
+        outputs.append(unit_length(np.asarray(model(windows, training=False)["embeddings"], np.float32)))
+    size = model.get_layer("embeddings").output.shape[-1]
+    vectors = np.concatenate(outputs) if outputs else np.zeros((0, size), np.float32)
+    return window_centres(starts), vectors
+
+
+def window_centres(starts, frames_per_window=None):
+    """Time (s) of the middle of windows starting at frames `starts`."""
+    frames_per_window = frames_per_window or constants.FRAMES_PER_WINDOW
+    length, step = features.frame_geometry()
+    middle_sample = np.asarray(starts) * step + ((frames_per_window - 1) * step + length) / 2
+    return middle_sample / constants.SAMPLE_RATE
+
+
+def embedding_curve(centres, vectors, voiced_windows, duration):
+    """The cosine distance of the mean voiced window embeddings left and right of every candidate point."""
+    points = candidate_points(duration)
+    weights = voiced_windows.astype(np.float64)
+    values = np.concatenate([vectors * weights[:, None], weights[:, None]], axis=1)
+    left, right = _side_sums(centres, values, points, constants.CHANGE_WINDOW_S)
+    need = max(constants.CHANGE_MIN_VOICED_S / (constants.CHANGE_EMBED_HOP_FRAMES * constants.FRAME_STEP_S), 1)
+    usable = (left[:, -1] >= need) & (right[:, -1] >= need)
+    a, b = left[:, :-1], right[:, :-1]
+    cosine = np.einsum("ij,ij->i", a, b) / np.maximum(np.linalg.norm(a, axis=1) * np.linalg.norm(b, axis=1), 1e-12)
+    return Curve(points, np.where(usable, 1 - cosine, 0.0), duration)
+
+
+def bic_curve(frames, voiced, duration):
+    """The delta-BIC of one full-covariance Gaussian against two, over the static MFCCs of the voiced frames
+    within CHANGE_WINDOW_S on each side of every candidate point (0 where a side has too few frames)."""
+    x = frames[voiced, :constants.NUM_MFCC].astype(np.float64)
+    times = window_centres(np.flatnonzero(voiced), frames_per_window=1)
+    d = x.shape[1]
+    values = np.concatenate([np.ones((len(x), 1)), x, (x[:, :, None] * x[:, None, :]).reshape(len(x), -1)], axis=1)
+    points = candidate_points(duration)
+    left, right = _side_sums(times, values, points, constants.CHANGE_WINDOW_S)
+    need = max(constants.CHANGE_MIN_VOICED_S / constants.FRAME_STEP_S, d + 2)
+
+    def log_det(sums):
+        n = np.maximum(sums[:, 0], 1)
+        mean = sums[:, 1:d + 1] / n[:, None]
+        covariance = sums[:, d + 1:].reshape(-1, d, d) / n[:, None, None] - mean[:, :, None] * mean[:, None, :]
+        covariance += 1e-6 * np.eye(d)
+        return n, np.linalg.slogdet(covariance)[1]
+
+    (n1, det1), (n2, det2), (n, det) = log_det(left), log_det(right), log_det(left + right)
+    penalty = constants.BIC_PENALTY * 0.5 * (d + d * (d + 1) / 2) * np.log(n)
+    delta = 0.5 * (n * det - n1 * det1 - n2 * det2) - penalty
+    return Curve(points, np.where((left[:, 0] >= need) & (right[:, 0] >= need), delta, -np.inf), duration)
+
+
+# ----------------------------------------------------------------------------------------------------
+# Peaks
+# ----------------------------------------------------------------------------------------------------
+def peaks(curve):
+    """(times, values) of the curve's changes before any threshold, highest first: a point is kept when no
+    higher kept point lies within CHANGE_MIN_SEGMENT_S and it is at least that far from both ends.
+
+    Keeping points highest first, a threshold only cuts this list: the changes at threshold t are the peaks
+    whose value is at least t (so a threshold is tuned without picking peaks again).
+    """
+    gap = constants.CHANGE_MIN_SEGMENT_S
+    inside = (curve.times >= gap) & (curve.times <= curve.duration - gap) & np.isfinite(curve.values)
+    order = np.flatnonzero(inside)[np.argsort(-curve.values[inside], kind="stable")]
+    blocked = np.zeros(len(curve.times), bool)
+    kept = []
+    for index in order:
+        if blocked[index]:
+            continue
+        kept.append(index)
+        time = curve.times[index]  # block the points less than `gap` away
+        blocked[np.searchsorted(curve.times, time - gap + 1e-9):np.searchsorted(curve.times, time + gap - 1e-9)] = True
+    kept = np.asarray(kept, int)
+    return curve.times[kept], curve.values[kept]
+
+
+def changes_at(peak_list, threshold):
+    """The sorted change times of `peaks(curve)` at `threshold`."""
+    times, values = peak_list
+    return np.sort(times[values >= threshold])
+
+
+def segments(changes, duration):
+    """[(start, end)] of the segments between consecutive changes, covering [0, duration]."""
+    edges = change_metrics.boundaries(changes, duration)
+    return list(zip(edges[:-1].tolist(), edges[1:].tolist()))
+
+
+@dataclass
+class Detection:
+    """The changes found in one recording, with the curve they came from."""
+    name: str
+    curve: Curve
+    threshold: float
+    changes: np.ndarray = field(default=None)
+
+    @property
+    def duration(self):
+        return self.curve.duration
+
+    def segments(self):
+        return segments(self.changes, self.duration)
+
+    def rttm(self, file_id=None):
+        """One RTTM line per segment ("SPEAKER <file> 1 <onset> <duration> <NA> <NA> segment_<k> <NA> <NA>");
+        segments are numbered in order: detection says where the speaker changes, not who speaks."""
+        file_id = (file_id or self.name).replace(" ", "_")
+        return [f"SPEAKER {file_id} 1 {start:.3f} {end - start:.3f} <NA> <NA> segment_{k + 1:03d} <NA> <NA>"
+                for k, (start, end) in enumerate(self.segments())]
+
+    def as_dict(self):
+        return {"file": self.name, "duration_s": round(self.duration, 3), "threshold": self.threshold,
+                "changes_s": [round(float(t), 3) for t in self.changes],
+                "segments": [{"start_s": round(s, 3), "end_s": round(e, 3)} for s, e in self.segments()]}
+
+
+class ChangeDetector:
+    """A trained model (as ml.inference.Speakers loads it) used to find speaker changes in recordings.
+
+    The threshold is the one `python ml/4_detect_speaker_changes.py evaluate` tuned for this checkpoint (stored
+    in its evaluation folder), unless one is given.
+    """
+
+    def __init__(self, run=None, checkpoint=None, threshold=None, trained=None):
+        from ml.inference import label_free_model
+        self.trained = trained or label_free_model(run, checkpoint)
+        self.model, self.norm, self.source = self.trained.model, self.trained.norm, self.trained.description
+        self._threshold = threshold
+
+    def threshold(self):
+        """The given threshold, else the one tuned for this checkpoint; PipelineError before any."""
+        if self._threshold is not None:
+            return self._threshold
+        from ml import checkpoints
+        folder = checkpoints.evaluation_folder(self.trained.mode, self.trained.entry)
+        report = utils.read_json(folder / REPORT, keys=("checkpoint", "threshold"),
+                                 what="the speaker-change evaluation of this checkpoint",
+                                 fix=f"Compute it again with `python ml/4_detect_speaker_changes.py evaluate --run "
+                                     f"{self.trained.mode} --force`")
+        if report is None or report.get("checkpoint") != self.trained.reference:
+            raise utils.PipelineError(f"no tuned change threshold for {self.source} yet: run `python "
+                                      f"ml/4_detect_speaker_changes.py evaluate --run {self.trained.mode}` first "
+                                      f"(or give --threshold)")
+        return float(report["threshold"])
+
+    def curve(self, signal, name="the recording"):
+        """The change curve of a signal at SAMPLE_RATE (checked first)."""
+        check_recording(signal, name)
+        frames = features.mfcc_frames_in_blocks(signal)
+        voiced = voiced_frames(frames)
+        centres, vectors = window_track(self.model, frames, self.norm)
+        starts = features.window_starts(len(frames), hop=constants.CHANGE_EMBED_HOP_FRAMES)
+        voiced_windows = _window_voicing(voiced, starts)
+        return embedding_curve(centres, vectors, voiced_windows, len(signal) / constants.SAMPLE_RATE)
+
+    def detect(self, path, threshold=None):
+        """The Detection of one audio file."""
+        threshold = self.threshold() if threshold is None else threshold
+        curve = self.curve(recording(path), str(path))
+        return Detection(str(path), curve, threshold, changes_at(peaks(curve), threshold))
+
+
+def _window_voicing(voiced, starts):
+    """Whether each window (starting at `starts`) has at least half of its frames voiced."""
+    counts = np.concatenate([[0], np.cumsum(voiced)])
+    ends = np.minimum(starts + constants.FRAMES_PER_WINDOW, len(voiced))
+    return (counts[ends] - counts[starts]) * 2 >= constants.FRAMES_PER_WINDOW
+
+
+def baseline_curve(signal):
+    """The delta-BIC curve of a signal (no learned embedding)."""
+    frames = features.mfcc_frames_in_blocks(signal)
+    return bic_curve(frames, voiced_frames(frames), len(signal) / constants.SAMPLE_RATE)
+
+
+# ----------------------------------------------------------------------------------------------------
+# Synthetic conversations
+# ----------------------------------------------------------------------------------------------------
+@dataclass
+class Conversation:
+    """A seeded concatenation of utterances: turns of different speakers, short pauses, no overlap."""
+    signal: np.ndarray
+    changes: list  # true change times (s): the middle of the pause between two turns
+    turns: list  # (start s, end s, speaker) of each turn's speech
+
+    @property
+    def duration(self):
+        return len(self.signal) / constants.SAMPLE_RATE
+
+
+def _draw(bounds, rng):
+    """An integer uniformly in [from, to] of a from-to setting."""
+    return int(rng.integers(bounds[0], bounds[1] + 1))
+
+
+def conversations(paths_by_speaker, count, seed, skipped=None):
+    """`count` seeded Conversations (a generator) from {speaker: [audio paths]}; speakers with no usable file
+    are dropped, and unusable files go into the dict `skipped` as {path: reason}.
+
+    Each: CONVERSATION_SPEAKERS speakers, CONVERSATION_TURNS turns (the next speaker any other one of the
+    conversation), CONVERSATION_UTTERANCES_PER_TURN utterances per turn (their voiced part), pauses of
+    CONVERSATION_PAUSE_S, background noise of CONVERSATION_NOISE over everything.
+    """
+    skipped = {} if skipped is None else skipped
+    rng = np.random.default_rng(seed)
+    speakers = sorted(s for s, paths in paths_by_speaker.items() if paths)
+    if len(speakers) < 2:
+        raise utils.PipelineError(f"conversations need at least 2 speakers with audio, not {len(speakers)}")
+    rate = constants.SAMPLE_RATE
+
+    def utterance(speaker):
+        for _ in range(20):
+            path = paths_by_speaker[speaker][rng.integers(len(paths_by_speaker[speaker]))]
+            if str(path) in skipped:
+                continue
+            try:
+                return features.voice_only(features.load_audio(path))
+            except features.UnusableAudio as reason:
+                skipped[str(path)] = str(reason)
+        raise utils.PipelineError(f"no usable utterance of {speaker} found in 20 draws (see the skipped files)")
+
+    for _ in range(count):
+        chosen = rng.choice(speakers, size=min(_draw(constants.CONVERSATION_SPEAKERS, rng), len(speakers)),
+                            replace=False).tolist()
+        pieces, turns, changes, position, previous = [], [], [], 0, None
+        for turn in range(_draw(constants.CONVERSATION_TURNS, rng)):
+            speaker = chosen[rng.integers(len(chosen))] if previous is None else \
+                [s for s in chosen if s != previous][rng.integers(len(chosen) - 1)]
+            if turn:
+                pause = int(rng.uniform(*constants.CONVERSATION_PAUSE_S) * rate)
+                changes.append((position + pause / 2) / rate)
+                pieces.append(np.zeros(pause, np.float32))
+                position += pause
+            start = position
+            for number in range(_draw(constants.CONVERSATION_UTTERANCES_PER_TURN, rng)):
+                if number:
+                    pause = int(rng.uniform(*constants.CONVERSATION_PAUSE_S) * rate)
+                    pieces.append(np.zeros(pause, np.float32))
+                    position += pause
+                speech = utterance(speaker)
+                pieces.append(speech)
+                position += len(speech)
+            turns.append((start / rate, position / rate, speaker))
+            previous = speaker
+        signal = np.concatenate(pieces)
+        signal += (constants.CONVERSATION_NOISE * rng.standard_normal(len(signal))).astype(np.float32)
+        yield Conversation(signal, changes, turns)
+
+
+# ----------------------------------------------------------------------------------------------------
+# Evaluation
+# ----------------------------------------------------------------------------------------------------
+def tune_threshold(curves, truths, collar):
+    """The threshold (a quantile of the curves' peak values) with the best pooled F1 at `collar`, and that F1."""
+    peak_lists = [peaks(c) for c in curves]
+    values = np.concatenate([v for _, v in peak_lists])
+    values = values[np.isfinite(values)]
+    if values.size == 0:
+        raise utils.PipelineError("no candidate change point in the tuning conversations (all too short or silent)")
+    best = (-1.0, float(values.max()))
+    for threshold in np.unique(np.quantile(values, THRESHOLD_QUANTILES)):
+        counts = [change_metrics.detection_counts(t, changes_at(p, threshold), collar)
+                  for p, t in zip(peak_lists, truths)]
+        f1 = change_metrics.precision_recall_f1(counts)[2]
+        if f1 > best[0]:
+            best = (f1, float(threshold))
+    return best[1], best[0]
+
+
+def figures(curves, truths, threshold, collars):
+    """{collar: {precision, recall, f1}}, purity and coverage, and the detected changes, of curves at threshold."""
+    found = [changes_at(peaks(c), threshold) for c in curves]
+    by_collar = {}
+    for collar in collars:
+        counts = [change_metrics.detection_counts(t, f, collar) for t, f in zip(truths, found)]
+        precision, recall, f1 = change_metrics.precision_recall_f1(counts)
+        by_collar[f"{collar:g}"] = {"precision": precision, "recall": recall, "f1": f1}
+    sums = [change_metrics.purity_coverage_sums(t, f, c.duration) for t, f, c in zip(truths, found, curves)]
+    purity, coverage = change_metrics.purity_coverage(sums)
+    return by_collar, purity, coverage, found
+
+
+def conversation_curves(detector, paths_by_speaker, seed, desc, skipped, keep=0):
+    """(embedding curves, delta-BIC curves, true changes, the first `keep` conversations, seconds spent on the
+    embedding curves) of CONVERSATIONS seeded conversations."""
+    import time
+    curves, baselines, truths, kept, spent = [], [], [], [], 0.0
+    for conversation in utils.progress(conversations(paths_by_speaker, constants.CONVERSATIONS, seed, skipped),
+                                       total=constants.CONVERSATIONS, desc=desc, unit="conversation"):
+        start = time.perf_counter()
+        curves.append(detector.curve(conversation.signal, "a conversation"))
+        spent += time.perf_counter() - start
+        baselines.append(baseline_curve(conversation.signal))
+        truths.append(conversation.changes)
+        if len(kept) < keep:
+            kept.append(conversation)
+    return curves, baselines, truths, kept, spent
+
+
+def evaluate(trained, tuning_paths, test_paths, folder):
+    """Tune the thresholds on conversations of `tuning_paths`, measure on those of `test_paths` (both
+    {speaker: [paths]}), write the plots into `folder`; the report (a dict)."""
+    from ml import plots
+    detector = ChangeDetector(trained=trained)
+    collars = constants.CHANGE_COLLARS_S
+    skipped = {}
+    tuning, tuning_bic, tuning_truths, _, _ = conversation_curves(
+        detector, tuning_paths, [constants.SEED, 15, 0], "tuning conversations", skipped)
+    threshold, tuning_f1 = tune_threshold(tuning, tuning_truths, collars[0])
+    bic_threshold, bic_tuning_f1 = tune_threshold(tuning_bic, tuning_truths, collars[0])
+    curves, bic, truths, shown, spent = conversation_curves(
+        detector, test_paths, [constants.SEED, 15, 1], "test conversations", skipped, keep=constants.CONVERSATION_PLOTS)
+    by_collar, purity, coverage, found = figures(curves, truths, threshold, collars)
+    bic_by_collar, bic_purity, bic_coverage, bic_found = figures(bic, truths, bic_threshold, collars)
+    audio = sum(c.duration for c in curves)
+    main = by_collar[f"{collars[0]:g}"]
+    report = {**main, "purity": purity, "coverage": coverage, "collar_s": collars[0], "threshold": threshold,
+              "by_collar": by_collar, "num_conversations": len(curves), "num_changes": sum(map(len, truths)),
+              "num_speakers": len(test_paths), "audio_s": audio, "real_time_factor": audio / max(spent, 1e-9),
+              "baseline": {**bic_by_collar[f"{collars[0]:g}"], "method": "delta-BIC on the static MFCCs",
+                           "purity": bic_purity, "coverage": bic_coverage, "threshold": bic_threshold,
+                           "by_collar": bic_by_collar},
+              "tuning": {"speakers": len(tuning_paths), "num_conversations": len(tuning), "f1": tuning_f1,
+                         "baseline_f1": bic_tuning_f1,
+                         "utterances": "the training speakers' test utterances"},
+              "num_skipped_files": len(skipped), "skipped_files": skipped}
+    utils.ensure_writable_dir(folder)
+    for k, conversation in enumerate(shown):
+        plots.change_curve(curves[k], threshold, found[k], folder / f"speaker_changes_{k + 1}.png",
+                           truth=truths[k], baseline=(bic[k], bic_threshold, bic_found[k]),
+                           title=f"test conversation {k + 1}: {len(set(t[2] for t in conversation.turns))} "
+                                 f"speakers, {len(conversation.turns)} turns")
+    return report

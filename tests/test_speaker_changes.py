@@ -1,0 +1,254 @@
+"""Speaker change detection: the metrics against hand-computed cases, peak picking, the delta-BIC baseline,
+detection on a demo conversation with a briefly trained model, the command line and bad inputs."""
+import importlib.util
+import json
+
+import numpy as np
+import pytest
+import soundfile as sf
+from click.testing import CliRunner
+
+import constants
+import utils
+from audio import features
+from audio.corpus import find_corpus
+from audio.demo_corpus import write_demo_corpus
+from ml import change_metrics, speaker_changes
+from ml.speaker_changes import Curve
+
+
+def load_script(path):
+    spec = importlib.util.spec_from_file_location(path.replace("/", "_"), path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+# ----------------------------------------------------------------------------------------------------
+# Metrics, by hand
+# ----------------------------------------------------------------------------------------------------
+@pytest.mark.parametrize("reference, hypothesis, collar, hits", [
+    ([], [], 0.5, 0),
+    ([1.0], [], 0.5, 0),
+    ([], [1.0], 0.5, 0),
+    ([10.0], [10.4], 0.5, 1),
+    ([10.0], [10.6], 0.5, 0),
+    ([10.0], [10.5], 0.5, 1),  # the collar's edge counts
+    ([10.0], [9.8, 10.2], 0.5, 1),  # one true change matches one detection only
+    ([10.0, 10.8], [10.4], 0.5, 1),  # and one detection one true change
+    ([10.0, 10.8], [10.4, 11.2], 0.5, 2),  # greedy on sorted lists finds the matching of two
+    ([10.0, 10.8], [10.7, 10.4], 0.5, 2),  # order of the input does not matter
+    ([1.0, 5.0, 9.0], [1.2, 4.0, 9.3, 12.0], 0.25, 1),
+])
+def test_matched_changes_by_hand(reference, hypothesis, collar, hits):
+    assert change_metrics.matched_changes(reference, hypothesis, collar) == hits
+
+
+def test_precision_recall_f1_pool_the_counts_of_many_recordings():
+    counts = [change_metrics.detection_counts([1.0, 5.0], [1.1, 3.0, 5.3], 0.5),  # 2 hits of 3 found, 2 true
+              change_metrics.detection_counts([2.0, 7.0], [7.2], 0.5)]  # 1 hit of 1 found, 2 true
+    precision, recall, f1 = change_metrics.precision_recall_f1(counts)
+    assert precision == pytest.approx(3 / 4) and recall == pytest.approx(3 / 4) and f1 == pytest.approx(3 / 4)
+    assert change_metrics.precision_recall_f1([change_metrics.detection_counts([], [], 0.5)]) == (1.0, 1.0, 1.0)
+    assert change_metrics.precision_recall_f1([change_metrics.detection_counts([1.0], [3.0], 0.5)]) == (0, 0, 0)
+
+
+def test_purity_and_coverage_by_hand():
+    # True segments [0,4) [4,10); detected [0,6) [6,10): purity counts 4 of [0,6) and 4 of [6,10) -> 8/10;
+    # coverage counts 4 of [0,4) and 4 of [4,10) ([4,6) or [6,10)) -> 8/10.
+    sums = change_metrics.purity_coverage_sums([4.0], [6.0], 10.0)
+    assert change_metrics.purity_coverage([sums]) == pytest.approx((0.8, 0.8))
+    # Nothing detected: one segment, pure only by its largest overlap (6 of 10); true segments fully covered
+    assert change_metrics.purity_coverage([change_metrics.purity_coverage_sums([4.0], [], 10.0)]) == \
+        pytest.approx((0.6, 1.0))
+    # Over-segmented: every detected segment is pure; true [4,10) is split into 2 + 4
+    assert change_metrics.purity_coverage([change_metrics.purity_coverage_sums([4.0], [4.0, 6.0], 10.0)]) == \
+        pytest.approx((1.0, 0.8))
+    pooled = [change_metrics.purity_coverage_sums([4.0], [6.0], 10.0),
+              change_metrics.purity_coverage_sums([], [], 30.0)]
+    assert change_metrics.purity_coverage(pooled) == pytest.approx(((8 + 30) / 40, (8 + 30) / 40))
+
+
+# ----------------------------------------------------------------------------------------------------
+# Peaks, segments and the baseline
+# ----------------------------------------------------------------------------------------------------
+def test_peaks_keep_the_highest_points_apart_and_off_the_ends(monkeypatch):
+    monkeypatch.setattr(constants, "CHANGE_HOP_S", 0.1)
+    monkeypatch.setattr(constants, "CHANGE_MIN_SEGMENT_S", 1.0)
+    times = np.round(np.arange(1, 100) * 0.1, 10)  # 0.1 .. 9.9 s
+    values = np.zeros_like(times)
+    for time, value in [(0.5, 9.0), (3.0, 0.8), (3.5, 0.9), (4.5, 0.7), (6.0, 0.4), (9.5, 5.0)]:
+        values[np.argmin(np.abs(times - time))] = value
+    peak_times, peak_values = speaker_changes.peaks(Curve(times, values, 10.0))
+    assert peak_values.tolist() == sorted(peak_values.tolist(), reverse=True)
+    assert list(peak_times[:3]) == pytest.approx([3.5, 4.5, 6.0])  # 0.5 and 9.5 are too near an end; 3.0 too near 3.5
+    assert list(speaker_changes.changes_at((peak_times, peak_values), 0.5)) == pytest.approx([3.5, 4.5])
+    assert all(abs(a - b) >= 1.0 - 1e-9 for i, a in enumerate(peak_times) for b in peak_times[:i])
+    assert speaker_changes.segments([3.5, 4.5], 10.0) == [(0.0, 3.5), (3.5, 4.5), (4.5, 10.0)]
+
+
+def two_voices(seconds=4.0, rate=8000, seed=0):
+    """Two harmonic voices, one after the other: the true change is at `seconds`."""
+    rng = np.random.default_rng(seed)
+    t = np.arange(int(seconds * rate)) / rate
+    first = sum(np.sin(2 * np.pi * k * 110 * t) / k for k in range(1, 15)) * (1 + 0.3 * np.sin(2 * np.pi * 4 * t))
+    second = sum(np.sin(2 * np.pi * k * 230 * t) * (k % 3 == 0) for k in range(1, 15)) * (1 + 0.3 * np.sin(5 * t))
+    signal = np.concatenate([first / np.abs(first).max(), second / np.abs(second).max()]) * 0.4
+    return (signal + 0.01 * rng.standard_normal(signal.size)).astype(np.float32)
+
+
+def test_the_delta_bic_baseline_peaks_at_the_change_of_two_voices():
+    signal = two_voices()
+    curve = speaker_changes.baseline_curve(signal)
+    assert abs(curve.times[np.nanargmax(np.where(np.isfinite(curve.values), curve.values, np.nan))] - 4.0) <= 0.25
+
+
+def test_blocked_mfccs_are_the_mfccs_of_the_whole_signal():
+    signal = two_voices(seconds=7.3)
+    np.testing.assert_array_equal(features.mfcc_frames_in_blocks(signal, block_frames=97),
+                                  features.mfcc_frames(signal))
+
+
+def test_conversations_are_seeded_and_their_changes_lie_between_turns_of_different_speakers(tone_corpus,
+                                                                                               monkeypatch):
+    monkeypatch.setattr(constants, "CONVERSATION_TURNS", [3, 5])
+    paths = {s.name: sorted(s.glob("*_mic1.flac")) for s in (tone_corpus / "wav48_silence_trimmed").iterdir()}
+    paths["p228"].append(tone_corpus / "missing.flac")
+    skipped = {}
+    first = list(speaker_changes.conversations(paths, 3, seed=5, skipped=skipped))
+    again = list(speaker_changes.conversations(paths, 3, seed=5))
+    for one, other in zip(first, again):
+        np.testing.assert_array_equal(one.signal, other.signal)
+    for conversation in first:
+        assert 3 <= len(conversation.turns) <= 5 and len(conversation.changes) == len(conversation.turns) - 1
+        for (_, end, speaker), (start, _, following), change in zip(conversation.turns, conversation.turns[1:],
+                                                                    conversation.changes):
+            assert speaker != following and end < change < start
+        assert 2 <= len({t[2] for t in conversation.turns}) <= 4
+    assert all("missing.flac" in k for k in skipped)
+
+
+# ----------------------------------------------------------------------------------------------------
+# With a trained model (the session's demo-corpus model)
+# ----------------------------------------------------------------------------------------------------
+TRAINING_SPEAKERS, UNSEEN_SPEAKERS = 8, 4
+SETTINGS = {"NUM_WORKERS": 1, "SPLIT": "auto", "NUM_SPEAKERS_CLASSIFICATION_TASK": TRAINING_SPEAKERS,
+            "MAX_COUNT_PER_CLASS": 100, "BATCH_SIZE": 300, "SPEED_PERTURBATION": [], "VALIDATION_FRACTION": 0.0,
+            "SOFTMAX_SCHEDULE_EPOCHS": 4, "SOFTMAX_WARMUP_STEPS": 10}
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    """A demo corpus of 12 speakers x 8 utterances (8 train, 4 unseen) and a conv model trained for 4 epochs by
+    the numbered scripts (as in test_learning: well above chance)."""
+    root = tmp_path_factory.mktemp("changes")
+    with pytest.MonkeyPatch.context() as patch:
+        for name, value in {**SETTINGS, "WORKDIR": str(root / "work"), "CORPUS_PATH": str(root / "corpus")}.items():
+            patch.setattr(constants, name, value)
+        write_demo_corpus(root / "corpus", num_speakers=TRAINING_SPEAKERS + UNSEEN_SPEAKERS, utterances_per_speaker=8,
+                          progress=False)
+        for arguments in (["ml/0_generate_inputs.py"], ["ml/1_train_triplet_softmax_model.py", "--loss_on_softmax"]):
+            result = CliRunner().invoke(load_script(arguments[0]).main, arguments[1:])
+            assert result.exit_code == 0, result.output
+    return root, find_corpus(root / "corpus")
+
+
+@pytest.fixture
+def detector(trained, monkeypatch):
+    root, corpus = trained
+    for name, value in {**SETTINGS, "WORKDIR": str(root / "work"), "CORPUS_PATH": str(root / "corpus")}.items():
+        monkeypatch.setattr(constants, name, value)
+    return speaker_changes.ChangeDetector(), corpus
+
+
+def demo_conversation(corpus, path, first="p234", second="p236"):
+    """Three utterances of `first`, then three of `second`, with 0.3 s pauses; the true change time."""
+    pause = np.zeros(int(0.3 * constants.SAMPLE_RATE), np.float32)
+    parts, change = [], None
+    for speaker in (first, second):
+        if parts:
+            change = (sum(map(len, parts)) + len(pause) / 2) / constants.SAMPLE_RATE
+            parts.append(pause)
+        for utterance in corpus.utterances[speaker][:3]:
+            parts += [features.voice_only(features.load_audio(utterance.path)), pause]
+        parts.pop()
+    sf.write(path, np.concatenate(parts), constants.SAMPLE_RATE)
+    return change
+
+
+def test_a_two_speaker_conversation_gets_its_change_within_the_collar(detector, tmp_path):
+    model, corpus = detector
+    change = demo_conversation(corpus, tmp_path / "talk.wav")
+    curve = model.curve(features.load_audio(tmp_path / "talk.wav"))
+    peak_times, peak_values = speaker_changes.peaks(curve)
+    assert abs(peak_times[0] - change) <= constants.CHANGE_COLLARS_S[0], (peak_times[:3], change)
+    found = model.detect(tmp_path / "talk.wav", threshold=float(peak_values[0]))  # the highest peak only
+    assert len(found.changes) == 1 and found.segments()[0] == (0.0, pytest.approx(found.changes[0]))
+    assert found.rttm("talk")[1].startswith(f"SPEAKER talk 1 {found.changes[0]:.3f} ")
+
+
+@pytest.mark.parametrize("make, message", [
+    (lambda p: p.write_bytes(b"not audio at all"), "unreadable"),
+    (lambda p: sf.write(p, np.zeros(8000 * 5), 8000), "all-silent"),
+    (lambda p: sf.write(p, 0.5 * np.sin(np.arange(8000 * 2)), 8000), "too short for change detection"),
+    (lambda p: None, "unreadable"),
+])
+def test_bad_recordings_give_one_clear_line(detector, tmp_path, make, message):
+    model, _ = detector
+    path = tmp_path / "bad.wav"
+    make(path)
+    with pytest.raises(utils.PipelineError, match=message):
+        model.detect(path, threshold=0.5)
+
+
+def test_without_an_evaluation_detect_asks_for_one_or_a_threshold(detector):
+    model, _ = detector
+    with pytest.raises(utils.PipelineError, match="evaluate"):
+        model.threshold()
+
+
+def test_the_command_line_writes_json_csv_rttm_and_plots_and_names_bad_files(detector, tmp_path):
+    _, corpus = detector
+    demo_conversation(corpus, tmp_path / "talk.wav")
+    (tmp_path / "broken.wav").write_bytes(b"RIFF nonsense")
+    script = load_script("ml/4_detect_speaker_changes.py").main
+    for suffix in ("json", "csv", "rttm"):
+        result = CliRunner().invoke(script, ["detect", str(tmp_path / "talk.wav"), str(tmp_path / "broken.wav"),
+                                             "--threshold", "0.2", "--output", str(tmp_path / f"out.{suffix}"),
+                                             "--plots", str(tmp_path / "plots")])
+        assert result.exit_code == 0, result.output
+        assert "broken.wav: unreadable" in result.output and "SPEAKER talk 1 0.000" in result.output
+    saved = json.loads((tmp_path / "out.json").read_text())
+    assert len(saved) == 1 and saved[0]["threshold"] == 0.2 and saved[0]["segments"][0]["start_s"] == 0
+    rows = (tmp_path / "out.csv").read_text().splitlines()
+    assert rows[0] == "file,segment,start_s,end_s" and len(rows) == len(saved[0]["segments"]) + 1
+    assert len((tmp_path / "out.rttm").read_text().splitlines()) == len(saved[0]["segments"])
+    assert (tmp_path / "plots" / "talk.png").stat().st_size > 5000
+    nothing = CliRunner().invoke(script, ["detect", str(tmp_path / "broken.wav"), "--threshold", "0.2"])
+    assert nothing.exit_code == 2 and "no file could be used" in nothing.output and "Traceback" not in nothing.output
+    wrong = CliRunner().invoke(script, ["detect", str(tmp_path / "talk.wav"), "--output", str(tmp_path / "x.txt")])
+    assert wrong.exit_code == 2 and ".json, .csv or .rttm" in wrong.output
+
+
+def test_evaluate_tunes_on_training_speakers_reports_every_key_and_is_shown_again(detector, trained, monkeypatch):
+    root, _ = trained
+    for name, value in {"CONVERSATIONS": 4, "CONVERSATION_TURNS": [3, 4], "CONVERSATION_PLOTS": 1}.items():
+        monkeypatch.setattr(constants, name, value)
+    script = load_script("ml/4_detect_speaker_changes.py").main
+    result = CliRunner().invoke(script, ["evaluate"])
+    assert result.exit_code == 0, result.output
+    folder = root / "work" / "runs" / "softmax" / "evaluation" / "epoch-000004"
+    report = json.loads((folder / "speaker_changes.json").read_text())
+    for key in ("precision", "recall", "f1", "purity", "coverage", "collar_s", "num_conversations", "num_changes",
+                "threshold"):
+        assert key in report
+    assert set(report["baseline"]) >= {"precision", "recall", "f1"} and report["num_conversations"] == 4
+    assert report["tuning"]["speakers"] == TRAINING_SPEAKERS and report["num_speakers"] == UNSEEN_SPEAKERS and report["by_collar"].keys() == \
+        {"0.5", "0.25"}
+    assert (folder / "speaker_changes_1.png").exists() and not (folder / "speaker_changes_2.png").exists()
+    assert speaker_changes.ChangeDetector().threshold() == report["threshold"]
+    again = CliRunner().invoke(script, ["evaluate"])
+    assert again.exit_code == 0 and "shown again" in again.output
+    monkeypatch.setattr(constants, "CHANGE_WINDOW_S", 1.0)
+    refused = CliRunner().invoke(script, ["evaluate"])
+    assert refused.exit_code == 1 and "CHANGE_WINDOW_S" in refused.output and "--force" in refused.output
