@@ -33,6 +33,9 @@ python ml/1_train_triplet_softmax_model.py --loss_on_softmax --freeze_embedding_
 stage 5 "evaluation on the unseen speakers (the frozen run's model; report and plots in its run folder)"
 python ml/2_evaluate_unseen_speakers.py
 
+stage 6 "speaker change detection on conversations of the unseen speakers (threshold tuned on the training speakers)"
+python ml/4_detect_speaker_changes.py evaluate
+
 # recordings of the last two (unseen) demo speakers
 files=$(find "$VCTK_CORPUS_PATH" -name '*.flac' -o -name '*.wav' | sort)
 last=$(echo "$files" | tail -n 1)
@@ -44,4 +47,5 @@ cat <<EOT
 . .venv/bin/activate
 python ml/3_embed_verify_identify.py --workdir $DEEP_SPEAKER_WORKDIR verify $same $last    # one speaker
 python ml/3_embed_verify_identify.py --workdir $DEEP_SPEAKER_WORKDIR verify $other $last   # two speakers
+python ml/4_detect_speaker_changes.py --workdir $DEEP_SPEAKER_WORKDIR detect $(ls "$DEEP_SPEAKER_WORKDIR"/runs/frozen/evaluation/*/speaker_changes_1.wav | tail -n 1)
 EOT

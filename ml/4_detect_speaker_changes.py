@@ -11,8 +11,9 @@ the checkpoint, or --threshold. Errors (a file that cannot be read, is all-silen
 CHANGE_WINDOW_S windows) are one line each; the other files go on. Exit code 2 when no file could be used.
 
 evaluate: CONVERSATIONS seeded synthetic conversations of the unseen speakers (2-4 speakers, 8-20 turns of 1-3
-utterances, short pauses), and as many of the training speakers' test utterances to tune the threshold on (the
-unseen speakers choose nothing). Reports precision, recall and F1 of the change points within each collar,
+utterances, short pauses), and as many to tune the threshold on, of the validation speakers (held out of
+training) or, without them, of the training speakers' test utterances: the unseen speakers choose nothing.
+Reports precision, recall and F1 of the change points within each collar,
 segment purity and coverage, beside the delta-BIC baseline tuned the same way. Writes
 runs/<run>/evaluation/<checkpoint>/speaker_changes.json and speaker_changes_<k>.png; an evaluation with the
 same settings is shown again (--force computes it anew).
@@ -121,7 +122,8 @@ def write_results(results, output):
 @utils.workdir_option
 @utils.friendly_errors
 def evaluate(run, checkpoint, force):
-    """Precision, recall and F1 of change detection on synthetic conversations of the unseen speakers."""
+    """Precision, recall and F1 of change detection on synthetic conversations of the unseen speakers (the
+    threshold tuned on the validation or training speakers)."""
     start = time.perf_counter()
     utils.stop_cleanly_on_termination()
     from ml import checkpoints
@@ -168,16 +170,19 @@ def compute(mode, entry, folder, settings):
         raise utils.PipelineError("change detection needs a label-free NORMALIZATION (this run normalises per "
                                   "speaker, which needs to know who speaks)")
     print(f"model: {trained.description}")
-    path_of = {u.key: u.path for items in corpus.utterances.values() for u in items}
-    test_keys = set(inputs.test.utterance_keys.tolist())
-    tuning = {s: [u.path for u in corpus.utterances.get(s, []) if u.key in test_keys] for s in inputs.speakers}
-    missing = [k for k in test_keys if k not in path_of and "@" not in k]
-    if missing:
-        raise utils.PipelineError(f"{len(missing)} test utterance(s) of the inputs are not in the corpus at "
-                                  f"{corpus.root} (e.g. {missing[0]}): point VCTK_CORPUS_PATH at the corpus the "
-                                  f"inputs were built from")
+    validation = [s for s in inputs.record.get("validation_speakers", []) if corpus.utterances.get(s)]
+    if len(validation) >= 2:  # speakers the model never trained on, like the unseen ones: all their utterances
+        tuning = {s: [u.path for u in corpus.utterances[s]] for s in validation}
+        described = "the validation speakers' utterances"
+    else:
+        test_keys = set(inputs.test.utterance_keys.tolist())
+        tuning = {s: [u.path for u in corpus.utterances.get(s, []) if u.key in test_keys] for s in inputs.speakers}
+        described = "the training speakers' test utterances"
+    if sum(map(len, tuning.values())) == 0:
+        raise utils.PipelineError(f"none of {described} is in the corpus at {corpus.root}: point VCTK_CORPUS_PATH "
+                                  f"at the corpus the inputs were built from")
     test = {s: [u.path for u in corpus.utterances.get(s, [])] for s in unseen}
-    report = speaker_changes.evaluate(trained, tuning, test, folder)
+    report = speaker_changes.evaluate(trained, tuning, test, folder, described)
     report.update({"checkpoint": trained.reference, "run": mode, "settings": settings, "recipe": constants.RECIPE,
                    "code_version": utils.code_version(), "created": time.strftime("%Y-%m-%d %H:%M:%S"),
                    "checkpoint_file": checkpoints.describe(mode, trained.state, trained.entry)})
@@ -188,8 +193,8 @@ def compute(mode, entry, folder, settings):
 def summary(report, folder, start):
     """The evaluation's figures, as lines for the terminal."""
     baseline = report["baseline"]
-    print(f"tuned on {report['tuning']['num_conversations']} conversations of {report['tuning']['speakers']} training "
-          f"speakers: threshold {report['threshold']:.3f} (F1 {report['tuning']['f1']:.3f}; delta-BIC "
+    print(f"tuned on {report['tuning']['num_conversations']} conversations of {report['tuning']['utterances']} "
+          f"({report['tuning']['speakers']} speakers): threshold {report['threshold']:.3f} (F1 {report['tuning']['f1']:.3f}; delta-BIC "
           f"{baseline['threshold']:.1f}, F1 {report['tuning']['baseline_f1']:.3f})")
     print(f"test: {report['num_conversations']} conversations of {report['num_speakers']} unseen speakers, "
           f"{report['num_changes']} changes, {report['audio_s'] / 60:.1f} min of audio")
@@ -203,6 +208,10 @@ def summary(report, folder, start):
     if report.get("num_skipped_files"):
         print(f"{report['num_skipped_files']} unusable file(s) skipped (listed in {folder / 'speaker_changes.json'})")
     print(f"report and plots in {folder} ({time.perf_counter() - start:.0f} s)")
+    if report.get("example"):
+        shown = ", ".join(f"{t:.2f}" for t in report["example"]["changes_s"])
+        print(f"try detect on test conversation 1 (true changes at {shown} s): python ml/4_detect_speaker_changes.py "
+              f"detect {folder / report['example']['file']}")
 
 
 if __name__ == "__main__":

@@ -29,6 +29,7 @@ EVALUATION_SETTINGS = CHANGE_SETTINGS + ("CONVERSATIONS", "CONVERSATION_SPEAKERS
                                          "CONVERSATION_NOISE", "CHANGE_COLLARS_S", "BIC_PENALTY", "SEED", "SPLIT",
                                          "NUM_SPEAKERS_CLASSIFICATION_TASK", "CORPUS_PATH")
 REPORT = "speaker_changes.json"
+EXAMPLE = "speaker_changes_1.wav"  # the first test conversation, written by `evaluate` beside its plot
 CHUNK_WINDOWS = 8192  # windows per forward pass
 THRESHOLD_QUANTILES = np.linspace(0.5, 0.999, 200)  # thresholds tried when tuning: quantiles of the curves
 
@@ -37,11 +38,42 @@ THRESHOLD_QUANTILES = np.linspace(0.5, 0.999, 200)  # thresholds tried when tuni
 # Curves
 # ----------------------------------------------------------------------------------------------------
 @dataclass
+class Track:
+    """The voiced unit window embeddings of a recording, summed cumulatively: the sum over any span in O(1)."""
+    positions: np.ndarray  # (windows,) centre time of each window (s), ascending
+    cumulative: np.ndarray  # (windows + 1, size + 1) float64: running sums of [embedding x voiced, voiced]
+
+    @classmethod
+    def of(cls, positions, vectors, voiced):
+        weights = np.asarray(voiced, np.float64)[:, None]
+        values = np.concatenate([vectors * weights, weights], axis=1)
+        return cls(np.asarray(positions), np.concatenate([np.zeros((1, values.shape[1])), np.cumsum(values, axis=0)]))
+
+    def sums(self, starts, ends):
+        """(spans, size + 1): per span [start, end) the sum of its voiced embeddings, then their count."""
+        first, last = (np.searchsorted(self.positions, np.asarray(t, float), side="left") for t in (starts, ends))
+        return self.cumulative[last] - self.cumulative[first]
+
+
+def cosine_distance(a, b, counts_a, counts_b):
+    """1 - cosine of the rows of two sums; 0 where a side has fewer than min_windows() voiced windows."""
+    cosine = np.einsum("ij,ij->i", a, b) / np.maximum(np.linalg.norm(a, axis=1) * np.linalg.norm(b, axis=1), 1e-12)
+    need = min_windows()
+    return np.where((counts_a >= need) & (counts_b >= need), 1 - cosine, 0.0)
+
+
+def min_windows():
+    """Voiced windows a side needs to count: CHANGE_MIN_VOICED_S of them, at least one."""
+    return max(constants.CHANGE_MIN_VOICED_S / (constants.CHANGE_EMBED_HOP_FRAMES * constants.FRAME_STEP_S), 1)
+
+
+@dataclass
 class Curve:
     """A change curve: one value per candidate point (seconds), higher = more likely a change."""
     times: np.ndarray
     values: np.ndarray
     duration: float
+    track: Track = None  # the window embeddings it came from (embedding curves only)
 
 
 def recording(path):
@@ -110,17 +142,12 @@ def window_centres(starts, frames_per_window=None):
     return middle_sample / constants.SAMPLE_RATE
 
 
-def embedding_curve(centres, vectors, voiced_windows, duration):
+def embedding_curve(track, duration):
     """The cosine distance of the mean voiced window embeddings left and right of every candidate point."""
     points = candidate_points(duration)
-    weights = voiced_windows.astype(np.float64)
-    values = np.concatenate([vectors * weights[:, None], weights[:, None]], axis=1)
-    left, right = _side_sums(centres, values, points, constants.CHANGE_WINDOW_S)
-    need = max(constants.CHANGE_MIN_VOICED_S / (constants.CHANGE_EMBED_HOP_FRAMES * constants.FRAME_STEP_S), 1)
-    usable = (left[:, -1] >= need) & (right[:, -1] >= need)
-    a, b = left[:, :-1], right[:, :-1]
-    cosine = np.einsum("ij,ij->i", a, b) / np.maximum(np.linalg.norm(a, axis=1) * np.linalg.norm(b, axis=1), 1e-12)
-    return Curve(points, np.where(usable, 1 - cosine, 0.0), duration)
+    width = constants.CHANGE_WINDOW_S
+    left, right = track.sums(points - width, points), track.sums(points, points + width)
+    return Curve(points, cosine_distance(left[:, :-1], right[:, :-1], left[:, -1], right[:, -1]), duration, track)
 
 
 def bic_curve(frames, voiced, duration):
@@ -248,8 +275,8 @@ class ChangeDetector:
         voiced = voiced_frames(frames)
         centres, vectors = window_track(self.model, frames, self.norm)
         starts = features.window_starts(len(frames), hop=constants.CHANGE_EMBED_HOP_FRAMES)
-        voiced_windows = _window_voicing(voiced, starts)
-        return embedding_curve(centres, vectors, voiced_windows, len(signal) / constants.SAMPLE_RATE)
+        track = Track.of(centres, vectors, _window_voicing(voiced, starts))
+        return embedding_curve(track, len(signal) / constants.SAMPLE_RATE)
 
     def detect(self, path, threshold=None):
         """The Detection of one audio file."""
@@ -395,7 +422,7 @@ def conversation_curves(detector, paths_by_speaker, seed, desc, skipped, keep=0)
     return curves, baselines, truths, kept, spent
 
 
-def evaluate(trained, tuning_paths, test_paths, folder):
+def evaluate(trained, tuning_paths, test_paths, folder, tuning_described="the tuning speakers' utterances"):
     """Tune the thresholds on conversations of `tuning_paths`, measure on those of `test_paths` (both
     {speaker: [paths]}), write the plots into `folder`; the report (a dict)."""
     from ml import plots
@@ -420,9 +447,15 @@ def evaluate(trained, tuning_paths, test_paths, folder):
                            "by_collar": bic_by_collar},
               "tuning": {"speakers": len(tuning_paths), "num_conversations": len(tuning), "f1": tuning_f1,
                          "baseline_f1": bic_tuning_f1,
-                         "utterances": "the training speakers' test utterances"},
+                         "utterances": tuning_described},
               "num_skipped_files": len(skipped), "skipped_files": skipped}
     utils.ensure_writable_dir(folder)
+    if shown:  # the first test conversation as audio, to try `detect` on: its true changes are in the report
+        import soundfile
+        with utils.atomic_path(folder / EXAMPLE) as tmp:
+            soundfile.write(tmp, np.clip(shown[0].signal, -1, 1), constants.SAMPLE_RATE, subtype="PCM_16", format="WAV")
+        report["example"] = {"file": EXAMPLE, "changes_s": [round(t, 3) for t in shown[0].changes],
+                             "turns": [[round(a, 3), round(b, 3), s] for a, b, s in shown[0].turns]}
     for k, conversation in enumerate(shown):
         plots.change_curve(curves[k], threshold, found[k], folder / f"speaker_changes_{k + 1}.png",
                            truth=truths[k], baseline=(bic[k], bic_threshold, bic_found[k]),

@@ -131,16 +131,16 @@ def test_conversations_are_seeded_and_their_changes_lie_between_turns_of_differe
 # ----------------------------------------------------------------------------------------------------
 # With a trained model (the session's demo-corpus model)
 # ----------------------------------------------------------------------------------------------------
-TRAINING_SPEAKERS, UNSEEN_SPEAKERS = 8, 4
+TRAINING_SPEAKERS, UNSEEN_SPEAKERS = 10, 4
 SETTINGS = {"NUM_WORKERS": 1, "SPLIT": "auto", "NUM_SPEAKERS_CLASSIFICATION_TASK": TRAINING_SPEAKERS,
-            "MAX_COUNT_PER_CLASS": 100, "BATCH_SIZE": 300, "SPEED_PERTURBATION": [], "VALIDATION_FRACTION": 0.0,
+            "MAX_COUNT_PER_CLASS": 100, "BATCH_SIZE": 300, "SPEED_PERTURBATION": [], "VALIDATION_FRACTION": 0.1,
             "SOFTMAX_SCHEDULE_EPOCHS": 4, "SOFTMAX_WARMUP_STEPS": 10}
 
 
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory):
-    """A demo corpus of 12 speakers x 8 utterances (8 train, 4 unseen) and a conv model trained for 4 epochs by
-    the numbered scripts (as in test_learning: well above chance)."""
+    """A demo corpus of 14 speakers x 8 utterances (10 train, 2 of them validation speakers; 4 unseen) and a conv
+    model trained for 4 epochs by the numbered scripts (as in test_learning: well above chance)."""
     root = tmp_path_factory.mktemp("changes")
     with pytest.MonkeyPatch.context() as patch:
         for name, value in {**SETTINGS, "WORKDIR": str(root / "work"), "CORPUS_PATH": str(root / "corpus")}.items():
@@ -161,7 +161,7 @@ def detector(trained, monkeypatch):
     return speaker_changes.ChangeDetector(), corpus
 
 
-def demo_conversation(corpus, path, first="p234", second="p236"):
+def demo_conversation(corpus, path, first="p236", second="p238"):
     """Three utterances of `first`, then three of `second`, with 0.3 s pauses; the true change time."""
     pause = np.zeros(int(0.3 * constants.SAMPLE_RATE), np.float32)
     parts, change = [], None
@@ -243,9 +243,13 @@ def test_evaluate_tunes_on_training_speakers_reports_every_key_and_is_shown_agai
                 "threshold"):
         assert key in report
     assert set(report["baseline"]) >= {"precision", "recall", "f1"} and report["num_conversations"] == 4
-    assert report["tuning"]["speakers"] == TRAINING_SPEAKERS and report["num_speakers"] == UNSEEN_SPEAKERS and report["by_collar"].keys() == \
+    assert report["tuning"]["speakers"] == 2 and "validation" in report["tuning"]["utterances"]  # never the unseen
+    assert report["num_speakers"] == UNSEEN_SPEAKERS and report["by_collar"].keys() == \
         {"0.5", "0.25"}
     assert (folder / "speaker_changes_1.png").exists() and not (folder / "speaker_changes_2.png").exists()
+    example = features.load_audio(folder / report["example"]["file"])  # the first conversation, to try detect on
+    assert len(report["example"]["changes_s"]) == len(report["example"]["turns"]) - 1
+    assert report["example"]["turns"][-1][1] <= len(example) / constants.SAMPLE_RATE + 0.01
     assert speaker_changes.ChangeDetector().threshold() == report["threshold"]
     again = CliRunner().invoke(script, ["evaluate"])
     assert again.exit_code == 0 and "shown again" in again.output
