@@ -115,23 +115,33 @@ def mfcc_frames_in_blocks(signal, sample_rate=None, block_frames=6000):
     not grow with the signal beyond the frames themselves (python_speech_features holds every frame's
     samples and spectrum as float64, ~5 KB per 10 ms frame).
 
-    The signal is pre-emphasised once; each block takes 2 * DELTA_WIDTH + 1 frames of context on both sides,
-    so its deltas and delta-deltas are those of the whole signal.
+    Each block is pre-emphasised with the sample before it and takes 2 * DELTA_WIDTH + 1 frames of context on
+    both sides, so its numbers, deltas and delta-deltas included, are those of the whole signal.
     """
     sample_rate = sample_rate or constants.SAMPLE_RATE
     total = frame_count(len(signal), sample_rate)
     if total <= block_frames:
         return mfcc_frames(signal, sample_rate)
     length, step = frame_geometry(sample_rate)
-    emphasised = np.append(signal[0], signal[1:] - constants.PRE_EMPHASIS * signal[:-1]).astype(np.float32)
     margin = 2 * constants.DELTA_WIDTH + 1
     frames = np.empty((total, 3 * constants.NUM_MFCC), np.float32)
     for first in range(0, total, block_frames):
         last = min(first + block_frames, total)
         begin, end = max(first - margin, 0), min(last + margin, total)
-        block = mfcc_frames(emphasised[begin * step:(end - 1) * step + length], sample_rate, pre_emphasis=0)
+        block = mfcc_frames(_emphasised(signal, begin * step, (end - 1) * step + length), sample_rate,
+                            pre_emphasis=0)
         frames[first:last] = block[first - begin:last - begin]
     return frames
+
+
+def _emphasised(signal, start, stop):
+    """signal[start:stop] pre-emphasised as python_speech_features emphasises the whole signal (float32)."""
+    piece = np.asarray(signal[start:stop], np.float32)
+    emphasised = piece.copy()
+    emphasised[1:] -= constants.PRE_EMPHASIS * piece[:-1]
+    if start > 0:
+        emphasised[0] -= constants.PRE_EMPHASIS * signal[start - 1]
+    return emphasised
 
 
 def min_frames():

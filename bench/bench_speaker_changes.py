@@ -7,7 +7,8 @@ For each length, a fresh subprocess loads the model of the work dir's default ru
 then --repeats times; it reports the median time (real-time factor = audio seconds / median seconds) and its
 peak resident memory (ru_maxrss) before and after detection. Another subprocess only loads the model: the
 process baseline. Memory that does not grow with the recording beyond its samples and embeddings shows as
-(peak after - baseline) growing no faster than the samples plus the window embeddings.
+(peak after - baseline) growing no faster than the arrays a recording needs: its float32 samples and frames,
+its float32 window embeddings and their float64 running sums.
 
 Run from the repository root, after a trained run exists in the work dir:
     python bench/bench_speaker_changes.py --workdir work/demo --minutes 2,10
@@ -104,15 +105,18 @@ def main(minutes, repeats, out):
             seconds = write_recording(path, length, corpus, np.random.default_rng([constants.SEED, 16]))
             result = child(workdir, path, repeats)
             median = statistics.median(result["times"])
-            windows = seconds / constants.FRAME_STEP_S / constants.CHANGE_EMBED_HOP_FRAMES
-            data = seconds * constants.SAMPLE_RATE * 4 + windows * constants.EMBEDDING_SIZE * 4
+            frames = seconds / constants.FRAME_STEP_S
+            windows = frames / constants.CHANGE_EMBED_HOP_FRAMES
+            # float32 samples, float32 frames (39 values), float32 embeddings and their float64 running sums
+            data = 4 * seconds * constants.SAMPLE_RATE + 4 * 3 * constants.NUM_MFCC * frames + \
+                (4 + 8) * windows * (constants.EMBEDDING_SIZE + 1)
             entry = {"minutes": length, "audio_s": seconds, "times_s": result["times"], "median_s": median,
                      "real_time_factor": seconds / median, "peak_rss": result["peak"],
                      "growth_over_baseline": result["peak"] - baseline, "samples_and_embeddings_bytes": data}
             record["lengths"].append(entry)
             rows += [(f"{length:g} min: median detection time", f"{median:.2f} s ({seconds / median:.0f}x real time)"),
                      (f"{length:g} min: peak RSS over the baseline", f"{(result['peak'] - baseline) / MB:.0f} MB "
-                      f"(samples float32 + window embeddings: {data / MB:.0f} MB)")]
+                      f"(its samples, frames and window embeddings: {data / MB:.0f} MB)")]
             os.remove(path)
     common.publish(record, rows, out)
 
