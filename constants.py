@@ -164,8 +164,8 @@ ASNORM_TOP_K = 50  # cohort scores per side
 # Window embeddings (FRAMES_PER_WINDOW frames, every CHANGE_EMBED_HOP_FRAMES frames) of the voiced frames are
 # averaged over CHANGE_WINDOW_S left and right of every candidate point, CHANGE_HOP_S apart; the cosine distance
 # of the two averages is the change curve. Its peaks of at least the threshold, CHANGE_MIN_SEGMENT_S apart,
-# are the changes. The threshold is tuned by `evaluate` on conversations of the validation speakers (else of the
-# training speakers' test utterances) and stored with the checkpoint's evaluation; `detect --threshold` overrides it.
+# are the changes. The threshold is tuned by `evaluate` on conversations of the validation speakers (when there are
+# at least max(CONVERSATION_SPEAKERS); else of the training speakers' test utterances) and stored with the checkpoint's evaluation; `detect --threshold` overrides it.
 CHANGE_WINDOW_S = 1.5  # s of audio on each side of a candidate point
 CHANGE_HOP_S = 0.05  # s between candidate points
 CHANGE_EMBED_HOP_FRAMES = 3  # frames between the window embeddings of a recording

@@ -33,7 +33,7 @@ python ml/1_train_triplet_softmax_model.py --loss_on_softmax --freeze_embedding_
 stage 5 "evaluation on the unseen speakers (the frozen run's model; report and plots in its run folder)"
 python ml/2_evaluate_unseen_speakers.py
 
-stage 6 "speaker change detection on conversations of the unseen speakers (threshold tuned on the training speakers)"
+stage 6 "speaker change detection on conversations of the unseen speakers (threshold tuned on the training speakers' test utterances)"
 python ml/4_detect_speaker_changes.py evaluate
 
 # recordings of the last two (unseen) demo speakers

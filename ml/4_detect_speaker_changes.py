@@ -12,7 +12,8 @@ CHANGE_WINDOW_S windows) are one line each; the other files go on. Exit code 2 w
 
 evaluate: CONVERSATIONS seeded synthetic conversations of the unseen speakers (2-4 speakers, 8-20 turns of 1-3
 utterances, short pauses), and as many to tune the threshold on, of the validation speakers (held out of
-training) or, without them, of the training speakers' test utterances: the unseen speakers choose nothing.
+training) when there are enough for the largest conversation, else of the training speakers' test utterances:
+the unseen speakers choose nothing.
 Reports precision, recall and F1 of the change points within each collar,
 segment purity and coverage, beside the delta-BIC baseline tuned the same way. Writes
 runs/<run>/evaluation/<checkpoint>/speaker_changes.json and speaker_changes_<k>.png; an evaluation with the
@@ -170,17 +171,7 @@ def compute(mode, entry, folder, settings):
         raise utils.PipelineError("change detection needs a label-free NORMALIZATION (this run normalises per "
                                   "speaker, which needs to know who speaks)")
     print(f"model: {trained.description}")
-    validation = [s for s in inputs.record.get("validation_speakers", []) if corpus.utterances.get(s)]
-    if len(validation) >= 2:  # speakers the model never trained on, like the unseen ones: all their utterances
-        tuning = {s: [u.path for u in corpus.utterances[s]] for s in validation}
-        described = "the validation speakers' utterances"
-    else:
-        test_keys = set(inputs.test.utterance_keys.tolist())
-        tuning = {s: [u.path for u in corpus.utterances.get(s, []) if u.key in test_keys] for s in inputs.speakers}
-        described = "the training speakers' test utterances"
-    if sum(map(len, tuning.values())) == 0:
-        raise utils.PipelineError(f"none of {described} is in the corpus at {corpus.root}: point VCTK_CORPUS_PATH "
-                                  f"at the corpus the inputs were built from")
+    tuning, described = speaker_changes.tuning_speakers(corpus, inputs)
     test = {s: [u.path for u in corpus.utterances.get(s, [])] for s in unseen}
     report = speaker_changes.evaluate(trained, tuning, test, folder, described)
     report.update({"checkpoint": trained.reference, "run": mode, "settings": settings, "recipe": constants.RECIPE,

@@ -186,14 +186,19 @@ def bic_curve(frames, voiced, duration):
 # Peaks
 # ----------------------------------------------------------------------------------------------------
 def peaks(curve):
-    """(times, values) of the curve's changes before any threshold, highest first: a point is kept when no
-    higher kept point lies within CHANGE_MIN_SEGMENT_S and it is at least that far from both ends.
+    """(times, values) of the curve's changes before any threshold, highest first: a point is kept when it is
+    the curve's maximum within CHANGE_MIN_SEGMENT_S on both sides (a local peak, not the shoulder of a broad
+    one), no higher kept point lies that close (ties), and it is at least that far from both ends.
 
     Keeping points highest first, a threshold only cuts this list: the changes at threshold t are the peaks
     whose value is at least t (so a threshold is tuned without picking peaks again).
     """
     gap = constants.CHANGE_MIN_SEGMENT_S
-    inside = (curve.times >= gap) & (curve.times <= curve.duration - gap) & np.isfinite(curve.values)
+    values = np.where(np.isfinite(curve.values), curve.values, -np.inf)
+    reach = max(int(np.ceil(gap / constants.CHANGE_HOP_S - 1e-9)) - 1, 0)  # points less than `gap` away
+    padded = np.pad(values, reach, constant_values=-np.inf)
+    local_peak = values >= np.lib.stride_tricks.sliding_window_view(padded, 2 * reach + 1).max(axis=1)
+    inside = (curve.times >= gap) & (curve.times <= curve.duration - gap) & np.isfinite(curve.values) & local_peak
     order = np.flatnonzero(inside)[np.argsort(-curve.values[inside], kind="stable")]
     blocked = np.zeros(len(curve.times), bool)
     kept = []
@@ -421,13 +426,34 @@ def conversation_curves(detector, paths_by_speaker, seed, desc, skipped, keep=0)
     for conversation in utils.progress(conversations(paths_by_speaker, constants.CONVERSATIONS, seed, skipped),
                                        total=constants.CONVERSATIONS, desc=desc, unit="conversation"):
         start = time.perf_counter()
-        curves.append(detector.curve(conversation.signal, "a conversation"))
+        curve = detector.curve(conversation.signal, "a conversation")
         spent += time.perf_counter() - start
+        curve.track = None  # 8 MB a conversation: not needed for tuning or figures
+        curves.append(curve)
         baselines.append(baseline_curve(conversation.signal))
         truths.append(conversation.changes)
         if len(kept) < keep:
             kept.append(conversation)
     return curves, baselines, truths, kept, spent
+
+
+def tuning_speakers(corpus, inputs):
+    """({speaker: [audio paths]}, what they are) to tune the thresholds on, never the unseen speakers: every
+    utterance of the validation speakers (held out of training, like the unseen ones) when there are at least
+    as many as the largest conversation has (CONVERSATION_SPEAKERS), else the training speakers' test
+    utterances."""
+    validation = [s for s in inputs.record.get("validation_speakers", []) if corpus.utterances.get(s)]
+    if len(validation) >= max(constants.CONVERSATION_SPEAKERS):
+        tuning = {s: [u.path for u in corpus.utterances[s]] for s in validation}
+        described = "the validation speakers' utterances"
+    else:
+        test_keys = set(inputs.test.utterance_keys.tolist())
+        tuning = {s: [u.path for u in corpus.utterances.get(s, []) if u.key in test_keys] for s in inputs.speakers}
+        described = "the training speakers' test utterances"
+    if sum(map(len, tuning.values())) == 0:
+        raise utils.PipelineError(f"none of {described} is in the corpus at {corpus.root}: point VCTK_CORPUS_PATH "
+                                  f"at the corpus the inputs were built from")
+    return tuning, described
 
 
 def evaluate(trained, tuning_paths, test_paths, folder, tuning_described="the tuning speakers' utterances"):

@@ -87,6 +87,15 @@ def test_peaks_keep_the_highest_points_apart_and_off_the_ends(monkeypatch):
     assert speaker_changes.segments([3.5, 4.5], 10.0) == [(0.0, 3.5), (3.5, 4.5), (4.5, 10.0)]
 
 
+def test_the_shoulders_of_a_broad_peak_are_no_changes(monkeypatch):
+    monkeypatch.setattr(constants, "CHANGE_HOP_S", 0.05)
+    monkeypatch.setattr(constants, "CHANGE_MIN_SEGMENT_S", 1.0)
+    times = np.round(np.arange(1, 200) * 0.05, 10)  # 0.05 .. 9.95 s
+    values = np.clip(1.2 - np.abs(times - 5.0) / 1.5, 0, None)  # a change's bump: 1.5 s wide on each side
+    peak_times, peak_values = speaker_changes.peaks(Curve(times, values, 10.0))
+    assert list(speaker_changes.changes_at((peak_times, peak_values), 0.1)) == pytest.approx([5.0])
+
+
 def two_voices(seconds=4.0, rate=8000, seed=0):
     """Two harmonic voices, one after the other: the true change is at `seconds`."""
     rng = np.random.default_rng(seed)
@@ -243,7 +252,8 @@ def test_evaluate_tunes_on_training_speakers_reports_every_key_and_is_shown_agai
                 "threshold"):
         assert key in report
     assert set(report["baseline"]) >= {"precision", "recall", "f1"} and report["num_conversations"] == 4
-    assert report["tuning"]["speakers"] == 2 and "validation" in report["tuning"]["utterances"]  # never the unseen
+    # 2 validation speakers cannot make a 4-speaker conversation: the training speakers' test utterances tune
+    assert report["tuning"]["speakers"] == TRAINING_SPEAKERS - 2 and "test utterances" in report["tuning"]["utterances"]
     assert report["num_speakers"] == UNSEEN_SPEAKERS and report["by_collar"].keys() == \
         {"0.5", "0.25"}
     assert (folder / "speaker_changes_1.png").exists() and not (folder / "speaker_changes_2.png").exists()
@@ -256,3 +266,20 @@ def test_evaluate_tunes_on_training_speakers_reports_every_key_and_is_shown_agai
     monkeypatch.setattr(constants, "CHANGE_WINDOW_S", 1.0)
     refused = CliRunner().invoke(script, ["evaluate"])
     assert refused.exit_code == 1 and "CHANGE_WINDOW_S" in refused.output and "--force" in refused.output
+
+
+def test_the_validation_speakers_tune_when_there_are_enough_and_never_the_unseen(detector, monkeypatch):
+    from ml.inputs import load_inputs
+    _, corpus = detector
+    inputs = load_inputs()
+    validation = inputs.record["validation_speakers"]
+    monkeypatch.setattr(constants, "CONVERSATION_SPEAKERS", [2, 2])
+    tuning, described = speaker_changes.tuning_speakers(corpus, inputs)
+    assert sorted(tuning) == sorted(validation) and "validation" in described
+    assert all(len(paths) == len(corpus.utterances[s]) for s, paths in tuning.items())
+    monkeypatch.setattr(constants, "CONVERSATION_SPEAKERS", [2, 3])
+    tuning, described = speaker_changes.tuning_speakers(corpus, inputs)
+    assert sorted(tuning) == sorted(inputs.speakers) and not set(tuning) & set(validation)
+    test_keys = set(inputs.test.utterance_keys.tolist())
+    assert all(p.stem.removesuffix("_mic1") in {k.split("/")[-1].removesuffix("_mic1") for k in test_keys}
+               for paths in tuning.values() for p in paths)
