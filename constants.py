@@ -50,6 +50,7 @@ PRE_EMPHASIS = 0.97  # python_speech_features' default
 CEPSTRAL_LIFTER = 22  # python_speech_features' default
 DELTA_WIDTH = 2  # N of the regression delta (original: 2); delta-delta is the delta of the delta
 NUM_WORKERS = 0  # processes for the feature cache; 0 = one per available core
+CPU_DEVICES = 1  # logical CPU devices to train on (tf.distribute.MirroredStrategy when > 1 and no GPUs; ml/distribution.py)
 
 # ----------------------------------------------------------------------------------------------------
 # Speaker split
@@ -254,6 +255,7 @@ RANGES = {
     "CEPSTRAL_LIFTER": ("number", ">= 0"),  # 0 = no liftering
     "DELTA_WIDTH": ("int", ">= 1"),
     "NUM_WORKERS": ("int", ">= 0"),  # 0 = one per core
+    "CPU_DEVICES": ("int", ">= 1"),
     # Speaker split
     "NUM_SPEAKERS_CLASSIFICATION_TASK": ("int", ">= 2"),  # a classifier needs two classes
     "VALIDATION_FRACTION": ("number", ">= 0", "< 0.5"),

@@ -305,6 +305,10 @@ def import_tensorflow_quietly():
         os.dup2(log.fileno(), 2)
         try:
             import keras  # noqa: F401
+            import tensorflow
+
+            from ml.distribution import split_cpu
+            split_cpu(tensorflow)  # before the runtime starts: CPU_DEVICES logical devices
         except BaseException:
             os.dup2(saved, 2)
             log.seek(0)

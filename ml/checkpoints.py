@@ -31,7 +31,13 @@ FREE_SETTINGS = {"CORPUS_PATH", "WORKDIR", "NUM_WORKERS", "SOFTMAX_MAX_EPOCHS", 
                  "KEEP_CHECKPOINTS", "PRINT_EVERY_STEPS", "UTTERANCE_POOLING", "SAP_SAN_WINDOWS_PER_SPEAKER",
                  "MAX_IMPOSTOR_TRIALS", "DCF_P_TARGET", "DCF_COST_MISS", "DCF_COST_FALSE_ALARM", "PROJECTION",
                  "DEMO_NUM_SPEAKERS", "DEMO_UTTERANCES_PER_SPEAKER", "DEMO_SAMPLE_RATE", "DEMO_LAYOUT",
-                 "DEMO_SEED"}
+                 "DEMO_SEED", "CPU_DEVICES", "ASNORM_COHORT_UTTERANCES", "ASNORM_TOP_K",
+                 # speaker change detection (stage 4) uses a trained model, it does not change one
+                 "CHANGE_WINDOW_S", "CHANGE_HOP_S", "CHANGE_EMBED_HOP_FRAMES", "CHANGE_MIN_SEGMENT_S",
+                 "CHANGE_MIN_VOICED_S", "CHANGE_VAD_DB", "CHANGE_VAD_QUANTILE", "CONVERSATIONS",
+                 "CONVERSATION_SPEAKERS", "CONVERSATION_TURNS", "CONVERSATION_UTTERANCES_PER_TURN",
+                 "CONVERSATION_PAUSE_S", "CONVERSATION_NOISE", "CHANGE_COLLARS_S", "CONVERSATION_PLOTS",
+                 "BIC_PENALTY"}
 
 
 def command(mode, normalize_embeddings=None):
@@ -210,7 +216,8 @@ class RunFolder:
         return target
 
     def write_settings(self, plan, ended=None):
-        """settings.json: every resolved constant, recipe, overrides, code version and the sessions' times."""
+        """settings.json: every resolved constant, recipe, overrides, code version, the number of devices
+        (replicas) and the sessions' times."""
         record = self.settings()
         if record is None or record.get("run_id") != plan["run_id"]:  # a new run (an earlier one died unsaved)
             record = {"run_id": plan["run_id"], "mode": self.mode, "sessions": []}
@@ -219,8 +226,10 @@ class RunFolder:
                            "overrides": utils.json_value(constants.OVERRIDES), "code_version": utils.code_version(),
                            "started_from": plan["started_from"], "normalize_embeddings": plan["normalize_embeddings"],
                            "inputs": plan["inputs"]})
+            record["replicas"] = plan.get("replicas", 1)  # devices it trains on (ml/distribution.py)
             record["sessions"].append({"started": time.strftime("%Y-%m-%d %H:%M:%S"), "from": plan["start"],
-                                       "until": plan["end"], "code_version": record["code_version"]})
+                                       "until": plan["end"], "code_version": record["code_version"],
+                                       "replicas": record["replicas"]})
         else:
             record["sessions"][-1].update({"ended": time.strftime("%Y-%m-%d %H:%M:%S"), "reached": ended})
         utils.ensure_writable_dir(self.folder)

@@ -31,11 +31,14 @@ class L2Normalization(layers.Layer):
 
 
 def conv_trunk(windows):
-    """1-D convolutions over time (coefficients as channels), pooled by mean and max, to 'fc1'."""
+    """1-D convolutions over time (coefficients as channels), pooled by mean and max, to 'fc1'. On more than one
+    device, batch normalisation uses the statistics of the whole batch, not of each replica's share."""
+    from ml.distribution import replicas
+    synchronized = replicas() > 1
     x = windows
     for index, filters in enumerate(constants.CONV_FILTERS, start=1):
         x = layers.Conv1D(filters, constants.CONV_KERNEL, padding="same", use_bias=False, name=f"conv{index}")(x)
-        x = layers.BatchNormalization(name=f"conv{index}_bn")(x)
+        x = layers.BatchNormalization(synchronized=synchronized, name=f"conv{index}_bn")(x)
         x = layers.ReLU(name=f"conv{index}_relu")(x)
     pooled = layers.Concatenate(name="pool")([layers.GlobalAveragePooling1D(name="mean_pool")(x),
                                               layers.GlobalMaxPooling1D(name="max_pool")(x)])

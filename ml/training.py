@@ -17,7 +17,7 @@ import numpy as np  # noqa: E402
 
 import constants  # noqa: E402
 from audio import features  # noqa: E402
-from ml import checkpoints, evaluation  # noqa: E402
+from ml import checkpoints, distribution, evaluation  # noqa: E402
 from ml.augmentation import level_std  # noqa: E402
 from ml.batches import EpochTracker, TripletSampler, WindowBatches  # noqa: E402
 from ml.checkpoints import RunFolder  # noqa: E402
@@ -137,6 +137,12 @@ def train_softmax(inputs, epochs=None, fresh=False, freeze=False, normalize_embe
     if plan["nothing_to_do"]:
         print(plan["nothing_to_do"])
         return utils.read_json(run.folder / "result.json", default={}, what="the run's final test accuracies")
+    with distribution.strategy().scope():  # the model, its optimizer and fit on every replica (ml/distribution.py)
+        return _train_softmax(inputs, run, plan, mode, freeze, normalize_embeddings, verbose)
+
+
+def _train_softmax(inputs, run, plan, mode, freeze, normalize_embeddings, verbose):
+    """train_softmax's training itself, within the distribution strategy's scope."""
     end = plan["end"]
     keras.utils.set_random_seed(constants.SEED)
     model, start, source = _start_model(inputs, plan, normalize_embeddings, freeze)
@@ -147,7 +153,7 @@ def train_softmax(inputs, epochs=None, fresh=False, freeze=False, normalize_embe
         entry = run.load_into(model, state)
         start, source = entry["count"], checkpoints.describe(mode, state, entry)
     run.trim_history(start)
-    run.write_settings({**plan, "start": start})
+    run.write_settings({**plan, "start": start, "replicas": distribution.replicas()})
     utils.write_json(run.folder / "norm.json", inputs.norm)  # inference normalises as this run was trained
     print(f"{mode}: {parameter_summary(model)}, {constants.MODEL}, epochs {start + 1}-{end}, from {source}")
 
@@ -256,6 +262,12 @@ def train_triplet(inputs, steps=None, fresh=False, normalize_embeddings=False, p
     if plan["nothing_to_do"]:
         print(plan["nothing_to_do"])
         return utils.read_json(run.folder / "result.json", default={}, what="the run's final losses")
+    # One device: train_on_batch would hand every replica the whole batch (no speed-up, the loss logged n times)
+    return _train_triplet(inputs, run, plan, normalize_embeddings, progress)
+
+
+def _train_triplet(inputs, run, plan, normalize_embeddings, progress):
+    """train_triplet's loop itself, on one device."""
     end = plan["end"]
     keras.utils.set_random_seed(constants.SEED)
     model, start, source = _start_model(inputs, plan, normalize_embeddings, freeze=False)
@@ -267,7 +279,7 @@ def train_triplet(inputs, steps=None, fresh=False, normalize_embeddings=False, p
         entry = run.load_into(model, state)
         start, source = entry["count"], checkpoints.describe("triplet", state, entry)
     run.trim_history(start)
-    run.write_settings({**plan, "start": start})
+    run.write_settings({**plan, "start": start, "replicas": 1})
     utils.write_json(run.folder / "norm.json", inputs.norm)
     print(f"triplet: {parameter_summary(model)}, {constants.MODEL}, steps {start + 1}-{end}, from {source}, "
           f"learning rate {constants.TRIPLET_LEARNING_RATE:g}")
@@ -301,7 +313,8 @@ def train_triplet(inputs, steps=None, fresh=False, normalize_embeddings=False, p
             averages["test_loss"].append(test_loss)
             write_history([step, f"{loss:.6f}", f"{test_loss:.6f}"])
             if step % constants.PRINT_EVERY_STEPS == 0:
-                bar.set_postfix(loss=f"{np.mean(averages['loss']):.4f}", test_loss=f"{np.mean(averages['test_loss']):.4f}")
+                bar.set_postfix(loss=f"{np.mean(averages['loss']):.4f}", test_loss=f"{np.mean(averages['test_loss']):.4f}",
+                                refresh=sys.stderr.isatty())  # a log gets the bar's timed lines only
             reached = step
             if step % constants.CHECKPOINT_EVERY_STEPS == 0 or step == end:
                 if validation is not None:
@@ -309,7 +322,8 @@ def train_triplet(inputs, steps=None, fresh=False, normalize_embeddings=False, p
                     best = (state.get("best") or {}).get("metric", {}).get("value")
                     since_best = 0 if best is None or (math.isfinite(eer) and eer < best) else since_best + 1
                     metric = {"name": "val_eer", "value": _finite(eer), "higher_is_better": False}
-                    bar.set_postfix(loss=f"{np.mean(averages['loss']):.4f}", val_eer=f"{eer:.2%}")
+                    bar.set_postfix(loss=f"{np.mean(averages['loss']):.4f}", val_eer=f"{eer:.2%}",
+                                    refresh=sys.stderr.isatty())
                 else:
                     metric = {"name": "test_loss_moving_average", "value": float(np.mean(averages["test_loss"])),
                               "higher_is_better": False}

@@ -94,3 +94,15 @@ def test_as_norm_statistics_and_scores_against_hand_computed_values():
     scores = np.array([0.5])
     normalised = evaluation.as_norm(scores, np.array([0]), np.array([1]), (mean, std))
     np.testing.assert_allclose(normalised, [0.5 * ((0.5 - 0.8) / 0.2 + (0.5 - 0.9) / 0.1)])
+
+
+@pytest.mark.parametrize("pooling", ["log_probability", "mean_probability"])
+def test_closed_set_accuracy_in_batches_equals_it_over_every_window_at_once(small_inputs, pooling):
+    from ml.model import build_model
+    model = build_model(len(small_inputs.classes), input_shape=small_inputs.input_shape)
+    everything = evaluation.predict_in_batches(model, small_inputs.test, "softmax")[:, :len(small_inputs.speakers)]
+    expected = evaluation.classification_accuracy(everything, small_inputs.test.labels, small_inputs.test.utterances,
+                                                  pooling)
+    streamed = evaluation.closed_set_accuracy(model, small_inputs, batch_size=7, pooling=pooling)  # many batches
+    assert streamed[0] == pytest.approx(expected[0], abs=1e-12) and streamed[1] == expected[1]
+    assert 0 < len(small_inputs.test) and len(np.unique(small_inputs.test.starts)) > 7

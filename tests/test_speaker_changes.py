@@ -283,3 +283,10 @@ def test_the_validation_speakers_tune_when_there_are_enough_and_never_the_unseen
     test_keys = set(inputs.test.utterance_keys.tolist())
     assert all(p.stem.removesuffix("_mic1") in {k.split("/")[-1].removesuffix("_mic1") for k in test_keys}
                for paths in tuning.values() for p in paths)
+
+
+def test_change_detection_settings_never_stop_a_training_run_from_resuming(detector, monkeypatch):
+    monkeypatch.setattr(constants, "CHANGE_WINDOW_S", 1.0)
+    monkeypatch.setattr(constants, "CONVERSATIONS", 7)
+    result = CliRunner().invoke(load_script("ml/1_train_triplet_softmax_model.py").main, ["--loss_on_softmax"])
+    assert result.exit_code == 0 and "nothing to train" in result.output, result.output
