@@ -77,11 +77,23 @@ def load_trained_model(run=None, checkpoint=None, settings="features", entry=Non
 
 
 def embed_windows(model, frame_list):
-    """Window embeddings for each (frames, 39) array of `frame_list`: a list of (windows, size) arrays."""
+    """Window embeddings for each (frames, 39) array of `frame_list`: a list of (windows, size) arrays.
+
+    Windows are gathered CHUNK_WINDOWS at a time, never all at once (390 float32 values each)."""
     starts = [features.window_starts(len(frames)) for frames in frame_list]
-    windows = np.concatenate([features.gather_windows(f, s) for f, s in zip(frame_list, starts)])
-    outputs = [np.asarray(model(windows[i:i + CHUNK_WINDOWS], training=False)["embeddings"])
-               for i in range(0, len(windows), CHUNK_WINDOWS)]
+    outputs, pending = [], []
+
+    def run():
+        outputs.append(np.asarray(model(np.concatenate(pending), training=False)["embeddings"]))
+        pending.clear()
+
+    for frames, first_frames in zip(frame_list, starts):
+        for i in range(0, len(first_frames), CHUNK_WINDOWS):
+            pending.append(features.gather_windows(frames, first_frames[i:i + CHUNK_WINDOWS]))
+            if sum(map(len, pending)) >= CHUNK_WINDOWS:
+                run()
+    if pending:
+        run()
     return np.split(np.concatenate(outputs), np.cumsum([len(s) for s in starts])[:-1])
 
 
