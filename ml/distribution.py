@@ -1,16 +1,19 @@
 """Training on more than one device: tf.distribute.MirroredStrategy over every visible GPU when there are
 several, else over CPU_DEVICES logical CPU devices (1: no strategy, the default device).
 
-Softmax training (Keras fit) runs under the strategy: BATCH_SIZE stays the global batch, split across the
-replicas, their gradients summed, and batch normalisation synchronises its statistics across them, so N
-replicas compute what one device computes. The triplet loop stays on one device: Keras's train_on_batch
-hands every replica the whole batch (no speed-up, the loss reported N times); sharding its batches into one
-triplet batch per replica is not built yet.
+BATCH_SIZE stays the global batch. Softmax training (Keras fit) splits each batch across the replicas and
+sums their gradients; batch normalisation synchronises its statistics across them, so N replicas compute
+what one device computes. The triplet loop cuts each batch (anchors; positives; negatives) into one triplet
+batch per replica, the same rows of each third, and averages their losses: the loss of the whole batch,
+since the triplet loss is a mean over its rows. (Keras's train_on_batch would hand every replica the whole
+batch: no speed-up, and the loss reported N times.)
 
 The CPU is split into logical devices when TensorFlow is imported (utils.import_tensorflow_quietly), before
 its runtime starts; DEEP_SPEAKER_CPU_DEVICES=2 lets tests and CI take the multi-device path without a GPU.
 """
 import functools
+
+import numpy as np
 
 import constants
 import utils
@@ -49,3 +52,49 @@ def strategy():
 def replicas():
     """How many devices a training step runs on."""
     return strategy().num_replicas_in_sync
+
+
+def check_triplet_batch():
+    """PipelineError unless a triplet batch's third (BATCH_SIZE // 3) splits evenly across the replicas."""
+    count, third = replicas(), constants.BATCH_SIZE // 3
+    if third % count:
+        raise utils.PipelineError(f"BATCH_SIZE // 3 = {third} triplets do not split evenly across {count} devices: "
+                                  f"set BATCH_SIZE to a multiple of {3 * count}")
+
+
+def triplet_shards(windows, count):
+    """One (anchors; positives; negatives) batch per replica from a whole one: rows [r * n, (r + 1) * n) of each
+    third, n = third / count."""
+    third = len(windows) // 3
+    size = third // count
+    parts = (windows[:third], windows[third:2 * third], windows[2 * third:3 * third])
+    return [np.concatenate([part[r * size:(r + 1) * size] for part in parts]) for r in range(count)]
+
+
+def triplet_step(model):
+    """A function (windows, labels) -> loss that trains `model` (built and compiled in strategy()'s scope, its
+    optimizer built) on one triplet batch, each replica on its share (triplet_shards)."""
+    import tensorflow as tf
+
+    from ml.triplet_loss import triplet_loss
+    mirrored = strategy()
+    count = mirrored.num_replicas_in_sync
+
+    def replica_step(windows):
+        with tf.GradientTape() as tape:
+            loss = triplet_loss(None, model(windows, training=True)["embeddings"])
+            share = loss / count  # the replicas' gradients are summed: each contributes its share of the mean
+        gradients = tape.gradient(share, model.trainable_variables)
+        model.optimizer.apply(gradients, model.trainable_variables)
+        return loss
+
+    @tf.function
+    def step(windows):
+        losses = mirrored.run(replica_step, args=(windows,))
+        return mirrored.reduce(tf.distribute.ReduceOp.MEAN, losses, axis=None)
+
+    def run(windows, labels):
+        shards = triplet_shards(windows, count)
+        return float(step(mirrored.experimental_distribute_values_from_function(
+            lambda context: tf.constant(shards[context.replica_id_in_sync_group]))))
+    return run

@@ -262,24 +262,27 @@ def train_triplet(inputs, steps=None, fresh=False, normalize_embeddings=False, p
     if plan["nothing_to_do"]:
         print(plan["nothing_to_do"])
         return utils.read_json(run.folder / "result.json", default={}, what="the run's final losses")
-    # One device: train_on_batch would hand every replica the whole batch (no speed-up, the loss logged n times)
-    return _train_triplet(inputs, run, plan, normalize_embeddings, progress)
+    distribution.check_triplet_batch()
+    with distribution.strategy().scope():
+        return _train_triplet(inputs, run, plan, normalize_embeddings, progress)
 
 
 def _train_triplet(inputs, run, plan, normalize_embeddings, progress):
-    """train_triplet's loop itself, on one device."""
+    """train_triplet's loop itself, within the distribution strategy's scope."""
     end = plan["end"]
     keras.utils.set_random_seed(constants.SEED)
     model, start, source = _start_model(inputs, plan, normalize_embeddings, freeze=False)
     model.get_layer("softmax").trainable = False  # the triplet loss does not reach the classifier
     compile_for(model, "triplet", constants.TRIPLET_LEARNING_RATE)
     state = checkpoints.start_state(plan)
-    if plan["source"] == "own":
+    if plan["source"] == "own" or distribution.replicas() > 1:
         model.optimizer.build(model.trainable_variables)
+    if plan["source"] == "own":
         entry = run.load_into(model, state)
         start, source = entry["count"], checkpoints.describe("triplet", state, entry)
+    train_step, test_loss_of = _triplet_steps(model)
     run.trim_history(start)
-    run.write_settings({**plan, "start": start, "replicas": 1})
+    run.write_settings({**plan, "start": start, "replicas": distribution.replicas()})
     utils.write_json(run.folder / "norm.json", inputs.norm)
     print(f"triplet: {parameter_summary(model)}, {constants.MODEL}, steps {start + 1}-{end}, from {source}, "
           f"learning rate {constants.TRIPLET_LEARNING_RATE:g}")
@@ -301,11 +304,8 @@ def _train_triplet(inputs, run, plan, normalize_embeddings, progress):
         for step in bar:
             rng = np.random.default_rng([constants.SEED, step])  # a resumed run draws the same batches
             windows, labels = train_batches.batch(rng=rng)
-            targets = {"embeddings": np.zeros((len(labels), 1), np.float32), "softmax": labels}
-            loss = model.train_on_batch(windows, targets, return_dict=True)["loss"]
-            test_windows, test_labels = test_batches.batch(rng=rng)
-            test_loss = model.test_on_batch(test_windows, {"embeddings": targets["embeddings"], "softmax": test_labels},
-                                            return_dict=True)["loss"]
+            loss = train_step(windows, labels)
+            test_loss = test_loss_of(*test_batches.batch(rng=rng))
             if not (math.isfinite(loss) and math.isfinite(test_loss)):
                 raise NonFiniteLoss(f"triplet: the loss became {loss} at step {step}; training stopped, the last "
                                     f"good checkpoint is kept ({_latest_path(run)}). Try a lower LEARNING_RATE.")
@@ -343,6 +343,21 @@ def _train_triplet(inputs, run, plan, normalize_embeddings, progress):
     summary["step"] = reached
     utils.write_json(run.folder / "result.json", summary)
     return {**summary, "model": model}
+
+
+def _triplet_steps(model):
+    """(train step, test loss), each taking (windows, labels) of a triplet batch and giving its loss. One device:
+    Keras's train_on_batch and test_on_batch. More: every replica trains on a triplet batch of its own
+    (ml/distribution.py), and the test loss is computed on one device."""
+    if distribution.replicas() > 1:
+        from ml.triplet_loss import triplet_loss
+        return (distribution.triplet_step(model),
+                lambda windows, labels: float(triplet_loss(None, model(windows, training=False)["embeddings"])))
+
+    def targets(labels):
+        return {"embeddings": np.zeros((len(labels), 1), np.float32), "softmax": labels}
+    return (lambda windows, labels: model.train_on_batch(windows, targets(labels), return_dict=True)["loss"],
+            lambda windows, labels: model.test_on_batch(windows, targets(labels), return_dict=True)["loss"])
 
 
 @contextlib.contextmanager

@@ -33,7 +33,7 @@ def losses(workdir, mode="softmax"):
 
 
 def test_two_logical_cpu_devices_train_with_the_losses_of_one_and_record_replicas(tmp_path):
-    """Softmax fit (each batch split across the replicas); the triplet loop on one device (ml/distribution.py)."""
+    """Softmax fit (each batch split across the replicas) and triplet steps (a triplet batch per replica)."""
     corpus = tmp_path / "corpus"
     write_demo_corpus(corpus, num_speakers=5, utterances_per_speaker=4, progress=False)
     one = tmp_path / "one"
@@ -51,6 +51,16 @@ def test_two_logical_cpu_devices_train_with_the_losses_of_one_and_record_replica
     assert len(first) == len(second) == 2
     # the same numbers up to the order of float sums (measured: 6e-6 after one epoch, 3e-4 after two)
     assert second[0] == pytest.approx(first[0], rel=1e-4) and second[1] == pytest.approx(first[1], rel=2e-3)
-    triplet = [losses(w, "triplet") for w in (one, two)]  # the triplet loop trains on one device either way
+    triplet = [losses(w, "triplet") for w in (one, two)]  # each replica its own triplet batch: the same losses
     assert len(triplet[0]) == 3 and triplet[1] == pytest.approx(triplet[0], rel=1e-2), triplet  # from 2 start points
-    assert json.loads((two / "runs" / "triplet" / "settings.json").read_text())["replicas"] == 1
+    assert json.loads((two / "runs" / "triplet" / "settings.json").read_text())["replicas"] == 2
+
+
+def test_a_triplet_batch_is_cut_into_one_triplet_batch_per_replica():
+    import numpy as np
+
+    from ml.distribution import triplet_shards
+    batch = np.arange(12)  # anchors 0-3, positives 4-7, negatives 8-11
+    first, second = triplet_shards(batch, 2)
+    assert first.tolist() == [0, 1, 4, 5, 8, 9] and second.tolist() == [2, 3, 6, 7, 10, 11]
+    assert [s.tolist() for s in triplet_shards(batch, 1)] == [batch.tolist()]
