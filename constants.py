@@ -307,7 +307,7 @@ RANGES = {
     "DCF_COST_FALSE_ALARM": ("number", "> 0"),
     # Speaker change detection
     "CHANGE_WINDOW_S": ("number", "> 0", ">= FRAMES_PER_WINDOW * FRAME_STEP_S"),  # at least one window
-    "CHANGE_HOP_S": ("number", "> 0"),
+    "CHANGE_HOP_S": ("number", "> 0", "<= CHANGE_MIN_SEGMENT_S"),  # at least one candidate per segment
     "CHANGE_EMBED_HOP_FRAMES": ("int", ">= 1"),
     "CHANGE_MIN_SEGMENT_S": ("number", "> 0"),
     "CHANGE_MIN_VOICED_S": ("number", ">= 0", "<= CHANGE_WINDOW_S"),

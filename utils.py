@@ -53,16 +53,18 @@ def work_path(*parts):
     return workdir().joinpath(*parts)
 
 
-def ensure_writable_dir(path):
-    """Create `path` (and parents) and check that files can be written in it; PipelineError if not."""
+def ensure_writable_dir(path, what=None, fix=None):
+    """Create `path` (and parents) and check that files can be written in it; PipelineError if not (naming it as
+    `what`, default the work directory, with `fix`)."""
     path = Path(path)
     try:
         path.mkdir(parents=True, exist_ok=True)
         with tempfile.NamedTemporaryFile(dir=path, prefix=".write-check-"):
             pass
     except OSError as error:
-        raise PipelineError(f"the work directory {path} is not writable ({error.strerror}); set "
-                            f"DEEP_SPEAKER_WORKDIR to a folder you can write to") from None
+        what = what or f"the work directory {path}"
+        fix = fix or "set DEEP_SPEAKER_WORKDIR to a folder you can write to"
+        raise PipelineError(f"{what} is not writable ({error.strerror or error}); {fix}") from None
     return path
 
 
@@ -225,17 +227,18 @@ def progress(iterable=None, **options):
     return tqdm(iterable, **options)
 
 
-def print_overrides():
+def print_overrides(file=None):
     """Print the recipe of constants.py when it is not the default, then the environment overrides in effect
-    (nothing when there are none); lists are shown as their variable is written, an empty one as []."""
+    (nothing when there are none); lists are shown as their variable is written, an empty one as []. To
+    `file` (default stdout; stderr where stdout carries JSON)."""
     def shown(value):
         return (",".join(map(str, value)) or "[]") if isinstance(value, list) else value
 
     if constants.RECIPE != "default":
         values = ", ".join(f"{name} = {shown(value)}" for name, value in constants.RECIPE_VALUES.items())
-        print(f"recipe: {constants.RECIPE} ({values})")
+        print(f"recipe: {constants.RECIPE} ({values})", file=file)
     for name, value in constants.OVERRIDES.items():
-        print(f"override: {name} = {shown(value)}")
+        print(f"override: {name} = {shown(value)}", file=file)
 
 
 def settings_snapshot(names):

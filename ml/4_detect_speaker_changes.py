@@ -4,7 +4,8 @@
     python ml/4_detect_speaker_changes.py detect call.flac --threshold 0.3 --output call.rttm
     python ml/4_detect_speaker_changes.py evaluate [--run R] [--checkpoint F] [--force]
 
-detect: any wav or flac (or ogg) at any sample rate, loaded as in stage 3. Prints the change times and one RTTM
+detect: any wav or flac at any sample rate (ogg too, named directly; folders give their AUDIO_EXTENSIONS
+files), loaded as in stage 3. Prints the change times and one RTTM
 line per segment; --output writes them as .json, .csv (one row per segment) or .rttm; a PNG of each file's
 change curve goes to --plots (default <workdir>/speaker_changes/). The threshold is the one `evaluate` tuned for
 the checkpoint, or --threshold. Errors (a file that cannot be read, is all-silent or shorter than two
@@ -40,7 +41,6 @@ ERROR = 2
 @utils.workdir_option
 def main():
     """Speaker change detection with a trained model."""
-    utils.print_overrides()
 
 
 @main.command()
@@ -59,16 +59,25 @@ def main():
 @utils.friendly_errors(code=ERROR)
 def detect(files, threshold, output, plots, no_plots, run, as_json):
     """Find the speaker changes in FILES (audio files, folders, .txt lists)."""
+    utils.print_overrides(file=sys.stderr if as_json else None)  # stdout carries only the JSON then
     if output is not None and output.suffix not in (".json", ".csv", ".rttm"):
         raise utils.PipelineError(f"--output {output}: write .json, .csv or .rttm")
+    if threshold is not None and not 0 < threshold <= 2:  # a cosine distance lies in [0, 2]; NaN fails too
+        raise utils.PipelineError(f"--threshold {threshold}: a change threshold is a cosine distance, above 0 and "
+                                  f"at most 2")
+    if output is not None:
+        utils.ensure_writable_dir(output.resolve().parent, f"the folder of --output {output}",
+                                  "write the output elsewhere")
+    folder = None if no_plots else (plots or utils.work_path("speaker_changes"))
+    if folder is not None:
+        utils.ensure_writable_dir(folder, f"the plots folder {folder}", "choose another with --plots, or --no-plots")
     paths = named_audio_files(files)
     utils.import_tensorflow_quietly()
     from ml import plots as figures
     from ml.speaker_changes import ChangeDetector
     detector = ChangeDetector(run=run, threshold=threshold)
     threshold = detector.threshold()
-    folder = None if no_plots else (plots or utils.work_path("speaker_changes"))
-    results, failed = [], {}
+    results, failed, names = [], {}, {}
     for path in paths:
         try:
             found = detector.detect(path, threshold)
@@ -76,16 +85,16 @@ def detect(files, threshold, output, plots, no_plots, run, as_json):
             failed[str(path)] = str(error).removeprefix(f"{path}: ")
             print(f"skipped {path}: {failed[str(path)]}", file=sys.stderr)
             continue
+        found.file_id = unique_name(path, names)  # RTTM file id and plot name, distinct for equal stems
         results.append(found)
         if folder is not None:
-            utils.ensure_writable_dir(folder)
-            figures.change_curve(found.curve, threshold, found.changes, folder / f"{path.stem}.png",
-                                              title=f"{path.name}: {len(found.changes)} change(s)")
+            figures.change_curve(found.curve, threshold, found.changes, folder / f"{found.file_id}.png",
+                                 title=f"{path.name}: {len(found.changes)} change(s)")
         if not as_json:
             shown = ", ".join(f"{t:.2f}" for t in found.changes) or "none"
             print(f"{path}: {len(found.changes)} change(s) in {found.duration:.1f} s (threshold {threshold:.3f}): "
                   f"{shown}")
-            print("\n".join(found.rttm(path.stem)))
+            print("\n".join(found.rttm(found.file_id)))
     if as_json:
         print(json.dumps([r.as_dict() for r in results], indent=1))
     if output is not None and results:
@@ -95,6 +104,13 @@ def detect(files, threshold, output, plots, no_plots, run, as_json):
         print(f"change curves: {folder}")
     if not results:
         raise utils.PipelineError("no file could be used")
+
+
+def unique_name(path, taken):
+    """The file's stem, with -2, -3 ... when an earlier file of this call had the same stem."""
+    count = taken.get(path.stem, 0) + 1
+    taken[path.stem] = count
+    return path.stem if count == 1 else f"{path.stem}-{count}"
 
 
 def write_results(results, output):
@@ -111,7 +127,7 @@ def write_results(results, output):
                                      for k, (start, end) in enumerate(result.segments()))
             else:
                 for result in results:
-                    handle.write("\n".join(result.rttm(Path(result.name).stem)) + "\n")
+                    handle.write("\n".join(result.rttm(result.file_id)) + "\n")
 
 
 @main.command()
@@ -127,6 +143,7 @@ def evaluate(run, checkpoint, force):
     threshold tuned on the validation or training speakers)."""
     start = time.perf_counter()
     utils.stop_cleanly_on_termination()
+    utils.print_overrides()
     from ml import checkpoints
     from ml.inputs import checked_record
     from ml.speaker_changes import EVALUATION_SETTINGS, REPORT
@@ -189,8 +206,8 @@ def summary(report, folder, start):
           f"{baseline['threshold']:.1f}, F1 {report['tuning']['baseline_f1']:.3f})")
     print(f"test: {report['num_conversations']} conversations of {report['num_speakers']} unseen speakers, "
           f"{report['num_changes']} changes, {report['audio_s'] / 60:.1f} min of audio")
-    for collar, figures in report["by_collar"].items():
-        other = baseline["by_collar"][collar]
+    for collar in [f"{c:g}" for c in report["settings"]["CHANGE_COLLARS_S"]]:  # the tuning collar first
+        figures, other = report["by_collar"][collar], baseline["by_collar"][collar]
         print(f"collar {collar} s: precision {figures['precision']:.3f}  recall {figures['recall']:.3f}  F1 "
               f"{figures['f1']:.3f}   (delta-BIC: {other['precision']:.3f} / {other['recall']:.3f} / "
               f"{other['f1']:.3f})")

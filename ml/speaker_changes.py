@@ -9,10 +9,11 @@ A recording's MFCC frames are computed over the whole file (its time axis kept: 
 every CHANGE_EMBED_HOP_FRAMES frames, and a frame is voiced when its energy is within CHANGE_VAD_DB of the loud
 frames. At candidate points CHANGE_HOP_S apart, the unit window embeddings of the voiced windows within
 CHANGE_WINDOW_S on each side are averaged; the curve is the cosine distance of the two averages (0 where a side
-has less than CHANGE_MIN_VOICED_S of voice). Its highest points of at least the threshold, each at least
+has less than CHANGE_MIN_VOICED_S of voice: no candidate). Its highest points of at least the threshold, each at least
 CHANGE_MIN_SEGMENT_S from the others and from the ends, are the changes.
 """
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import numpy as np
 
@@ -62,10 +63,11 @@ class Track:
 
 
 def cosine_distance(a, b, counts_a, counts_b):
-    """1 - cosine of the rows of two sums; 0 where a side has fewer than min_windows() voiced windows."""
+    """1 - cosine of the rows of two sums; -inf (never a change) where a side has fewer than min_windows()
+    voiced windows."""
     cosine = np.einsum("ij,ij->i", a, b) / np.maximum(np.linalg.norm(a, axis=1) * np.linalg.norm(b, axis=1), 1e-12)
     need = min_windows()
-    return np.where((counts_a >= need) & (counts_b >= need), 1 - cosine, 0.0)
+    return np.where((counts_a >= need) & (counts_b >= need), 1 - cosine, -np.inf)
 
 
 def min_windows():
@@ -194,6 +196,8 @@ def peaks(curve):
     whose value is at least t (so a threshold is tuned without picking peaks again).
     """
     gap = constants.CHANGE_MIN_SEGMENT_S
+    if len(curve.times) == 0:
+        return np.zeros(0), np.zeros(0)
     values = np.where(np.isfinite(curve.values), curve.values, -np.inf)
     reach = max(int(np.ceil(gap / constants.CHANGE_HOP_S - 1e-9)) - 1, 0)  # points less than `gap` away
     padded = np.pad(values, reach, constant_values=-np.inf)
@@ -231,6 +235,7 @@ class Detection:
     curve: Curve
     threshold: float
     changes: np.ndarray = field(default=None)
+    file_id: str = None  # its RTTM file id (default: the file's stem)
 
     @property
     def duration(self):
@@ -242,7 +247,7 @@ class Detection:
     def rttm(self, file_id=None):
         """One RTTM line per segment ("SPEAKER <file> 1 <onset> <duration> <NA> <NA> segment_<k> <NA> <NA>");
         segments are numbered in order: detection says where the speaker changes, not who speaks."""
-        file_id = (file_id or self.name).replace(" ", "_")
+        file_id = (file_id or self.file_id or Path(self.name).stem).replace(" ", "_")
         return [f"SPEAKER {file_id} 1 {start:.3f} {end - start:.3f} <NA> <NA> segment_{k + 1:03d} <NA> <NA>"
                 for k, (start, end) in enumerate(self.segments())]
 
@@ -279,6 +284,15 @@ class ChangeDetector:
             raise utils.PipelineError(f"no tuned change threshold for {self.source} yet: run `python "
                                       f"ml/4_detect_speaker_changes.py evaluate --run {self.trained.mode}` first "
                                       f"(or give --threshold)")
+        tuned = report.get("settings") or {}
+        changed = [n for n in CHANGE_SETTINGS if tuned.get(n) != utils.json_value(getattr(constants, n))]
+        if changed:  # a threshold tuned for other curves would silently mean something else
+            raise utils.PipelineError(
+                f"the change threshold of {self.source} was tuned with other settings ("
+                + ", ".join(f"{n} = {utils.shown_value(tuned.get(n))}, now {utils.shown_value(getattr(constants, n))}"
+                            for n in changed)
+                + f"): restore them, tune again with `python ml/4_detect_speaker_changes.py evaluate --run "
+                  f"{self.trained.mode} --force`, or give --threshold")
         return float(report["threshold"])
 
     def curve(self, signal, name="the recording"):
@@ -295,6 +309,7 @@ class ChangeDetector:
         """The Detection of one audio file."""
         threshold = self.threshold() if threshold is None else threshold
         curve = self.curve(recording(path), str(path))
+        curve.track = None  # ~190 MB an hour of audio: not kept once the curve is made
         return Detection(str(path), curve, threshold, changes_at(peaks(curve), threshold))
 
 

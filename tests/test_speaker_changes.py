@@ -237,6 +237,25 @@ def test_the_command_line_writes_json_csv_rttm_and_plots_and_names_bad_files(det
     assert nothing.exit_code == 2 and "no file could be used" in nothing.output and "Traceback" not in nothing.output
     wrong = CliRunner().invoke(script, ["detect", str(tmp_path / "talk.wav"), "--output", str(tmp_path / "x.txt")])
     assert wrong.exit_code == 2 and ".json, .csv or .rttm" in wrong.output
+    for bad in ("-0.1", "nan", "3"):
+        refused = CliRunner().invoke(script, ["detect", str(tmp_path / "talk.wav"), "--threshold", bad])
+        assert refused.exit_code == 2 and "--threshold" in refused.output and "Traceback" not in refused.output
+    unwritable = CliRunner().invoke(script, ["detect", str(tmp_path / "talk.wav"), "--threshold", "0.2", "--output",
+                                             str(tmp_path / "talk.wav" / "out.json")])  # under a file
+    assert unwritable.exit_code == 2 and "not writable" in unwritable.output, unwritable.output
+
+
+def test_files_of_the_same_name_get_their_own_plots_and_rttm_ids(detector, tmp_path):
+    _, corpus = detector
+    for folder in ("a", "b"):
+        (tmp_path / folder).mkdir()
+        demo_conversation(corpus, tmp_path / folder / "talk.wav")
+    result = CliRunner().invoke(load_script("ml/4_detect_speaker_changes.py").main, [
+        "detect", str(tmp_path / "a"), str(tmp_path / "b"), "--threshold", "0.2", "--plots", str(tmp_path / "plots"),
+        "--output", str(tmp_path / "both.rttm")])
+    assert result.exit_code == 0, result.output
+    assert sorted(p.name for p in (tmp_path / "plots").iterdir()) == ["talk-2.png", "talk.png"]
+    assert {line.split()[1] for line in (tmp_path / "both.rttm").read_text().splitlines()} == {"talk", "talk-2"}
 
 
 def test_evaluate_tunes_on_training_speakers_reports_every_key_and_is_shown_again(detector, trained, monkeypatch):
@@ -266,6 +285,9 @@ def test_evaluate_tunes_on_training_speakers_reports_every_key_and_is_shown_agai
     monkeypatch.setattr(constants, "CHANGE_WINDOW_S", 1.0)
     refused = CliRunner().invoke(script, ["evaluate"])
     assert refused.exit_code == 1 and "CHANGE_WINDOW_S" in refused.output and "--force" in refused.output
+    with pytest.raises(utils.PipelineError, match="CHANGE_WINDOW_S = 1.5, now 1.0"):  # a threshold of other curves
+        speaker_changes.ChangeDetector().threshold()
+    assert speaker_changes.ChangeDetector(threshold=0.3).threshold() == 0.3
 
 
 def test_the_validation_speakers_tune_when_there_are_enough_and_never_the_unseen(detector, monkeypatch):
