@@ -51,6 +51,9 @@ CEPSTRAL_LIFTER = 22  # python_speech_features' default
 DELTA_WIDTH = 2  # N of the regression delta (original: 2); delta-delta is the delta of the delta
 NUM_WORKERS = 0  # processes for the feature cache; 0 = one per available core
 CPU_DEVICES = 1  # logical CPU devices to train on (tf.distribute.MirroredStrategy when > 1 and no GPUs; ml/distribution.py)
+STREAM_INPUTS = "auto"  # "yes": training and evaluation read the inputs' frames from disk as needed (memory-mapped);
+# "no": held in memory; "auto": streamed when the frames exceed INPUTS_MEMORY_BUDGET_MB
+INPUTS_MEMORY_BUDGET_MB = 4000  # MB of frames held in memory at most (STREAM_INPUTS = "auto")
 
 # ----------------------------------------------------------------------------------------------------
 # Speaker split
@@ -234,6 +237,7 @@ CHOICES = {  # names whose value must be one of these
     "PROJECTION": ("tsne", "pca"),
     "UTTERANCE_POOLING": ("log_probability", "mean_probability"),
     "RECIPE": tuple(RECIPES),  # "default", "original"
+    "STREAM_INPUTS": ("auto", "yes", "no"),
 }
 # The allowed range of every numeric setting: name -> (kind, condition, ...). Kinds: "int", "number" (an int
 # or a finite float; a bool is neither), "ints" and "numbers" (a list whose every entry is one and meets the
@@ -256,6 +260,7 @@ RANGES = {
     "DELTA_WIDTH": ("int", ">= 1"),
     "NUM_WORKERS": ("int", ">= 0"),  # 0 = one per core
     "CPU_DEVICES": ("int", ">= 1"),
+    "INPUTS_MEMORY_BUDGET_MB": ("number", ">= 0"),
     # Speaker split
     "NUM_SPEAKERS_CLASSIFICATION_TASK": ("int", ">= 2"),  # a classifier needs two classes
     "VALIDATION_FRACTION": ("number", ">= 0", "< 0.5"),

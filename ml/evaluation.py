@@ -30,6 +30,7 @@ def predict_in_batches(model, window_set, output, batch_size=None):
     parts = []
     for begin in range(0, len(distinct), batch_size):
         windows = features.gather_windows(window_set.frames, distinct[begin:begin + batch_size])
+        utils.release_pages(window_set.frames, 20)  # streamed inputs: hold recent reads only
         parts.append(np.asarray(model(windows, training=False)[output]))
     return np.concatenate(parts)[position]
 
@@ -51,6 +52,7 @@ def closed_set_accuracy(model, inputs, batch_size=None, pooling=None):
     pooled, correct = np.zeros((count, classes)), 0
     for number, begin in enumerate(range(0, len(distinct), batch_size)):
         windows = features.gather_windows(test.frames, distinct[begin:begin + batch_size])
+        utils.release_pages(test.frames, 20)
         probabilities = np.asarray(model(windows, training=False)["softmax"])[:, :classes]
         mine = order[edges[number]:edges[number + 1]]
         chosen = probabilities[position[mine] - begin]

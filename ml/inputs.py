@@ -30,6 +30,8 @@ INPUT_SETTINGS = ("SPLIT", "NUM_SPEAKERS_CLASSIFICATION_TASK", "VALIDATION_FRACT
                   "FRAMES_PER_WINDOW", "WINDOW_HOP_FRAMES", "NORMALIZATION", "SEED", "SPEED_PERTURBATION",
                   "SPEED_PERTURBATION_UTTERANCES")
 ARRAYS = ("frames", "starts", "labels", "utterances", "utterance_keys")
+INDEX_ARRAYS = ARRAYS[1:]  # in data.npz; each split's frames are <split>_frames.npy, memory-mappable
+RELEASE_EVERY_BATCHES = 20  # streamed inputs: batches read between two hand-backs of the pages they touched
 
 
 @dataclass
@@ -45,8 +47,12 @@ class WindowSet:
         return len(self.starts)
 
     def windows(self, index=slice(None)):
-        """(n, FRAMES_PER_WINDOW, 39) float32 copy of the selected windows."""
-        return features.gather_windows(self.frames, self.starts[index])
+        """(n, FRAMES_PER_WINDOW, 39) float32 copy of the selected windows. From streamed inputs (frames memory-
+        mapped), the pages read are handed back to the OS every RELEASE_EVERY_BATCHES calls, so the process holds
+        what recent batches read, not the whole file (the OS's page cache keeps it for the next read)."""
+        windows = features.gather_windows(self.frames, self.starts[index])
+        utils.release_pages(self.frames, RELEASE_EVERY_BATCHES)
+        return windows
 
     def subset(self, index):
         """The WindowSet of the selected windows (sharing the frames)."""
@@ -322,6 +328,8 @@ def stale_reason(record, folder=None):
         path = folder / name
         if not path.is_file() or utils.file_digest(path) != (size, digest):
             return f"{path} is missing or damaged (its size or sha256 differs from inputs.json)"
+    if "train_frames.npy" not in stored["files"]:
+        return "they hold the frames inside data.npz (an older layout that cannot be streamed)"
     return None
 
 
@@ -330,15 +338,20 @@ def save_inputs(inputs, record, folder=None):
     folder = utils.ensure_writable_dir(folder or inputs_folder())
     (folder / "inputs.json").unlink(missing_ok=True)  # until the new data is complete, nothing is current
     arrays = {"speakers": np.array(inputs.speakers), "classes": np.array(inputs.classes)}
+    names = ["data.npz", "norm.json"]
     for split in ("train", "test", "validation"):
-        if getattr(inputs, split) is not None:
-            for name in ARRAYS:
-                arrays[f"{split}_{name}"] = getattr(getattr(inputs, split), name)
+        part = getattr(inputs, split)
+        (folder / f"{split}_frames.npy").unlink(missing_ok=True)
+        if part is not None:
+            for name in INDEX_ARRAYS:
+                arrays[f"{split}_{name}"] = getattr(part, name)
+            utils.save_array(folder / f"{split}_frames.npy", np.ascontiguousarray(part.frames, np.float32))
+            names.append(f"{split}_frames.npy")
     with utils.atomic_path(folder / "data.npz") as tmp:
         with open(tmp, "wb") as handle:
             np.savez(handle, **arrays)
     utils.write_json(folder / "norm.json", inputs.norm)
-    files = {name: list(utils.file_digest(folder / name)) for name in ("data.npz", "norm.json")}
+    files = {name: list(utils.file_digest(folder / name)) for name in names}
     utils.write_json(folder / "inputs.json", {"built_from": record, "created": time.strftime("%Y-%m-%d %H:%M:%S"),
                                               "speakers": inputs.speakers, "summary": describe(inputs),
                                               "files": files, "code_version": utils.code_version(),
@@ -360,19 +373,46 @@ def checked_record(folder=None):
     return record
 
 
-def load_inputs(folder=None):
+def streams(folder=None, record=None):
+    """Whether the inputs in `folder` are read from disk as needed (memory-mapped frames) rather than held in
+    memory: STREAM_INPUTS "yes", or "auto" when their frames exceed INPUTS_MEMORY_BUDGET_MB."""
+    if constants.STREAM_INPUTS != "auto":
+        return constants.STREAM_INPUTS == "yes"
+    folder = Path(folder or inputs_folder())
+    record = record or read_record(folder) or {}
+    frames = sum(size for name, (size, _) in record.get("files", {}).items() if name.endswith("_frames.npy"))
+    return frames > constants.INPUTS_MEMORY_BUDGET_MB * 1e6
+
+
+def load_inputs(folder=None, stream=None):
     """The Inputs saved in `folder` (default: the work directory's); PipelineError if there are none, if they
-    were built with other settings than the current ones, or if a file is damaged."""
+    were built with other settings than the current ones, or if a file is damaged. With `stream` (default:
+    streams()), each split's frames are memory-mapped, not read into memory."""
     folder = Path(folder or inputs_folder())
     record = checked_record(folder)
+    stream = streams(folder, record) if stream is None else stream
+    fix = REBUILD[0].upper() + REBUILD[1:]
 
     def read(path):
         with np.load(path, allow_pickle=False) as data:
-            splits = {split: WindowSet(**{name: data[f"{split}_{name}"] for name in ARRAYS})
-                      for split in ("train", "test", "validation") if f"{split}_starts" in data}
+            splits = {}
+            for split in ("train", "test", "validation"):
+                if f"{split}_starts" not in data:
+                    continue
+                arrays = {name: data[f"{split}_{name}"] for name in INDEX_ARRAYS}
+                if f"{split}_frames" in data:  # the older layout: frames inside data.npz, held in memory
+                    arrays["frames"] = data[f"{split}_frames"]
+                else:
+                    name = f"{split}_frames.npy"
+                    if list(utils.file_digest(folder / name)) != record["files"].get(name):  # no CRC, unlike .npz
+                        raise utils.CorruptFile(f"{folder / name} is damaged (its sha256 differs from inputs.json); "
+                                                f"{REBUILD}")
+                    arrays["frames"] = utils.read_checked(
+                        folder / name, lambda p: np.load(p, mmap_mode="r" if stream else None, allow_pickle=False),
+                        f"the {split} frames", fix)
+                splits[split] = WindowSet(**arrays)
             return splits, data["speakers"].tolist(), data["classes"].tolist()
-    splits, speakers, classes = utils.read_checked(folder / "data.npz", read, "the train/test inputs",
-                                                   REBUILD[0].upper() + REBUILD[1:])
+    splits, speakers, classes = utils.read_checked(folder / "data.npz", read, "the train/test inputs", fix)
     norm = read_norm(folder)
     return Inputs(speakers, splits["train"], splits["test"], norm, classes, record["built_from"],
                   splits.get("validation"))

@@ -135,7 +135,8 @@ def test_script_0_builds_skips_when_current_and_rebuilds_with_force(tone_corpus,
     assert first.returncode == 0, first.stderr
     assert "3 training, 0 validation, 1 unseen" in first.stdout and "20 built" in first.stdout
     assert "train: windows (" in first.stdout and ", 390)" in first.stdout and "peak memory" in first.stdout
-    assert {p.name for p in (tmp_path / "w" / "inputs").iterdir()} == {"data.npz", "norm.json", "inputs.json", ".lock"}
+    assert {p.name for p in (tmp_path / "w" / "inputs").iterdir()} == {"data.npz", "norm.json", "inputs.json", ".lock",
+                                                                     "train_frames.npy", "test_frames.npy"}
     second = run_script(env)
     assert "20 cached before" in second.stdout and "are current" in second.stdout
     assert "train: windows" in run_script(env, "--force").stdout
@@ -158,6 +159,10 @@ def test_script_0_reports_missing_speakers_and_an_unwritable_workdir_clearly(ton
      "data.npz is unreadable or corrupt"),
     ("norm.json", lambda p: p.write_text("{ truncated"), "norm.json is missing or truncated|norm.json is unreadable"),
     ("inputs.json", lambda p: p.write_bytes(b"\xff\xfe not json"), "inputs.json is unreadable or corrupt"),
+    ("train_frames.npy", lambda p: p.write_bytes(p.read_bytes()[:-100]), "train_frames.npy is missing or truncated"),
+    ("test_frames.npy", lambda p: p.write_bytes(p.read_bytes()[:100] + b"x" * (p.stat().st_size - 100)),
+     "test_frames.npy is damaged"),
+    ("train_frames.npy", lambda p: p.write_bytes(p.read_bytes()[:-8] + b"\x00" * 8), "train_frames.npy is damaged"),
 ])
 def test_damaged_inputs_are_named_with_the_fix_and_are_not_current(small_inputs, workdir, tone_corpus, name, damage,
                                                                      message):

@@ -1,0 +1,80 @@
+"""Streamed inputs: each split's frames memory-mapped from disk instead of held in memory, the same numbers."""
+import csv
+import json
+
+import numpy as np
+
+import constants
+import utils
+from ml import inputs as ml_inputs
+from ml import training
+
+
+def test_streamed_inputs_hold_the_same_windows_as_those_in_memory(small_inputs):
+    streamed = ml_inputs.load_inputs(stream=True)
+    held = ml_inputs.load_inputs(stream=False)
+    for split in ("train", "test"):
+        assert isinstance(getattr(streamed, split).frames, np.memmap)
+        assert not isinstance(getattr(held, split).frames, np.memmap)
+        np.testing.assert_array_equal(getattr(streamed, split).frames, getattr(held, split).frames)
+        index = np.arange(0, len(getattr(held, split)), 7)
+        np.testing.assert_array_equal(getattr(streamed, split).windows(index), getattr(held, split).windows(index))
+
+
+def test_auto_streams_when_the_frames_exceed_the_memory_budget(small_inputs, monkeypatch):
+    monkeypatch.setattr(constants, "STREAM_INPUTS", "auto")
+    monkeypatch.setattr(constants, "INPUTS_MEMORY_BUDGET_MB", 1e-3)  # 1 kB: any frames exceed it
+    assert ml_inputs.streams() and isinstance(ml_inputs.load_inputs().train.frames, np.memmap)
+    monkeypatch.setattr(constants, "INPUTS_MEMORY_BUDGET_MB", 4000)
+    assert not ml_inputs.streams() and not isinstance(ml_inputs.load_inputs().train.frames, np.memmap)
+    monkeypatch.setattr(constants, "STREAM_INPUTS", "yes")
+    assert ml_inputs.streams()
+
+
+def test_training_on_streamed_inputs_gives_the_losses_of_inputs_in_memory(small_inputs, workdir, monkeypatch):
+    losses = []
+    for name, stream in (("memory", False), ("stream", True)):
+        loaded = ml_inputs.load_inputs(workdir / "inputs", stream=stream)
+        monkeypatch.setattr(constants, "WORKDIR", str(workdir.parent / name))
+        monkeypatch.setattr(ml_inputs, "inputs_folder", lambda: workdir / "inputs")
+        training.train_softmax(loaded, epochs=2, verbose=0)
+        with open(workdir.parent / name / "runs" / "softmax" / "history.csv") as handle:
+            losses.append([float(row["loss"]) for row in csv.DictReader(handle)])
+    assert losses[0] == losses[1] and len(losses[0]) == 2
+
+
+def test_inputs_of_the_older_layout_still_load_but_are_rebuilt(small_inputs, workdir):
+    folder = workdir / "inputs"
+    with np.load(folder / "data.npz") as data:
+        arrays = dict(data)
+    for split in ("train", "test"):
+        arrays[f"{split}_frames"] = np.load(folder / f"{split}_frames.npy")
+        (folder / f"{split}_frames.npy").unlink()
+    np.savez(folder / "data.npz", **arrays)  # frames inside data.npz, as before
+    record = json.loads((folder / "inputs.json").read_text())
+    record["files"] = {name: list(utils.file_digest(folder / name)) for name in ("data.npz", "norm.json")}
+    (folder / "inputs.json").write_text(json.dumps(record))
+    loaded = ml_inputs.load_inputs(stream=True)  # nothing to map: held in memory
+    np.testing.assert_array_equal(loaded.train.frames, small_inputs.train.frames)
+    assert "older layout" in ml_inputs.stale_reason(record["built_from"])
+
+
+def resident_mb():
+    """This process's resident memory (MB), from /proc."""
+    with open("/proc/self/statm") as handle:
+        return int(handle.read().split()[1]) * 4096 / 1e6
+
+
+def test_pages_of_a_memory_map_are_handed_back_every_few_reads(tmp_path):
+    path = tmp_path / "frames.npy"
+    np.save(path, np.ones((64 * 2**20 // 256, 64), np.float32))  # 64 MiB
+    frames = np.load(path, mmap_mode="r")
+    before = resident_mb()
+    assert float(frames[:, 0].sum()) == len(frames)  # every page read: resident now
+    read = resident_mb()
+    assert read - before > 50
+    utils.release_pages(frames, every=2)  # the first of two calls: nothing yet
+    assert resident_mb() > read - 10
+    utils.release_pages(frames, every=2)
+    assert resident_mb() < read - 50
+    utils.release_pages(np.zeros(3), every=1)  # not a memory map: nothing to do
