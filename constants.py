@@ -141,6 +141,10 @@ TRIPLET_PAIRS_PER_BATCH = 1  # speaker pairs (A, B) sharing a triplet batch (ori
 TRIPLET_MAX_STEPS = 5000  # total steps before the run stops by itself (the original looped forever)
 CHECKPOINT_EVERY_STEPS = 100  # weights are saved every this many steps, and at the end of a run
 TRIPLET_PATIENCE = 10  # checkpoints in a row without a better validation EER stop triplet training
+# A triplet checkpoint is better than the best so far only when its validation EER is lower by more than this many
+# binomial standard errors of the best's EER (over the validation speakers' same-speaker trials): a smaller
+# difference is noise of the few validation speakers. 0 = any improvement.
+VALIDATION_SIGNIFICANCE = 1.0
 PRINT_EVERY_STEPS = 10  # moving averages are printed this often ...
 MOVING_AVERAGE_STEPS = 100  # ... over this many last steps
 
@@ -300,6 +304,7 @@ RANGES = {
     "TRIPLET_MAX_STEPS": ("int", ">= 1"),
     "CHECKPOINT_EVERY_STEPS": ("int", ">= 1"),
     "TRIPLET_PATIENCE": ("int", ">= 1"),
+    "VALIDATION_SIGNIFICANCE": ("number", ">= 0"),
     "PRINT_EVERY_STEPS": ("int", ">= 1"),
     "MOVING_AVERAGE_STEPS": ("int", ">= 1"),
     # Evaluation and inference

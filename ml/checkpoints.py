@@ -237,13 +237,28 @@ class RunFolder:
         utils.write_json(self.folder / "settings.json", record)
 
 
+def beats(metric, incumbent, ties=True):
+    """Whether a checkpoint's validation `metric` makes it the best instead of the `incumbent`'s: better by
+    more than the incumbent's "margin" (its figure's uncertainty), or without a margin better, or equal when
+    `ties` (so the latest wins a tie)."""
+    if incumbent is None or incumbent.get("value") is None:
+        return True
+    if metric is None or metric.get("value") is None:
+        return False
+    improvement = (metric["value"] - incumbent["value"]) * (1 if incumbent["higher_is_better"] else -1)
+    margin = incumbent.get("margin") or 0.0
+    return improvement > margin or (ties and margin == 0 and improvement == 0)
+
+
 def _best(entries):
-    """The entry with the best validation figure (the latest on ties), or None when none has one."""
-    ranked = [e for e in entries if e.get("metric") and e["metric"].get("value") is not None]
-    if not ranked:
-        return None
-    sign = 1 if ranked[0]["metric"]["higher_is_better"] else -1
-    return max(ranked, key=lambda e: (sign * e["metric"]["value"], e["count"]))
+    """The best checkpoint by validation figure, taking them in order: a later one replaces the best so far
+    only when beats() says so. None when none has a figure."""
+    best = None
+    for entry in sorted(entries, key=lambda e: e["count"]):
+        if entry.get("metric") and entry["metric"].get("value") is not None and \
+                beats(entry["metric"], best["metric"] if best else None):
+            best = entry
+    return best
 
 
 # ----------------------------------------------------------------------------------------------------

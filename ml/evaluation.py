@@ -98,6 +98,17 @@ def pooled_utterance_embeddings(model, window_set):
     return pooled, speakers[present]
 
 
+def eer_standard_error(eer, window_set):
+    """The binomial standard error of an EER measured on every same-speaker utterance pair of a WindowSet's
+    speakers: sqrt(eer (1 - eer) / target trials). NaN without a target trial or a finite EER."""
+    per_utterance = np.unique(np.stack([window_set.utterances, window_set.labels]), axis=1)[1]
+    counts = np.bincount(per_utterance)
+    targets = int((counts * (counts - 1) // 2).sum())
+    if not targets or not np.isfinite(eer):
+        return float("nan")
+    return float(np.sqrt(eer * (1 - eer) / targets))
+
+
 def verification_figures(model, window_set, seed=None):
     """(EER, minDCF) of all utterance pairs of a WindowSet's speakers (the validation speakers)."""
     embeddings, speakers = pooled_utterance_embeddings(model, window_set)

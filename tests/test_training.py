@@ -309,3 +309,29 @@ def test_a_damaged_chosen_checkpoint_is_not_shown_as_evaluated(small_inputs, wor
     latest.write_bytes(latest.read_bytes()[:5000])
     mode, state, entry = checkpoints.resolve_checkpoint("softmax")
     assert entry["count"] == 1 and "epoch-000002.weights.h5 is missing or damaged" in capsys.readouterr().err
+
+
+def test_a_later_checkpoint_is_the_best_only_when_it_beats_the_best_by_its_margin():
+    from ml.checkpoints import _best, beats
+
+    def entry(count, value, margin=None):
+        return {"count": count, "metric": {"name": "val_eer", "value": value, "higher_is_better": False,
+                                           **({"margin": margin} if margin is not None else {})}}
+    start, slightly, clearly = entry(0, 0.0895, 0.007), entry(100, 0.0875, 0.007), entry(200, 0.0800, 0.007)
+    assert _best([start, slightly]) is start  # 0.2 points: within the noise of the validation speakers
+    assert _best([start, slightly, clearly]) is clearly  # 0.95 points: beyond it
+    assert _best([entry(0, 0.09), entry(1, 0.09)])["count"] == 1  # no margin: better or equal, the latest on ties
+    assert _best([entry(0, 0.09), entry(1, 0.10)])["count"] == 0
+    assert not beats(entry(1, 0.09)["metric"], entry(0, 0.09)["metric"], ties=False)
+    assert beats(entry(1, 0.05)["metric"], None) and _best([]) is None
+
+
+def test_the_standard_error_of_an_eer_counts_the_same_speaker_pairs():
+    from ml import evaluation
+    from ml.inputs import WindowSet
+    utterances = np.repeat(np.arange(7), 3)  # speaker 0: utterances 0-3 (6 pairs); speaker 1: 4-6 (3 pairs)
+    labels = np.repeat([0, 0, 0, 0, 1, 1, 1], 3)
+    window_set = WindowSet(np.zeros((30, 39), np.float32), np.zeros(21, np.int32), labels, utterances,
+                           np.array([f"u{i}" for i in range(7)]))
+    assert evaluation.eer_standard_error(0.1, window_set) == pytest.approx(np.sqrt(0.1 * 0.9 / 9))
+    assert np.isnan(evaluation.eer_standard_error(float("nan"), window_set))
