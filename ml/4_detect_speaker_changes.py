@@ -54,10 +54,12 @@ def main():
 @click.option("--no-plots", is_flag=True, help="Write no PNG.")
 @click.option("--run", type=click.Choice(RUNS), default=None,
               help="Use this run [default: the last of frozen, triplet, softmax that has a checkpoint].")
+@click.option("--checkpoint", type=click.Path(dir_okay=False), default=None,
+              help="A weights file of that run [default: its chosen one].")
 @click.option("--json", "as_json", is_flag=True, help="Print the results as JSON.")
 @utils.workdir_option
 @utils.friendly_errors(code=ERROR)
-def detect(files, threshold, output, plots, no_plots, run, as_json):
+def detect(files, threshold, output, plots, no_plots, run, checkpoint, as_json):
     """Find the speaker changes in FILES (audio files, folders, .txt lists)."""
     utils.print_overrides(file=sys.stderr if as_json else None)  # stdout carries only the JSON then
     if output is not None and output.suffix not in (".json", ".csv", ".rttm"):
@@ -75,7 +77,7 @@ def detect(files, threshold, output, plots, no_plots, run, as_json):
     utils.import_tensorflow_quietly()
     from ml import plots as figures
     from ml.speaker_changes import ChangeDetector
-    detector = ChangeDetector(run=run, threshold=threshold)
+    detector = ChangeDetector(run=run, checkpoint=checkpoint, threshold=threshold)
     threshold = detector.threshold()
     results, failed, names = [], {}, {}
     for path in paths:

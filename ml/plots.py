@@ -15,9 +15,11 @@ import constants  # noqa: E402
 
 
 def _save(figure, path):
-    """Write `figure` to `path` and release it."""
+    """Write `figure` to `path` atomically (a killed run leaves the old file or the new one) and release it."""
+    import utils
     figure.tight_layout()
-    figure.savefig(path, dpi=110)
+    with utils.atomic_path(path) as tmp:
+        figure.savefig(tmp, dpi=110)
     plt.close(figure)
     return Path(path)
 
