@@ -35,6 +35,21 @@ def predict_in_batches(model, window_set, output, batch_size=None):
     return np.concatenate(parts)[position]
 
 
+def window_outputs(model, window_set, output, batch_size=None):
+    """Yield (indices of windows of `window_set`, their `output` rows), a batch of distinct windows at a time:
+    every window once in all, never the rows of all of them at once."""
+    batch_size = batch_size or constants.BATCH_SIZE
+    distinct, position = np.unique(window_set.starts, return_inverse=True)
+    order = np.argsort(position, kind="stable")  # the windows, grouped by the distinct window they repeat
+    edges = np.searchsorted(position[order], np.arange(0, len(distinct) + batch_size, batch_size))
+    for number, begin in enumerate(range(0, len(distinct), batch_size)):
+        windows = features.gather_windows(window_set.frames, distinct[begin:begin + batch_size])
+        utils.release_pages(window_set.frames, 20)  # streamed inputs: hold recent reads only
+        values = np.asarray(model(windows, training=False)[output])
+        mine = order[edges[number]:edges[number + 1]]
+        yield mine, values[position[mine] - begin]
+
+
 def closed_set_accuracy(model, inputs, batch_size=None, pooling=None):
     """(per-window, per-utterance) accuracy on the test split, over the real training speakers' classes only.
 
@@ -42,20 +57,12 @@ def closed_set_accuracy(model, inputs, batch_size=None, pooling=None):
     batch of distinct windows at a time: what it holds is (utterances x classes) evidence, never a matrix of
     (windows x classes) probabilities. The same figures as classification_accuracy over all of them.
     """
-    batch_size = batch_size or constants.BATCH_SIZE
     pooling = pooling or constants.UTTERANCE_POOLING
     test, classes = inputs.test, len(inputs.speakers)
-    distinct, position = np.unique(test.starts, return_inverse=True)
-    order = np.argsort(position, kind="stable")  # the windows, grouped by the distinct window they repeat
-    edges = np.searchsorted(position[order], np.arange(0, len(distinct) + batch_size, batch_size))
     count = int(test.utterances.max()) + 1
     pooled, correct = np.zeros((count, classes)), 0
-    for number, begin in enumerate(range(0, len(distinct), batch_size)):
-        windows = features.gather_windows(test.frames, distinct[begin:begin + batch_size])
-        utils.release_pages(test.frames, 20)
-        probabilities = np.asarray(model(windows, training=False)["softmax"])[:, :classes]
-        mine = order[edges[number]:edges[number + 1]]
-        chosen = probabilities[position[mine] - begin]
+    for mine, probabilities in window_outputs(model, test, "softmax", batch_size):
+        chosen = probabilities[:, :classes]
         correct += int(np.sum(chosen.argmax(axis=1) == test.labels[mine]))
         np.add.at(pooled, test.utterances[mine],
                   np.log(np.maximum(chosen, 1e-12)) if pooling == "log_probability" else chosen)
@@ -86,11 +93,10 @@ def classification_accuracy(probabilities, labels, utterances, pooling=None):
 def pooled_utterance_embeddings(model, window_set):
     """(utterance embeddings, their speaker labels) of a WindowSet: the mean of each utterance's unit-length
     window embeddings, scaled to unit length (as embeddings.pool does for one utterance)."""
-    windows = predict_in_batches(model, window_set, "embeddings").astype(np.float64)
-    windows = emb.unit_length(windows)
-    count = int(window_set.utterances.max()) + 1
-    sums = np.zeros((count, windows.shape[1]))
-    np.add.at(sums, window_set.utterances, windows)
+    count, sums = int(window_set.utterances.max()) + 1, None
+    for mine, rows in window_outputs(model, window_set, "embeddings"):  # never every window embedding at once
+        sums = np.zeros((count, rows.shape[1])) if sums is None else sums
+        np.add.at(sums, window_set.utterances[mine], emb.unit_length(rows.astype(np.float64)))
     present = np.bincount(window_set.utterances, minlength=count) > 0
     speakers = np.full(count, -1)
     speakers[window_set.utterances] = window_set.labels
@@ -119,6 +125,8 @@ def verification_figures(model, window_set, seed=None):
     return equal_error_rate(scores, is_target)[0], min_dcf(scores, is_target)
 
 
+UTTERANCES_PER_PASS = 256  # unseen utterances loaded and embedded at a time
+
 # ----------------------------------------------------------------------------------------------------
 # Unseen speakers
 # ----------------------------------------------------------------------------------------------------
@@ -131,9 +139,19 @@ def sap_san(window_embeddings_by_speaker, rng, per_speaker=None):
     per_speaker = per_speaker or constants.SAP_SAN_WINDOWS_PER_SPEAKER
     samples = []
     for windows in window_embeddings_by_speaker:
-        chosen = rng.choice(len(windows), min(per_speaker, len(windows)), replace=False)
-        unit = emb.unit_length(windows[chosen])
-        samples.append(unit)
+        chosen = sap_san_choice(len(windows), rng, per_speaker)
+        samples.append(emb.unit_length(windows[chosen]))
+    return sap_san_of_samples(samples)
+
+
+def sap_san_choice(count, rng, per_speaker=None):
+    """Which of a speaker's `count` windows SAP/SAN samples (SAP_SAN_WINDOWS_PER_SPEAKER at most)."""
+    per_speaker = per_speaker or constants.SAP_SAN_WINDOWS_PER_SPEAKER
+    return rng.choice(count, min(per_speaker, count), replace=False)
+
+
+def sap_san_of_samples(samples):
+    """(SAP, SAN, matrix) of each speaker's sampled unit window embeddings."""
     count = len(samples)
     matrix = np.zeros((count, count))
     for i, j in itertools.combinations_with_replacement(range(count), 2):
@@ -219,26 +237,45 @@ def unseen_speaker_report(model, cache, corpus, unseen_speakers, norm, seed=None
     reported beside the plain cosine ones (under "asnorm").
     """
     rng = np.random.default_rng(constants.SEED if seed is None else seed)
-    speakers, frame_list, short = [], [], {}
+    speakers, keys, counts, short = [], [], [], {}
     for speaker in unseen_speakers:
         for utterance in corpus.utterances.get(speaker, []):
             if not cache.has(utterance.key):
                 continue
-            frames = cache.load(utterance.key)
-            reason = features.too_short(len(frames))
+            reason = features.too_short(cache.num_frames(utterance.key))
             if reason is not None:  # no window: no embedding (it would be NaN and poison every trial)
                 short[utterance.key] = reason
                 continue
             speakers.append(speaker)
-            frame_list.append(emb.normalized_frames(frames, norm, speaker))
+            keys.append(utterance.key)
+            counts.append(len(features.window_starts(cache.num_frames(utterance.key))))
     present = sorted(set(speakers))
     if len(present) < 2:
         raise utils.PipelineError(f"{len(present)} unseen speaker(s) with usable audio; the evaluation needs at "
                                       f"least 2 (with DEEP_SPEAKER_SPLIT=auto, lower NUM_SPEAKERS_CLASSIFICATION_TASK)")
-    windows = emb.embed_windows(model, frame_list)
-    utterance_embeddings = np.stack([emb.pool(w) for w in windows])
-    by_speaker = [np.concatenate([w for w, s in zip(windows, speakers) if s == name]) for name in present]
-    sap, san, matrix = sap_san(by_speaker, rng)
+    # SAP/SAN's sample of each speaker's windows, drawn before any is embedded (the draws of sap_san())
+    wanted = {}  # utterance number -> [(window in it, speaker number, slot)]
+    samples = []
+    for number, name in enumerate(present):
+        mine = [i for i, s in enumerate(speakers) if s == name]
+        offsets = np.cumsum([0] + [counts[i] for i in mine])
+        chosen = sap_san_choice(int(offsets[-1]), rng)
+        samples.append(np.zeros((len(chosen), 0)))
+        for slot, position in enumerate(chosen):
+            k = int(np.searchsorted(offsets, position, side="right")) - 1
+            wanted.setdefault(mine[k], []).append((int(position - offsets[k]), number, slot))
+    utterance_embeddings = []
+    for begin in range(0, len(keys), UTTERANCES_PER_PASS):  # never every window embedding at once
+        part = range(begin, min(begin + UTTERANCES_PER_PASS, len(keys)))
+        frame_list = [emb.normalized_frames(cache.load(keys[i]), norm, speakers[i]) for i in part]
+        for i, windows in zip(part, emb.embed_windows(model, frame_list)):
+            utterance_embeddings.append(emb.pool(windows))
+            for window, number, slot in wanted.get(i, ()):
+                if samples[number].shape[1] == 0:
+                    samples[number] = np.zeros((len(samples[number]), windows.shape[1]), np.float32)
+                samples[number][slot] = emb.unit_length(windows[window])
+    utterance_embeddings = np.stack(utterance_embeddings)
+    sap, san, matrix = sap_san_of_samples(samples)
     first, second, is_target = trial_pairs(speakers, rng)
     scores = np.einsum("ij,ij->i", utterance_embeddings[first], utterance_embeddings[second])
     if is_target.all() or not is_target.any():
