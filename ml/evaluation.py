@@ -182,7 +182,14 @@ def trial_pairs(speakers, rng, max_impostors=None):
 def verification_trials(utterance_embeddings, speakers, rng, max_impostors=None):
     """(scores, is_target): cosine of every same-speaker pair and of different-speaker pairs (all, or a sample)."""
     first, second, is_target = trial_pairs(speakers, rng, max_impostors)
-    return np.einsum("ij,ij->i", utterance_embeddings[first], utterance_embeddings[second]), is_target
+    return pair_scores(utterance_embeddings, first, second), is_target
+
+
+def pair_scores(embeddings, first, second, chunk=65536):
+    """The dot product of embeddings[first[i]] and embeddings[second[i]] for every i, `chunk` pairs at a time
+    (the pairs' embeddings gathered at once would be two (pairs x size) float64 arrays: GBs on large corpora)."""
+    return np.concatenate([np.einsum("ij,ij->i", embeddings[first[i:i + chunk]], embeddings[second[i:i + chunk]])
+                           for i in range(0, len(first), chunk)] or [np.zeros(0)])
 
 
 def as_norm_statistics(embeddings, cohort, top_k=None):
@@ -277,7 +284,7 @@ def unseen_speaker_report(model, cache, corpus, unseen_speakers, norm, seed=None
     utterance_embeddings = np.stack(utterance_embeddings)
     sap, san, matrix = sap_san_of_samples(samples)
     first, second, is_target = trial_pairs(speakers, rng)
-    scores = np.einsum("ij,ij->i", utterance_embeddings[first], utterance_embeddings[second])
+    scores = pair_scores(utterance_embeddings, first, second)
     if is_target.all() or not is_target.any():
         raise utils.PipelineError("the unseen speakers need at least two utterances each for verification trials")
     eer, threshold = equal_error_rate(scores, is_target)
