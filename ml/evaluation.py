@@ -165,11 +165,16 @@ def sap_san_of_samples(samples):
     return float(np.mean(np.diag(matrix))), float(off_diagonal.mean()) if count > 1 else float("nan"), matrix
 
 
+ALL_PAIRS_UP_TO = 5_000_000  # utterance pairs enumerated at once; beyond, impostors are drawn without listing all
+
+
 def trial_pairs(speakers, rng, max_impostors=None):
     """(first, second, is_target): every same-speaker pair of utterances and the different-speaker pairs (all,
-    or a seeded sample of MAX_IMPOSTOR_TRIALS)."""
+    or a seeded sample of MAX_IMPOSTOR_TRIALS), each pair (i < j) in the order of the list of all pairs."""
     max_impostors = max_impostors or constants.MAX_IMPOSTOR_TRIALS
     speakers = np.asarray(speakers)
+    if len(speakers) * (len(speakers) - 1) // 2 > ALL_PAIRS_UP_TO:
+        return _drawn_trial_pairs(speakers, rng, max_impostors)
     first, second = np.triu_indices(len(speakers), k=1)
     same = speakers[first] == speakers[second]
     impostors = np.flatnonzero(~same)
@@ -177,6 +182,41 @@ def trial_pairs(speakers, rng, max_impostors=None):
         impostors = np.sort(rng.choice(impostors, max_impostors, replace=False))
     pairs = np.concatenate([np.flatnonzero(same), impostors])
     return first[pairs], second[pairs], same[pairs]
+
+
+def _drawn_trial_pairs(speakers, rng, max_impostors):
+    """trial_pairs for many utterances: the same-speaker pairs speaker by speaker, and a seeded sample of
+    different-speaker pairs drawn as numbers of the list of all pairs (never listed: 28 M pairs of 7,600
+    utterances took GBs)."""
+    n = len(speakers)
+    codes = np.unique(speakers, return_inverse=True)[1]
+    targets = []
+    for code in range(codes.max() + 1):
+        mine = np.flatnonzero(codes == code)
+        a, b = np.triu_indices(len(mine), k=1)
+        targets.append(np.stack([mine[a], mine[b]], axis=1))
+    targets = np.concatenate(targets)
+    targets = targets[np.lexsort((targets[:, 1], targets[:, 0]))]
+    total = n * (n - 1) // 2
+    impostor_total = total - len(targets)
+    wanted = min(max_impostors, impostor_total)
+    draw = min(total, int(wanted * total / max(impostor_total, 1) * 1.1) + 1000)
+    numbers = np.sort(rng.choice(total, draw, replace=False))
+    # the pair at number m of the row-major list of pairs i < j
+    i = n - 2 - np.floor(np.sqrt(-8.0 * numbers + 4.0 * n * (n - 1) - 7) / 2.0 - 0.5).astype(np.int64)
+    j = numbers + i + 1 - total + (n - i) * (n - i - 1) // 2
+    different = codes[i] != codes[j]
+    if different.sum() < wanted:  # too few drawn (a corpus of very few speakers): list them all after all
+        first, second = np.triu_indices(n, k=1)
+        impostors = np.flatnonzero(codes[first] != codes[second])
+        keep = np.sort(rng.choice(impostors, wanted, replace=False))
+        i, j = first[keep], second[keep]
+    else:
+        keep = np.sort(rng.choice(np.flatnonzero(different), wanted, replace=False))
+        i, j = i[keep], j[keep]
+    first = np.concatenate([targets[:, 0], i])
+    second = np.concatenate([targets[:, 1], j])
+    return first, second, np.concatenate([np.ones(len(targets), bool), np.zeros(len(i), bool)])
 
 
 def verification_trials(utterance_embeddings, speakers, rng, max_impostors=None):

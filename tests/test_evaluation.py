@@ -106,3 +106,18 @@ def test_closed_set_accuracy_in_batches_equals_it_over_every_window_at_once(smal
     streamed = evaluation.closed_set_accuracy(model, small_inputs, batch_size=7, pooling=pooling)  # many batches
     assert streamed[0] == pytest.approx(expected[0], abs=1e-12) and streamed[1] == expected[1]
     assert 0 < len(small_inputs.test) and len(np.unique(small_inputs.test.starts)) > 7
+
+
+def test_trial_pairs_of_many_utterances_are_drawn_without_listing_all(monkeypatch):
+    rng = np.random.default_rng(3)
+    speakers = np.repeat([f"s{k}" for k in range(40)], 12)  # 480 utterances, 114,960 pairs
+    listed = evaluation.trial_pairs(speakers, np.random.default_rng(0), max_impostors=5000)
+    monkeypatch.setattr(evaluation, "ALL_PAIRS_UP_TO", 1000)
+    first, second, is_target = evaluation.trial_pairs(speakers, rng, max_impostors=5000)
+    assert np.all(first < second) and np.all((speakers[first] == speakers[second]) == is_target)
+    assert is_target.sum() == listed[2].sum() == 40 * 66  # every same-speaker pair, once
+    assert (~is_target).sum() == 5000 and len(set(zip(first.tolist(), second.tolist()))) == len(first)
+    same = list(zip(first[is_target].tolist(), second[is_target].tolist()))
+    assert same == list(zip(listed[0][listed[2]].tolist(), listed[1][listed[2]].tolist()))  # the same, in order
+    assert np.all(np.diff(first[~is_target] * 480 + second[~is_target]) > 0)  # in the order of the list of pairs
+    assert (~evaluation.trial_pairs(speakers[:300], rng, max_impostors=10**6)[2]).sum() == 300 * 299 // 2 - 25 * 66
