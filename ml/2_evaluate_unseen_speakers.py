@@ -50,16 +50,9 @@ def main(run, checkpoint, force):
         settings = utils.settings_snapshot(EVALUATION_SETTINGS)
         again = f"python ml/2_evaluate_unseen_speakers.py --run {mode}" + (f" --checkpoint {checkpoint}" if checkpoint
                                                                           else "") + " --force"
-        report = None if force else utils.read_json(folder / "report.json", what="an evaluation report",
-                                                    fix=f"Compute it again with `{again}`", keys=REPORT_KEYS)
-        if report is not None and report.get("checkpoint") == checkpoints.checkpoint_reference(mode, state, entry):
-            if report.get("settings") != settings:  # its threshold is what stage 3 uses: never replaced unasked
-                changed = [n for n in settings if report.get("settings", {}).get(n) != settings[n]]
-                raise utils.PipelineError(
-                    f"{folder} holds an evaluation of this checkpoint with other settings ({', '.join(changed)}); "
-                    f"its threshold is the one stage 3 uses. Replace it with `{again}`, or restore the settings")
-            print(f"model: {checkpoints.describe(mode, state, entry)}\nalready evaluated with these settings "
-                  f"({report['created']}); shown again (--force computes it anew)")
+        report = None if force else checkpoints.existing_evaluation(folder / "report.json", mode, state, entry,
+                                                                   settings, again, "stage 3", keys=REPORT_KEYS)
+        if report is not None:
             summary(report, folder, start)
             return
         report = evaluate(mode, entry, folder, settings)

@@ -157,19 +157,10 @@ def evaluate(run, checkpoint, force):
         settings = utils.settings_snapshot(EVALUATION_SETTINGS)
         again = (f"python ml/4_detect_speaker_changes.py evaluate --run {mode}"
                  + (f" --checkpoint {checkpoint}" if checkpoint else "") + " --force")
-        report = None if force else utils.read_json(folder / REPORT, what="a speaker-change evaluation",
-                                                    fix=f"Compute it again with `{again}`",
-                                                    keys=("checkpoint", "settings", "threshold", "f1", "created"))
-        if report is not None and report["checkpoint"] == checkpoints.checkpoint_reference(mode, state, entry):
-            if report["settings"] != settings:  # its threshold is what detect uses: never replaced unasked
-                changed = [n for n in settings if report["settings"].get(n) != settings[n]]
-                raise utils.PipelineError(
-                    f"{folder / REPORT} holds an evaluation of this checkpoint with other settings "
-                    f"({', '.join(changed)}); its threshold is the one detect uses. Replace it with `{again}`, or "
-                    f"restore the settings")
-            print(f"model: {checkpoints.describe(mode, state, entry)}\nalready evaluated with these settings "
-                  f"({report['created']}); shown again (--force computes it anew)")
-        else:
+        report = None if force else checkpoints.existing_evaluation(
+            folder / REPORT, mode, state, entry, settings, again, "detect",
+            keys=("checkpoint", "settings", "threshold", "f1", "created"))
+        if report is None:
             report = compute(mode, entry, folder, settings)
     summary(report, folder, start)
 
@@ -179,16 +170,14 @@ def compute(mode, entry, folder, settings):
     utils.import_tensorflow_quietly()
     import constants
     from audio.corpus import find_corpus, split_speakers
-    from ml import checkpoints, embeddings, speaker_changes
+    from ml import checkpoints, speaker_changes
+    from ml.inference import label_free_model
     from ml.inputs import load_inputs
 
     corpus = find_corpus()
     _, unseen = split_speakers(corpus.speakers)
     inputs = load_inputs()
-    trained = embeddings.load_trained_model(mode, entry=entry, settings="inputs")
-    if trained.norm["method"] == "per_speaker":
-        raise utils.PipelineError("change detection needs a label-free NORMALIZATION (this run normalises per "
-                                  "speaker, which needs to know who speaks)")
+    trained = label_free_model(mode, settings="inputs", entry=entry)
     print(f"model: {trained.description}")
     tuning, described = speaker_changes.tuning_speakers(corpus, inputs)
     test = {s: [u.path for u in corpus.utterances.get(s, [])] for s in unseen}

@@ -509,6 +509,24 @@ def check_trained_on(mode, state, record):
             f"(and the modes after it), or rebuild the inputs it was trained on")
 
 
+def existing_evaluation(path, mode, state, entry, settings, again, used_by, keys=()):
+    """The evaluation record at `path` when it is of this checkpoint and these `settings` (announced: it is
+    shown again, not computed anew); None when there is none, or it is of another checkpoint. One of this
+    checkpoint with other settings is refused: its threshold is what `used_by` uses, never replaced unasked
+    (`again` is the command that replaces it)."""
+    report = utils.read_json(path, what="an evaluation report", fix=f"Compute it again with `{again}`", keys=keys)
+    if report is None or report.get("checkpoint") != checkpoint_reference(mode, state, entry):
+        return None
+    if report.get("settings") != settings:
+        changed = [n for n in settings if report.get("settings", {}).get(n) != settings[n]]
+        raise utils.PipelineError(f"{path} holds an evaluation of this checkpoint with other settings "
+                                  f"({', '.join(changed)}); its threshold is the one {used_by} uses. Replace it "
+                                  f"with `{again}`, or restore the settings")
+    print(f"model: {describe(mode, state, entry)}\nalready evaluated with these settings ({report['created']}); "
+          f"shown again (--force computes it anew)")
+    return report
+
+
 def evaluation_folder(mode, entry):
     """Where the evaluation of one checkpoint is stored: runs/<mode>/evaluation/<checkpoint name>/."""
     return RunFolder(mode).folder / "evaluation" / Path(entry["file"]).name.removesuffix(".weights.h5")

@@ -43,6 +43,17 @@ class TrainedModel:
         """How records (evaluations, galleries) name this checkpoint."""
         return checkpoints.checkpoint_reference(self.mode, self.state, self.entry)
 
+    def evaluation_report(self, name, what, command, keys=()):
+        """The record `name` in this checkpoint's evaluation folder (a threshold comes from it); PipelineError
+        naming `command` when there is none, or it is of another checkpoint."""
+        report = utils.read_json(checkpoints.evaluation_folder(self.mode, self.entry) / name, keys=keys,
+                                 what=f"the {what} of this checkpoint",
+                                 fix=f"Compute it again with `{command} --run {self.mode} --force`")
+        if report is None or report.get("checkpoint") != self.reference:
+            raise utils.PipelineError(f"no {what} of {self.description} yet, so no threshold: run `{command} --run "
+                                      f"{self.mode}` first (or give a threshold)")
+        return report
+
 
 def load_trained_model(run=None, checkpoint=None, settings="features", entry=None):
     """The checkpoint `checkpoint` (a weights file of `run`), or the chosen one of `run` (default: the last mode

@@ -20,19 +20,17 @@ from ml.normalization import LABEL_FREE
 # Closed set: the training speakers' test utterances
 # ----------------------------------------------------------------------------------------------------
 def predict_in_batches(model, window_set, output, batch_size=None):
-    """The `output` ("softmax" or "embeddings") of `model` for every window of `window_set`, in order.
+    """The `output` ("softmax" or "embeddings") of `model` for every window of `window_set`, in order (all rows
+    at once: for the studies in bench/; the pipeline goes through window_outputs).
 
     Random segments overlap, so a window often appears many times (about 29 times in the dev corpus's test
     split): each distinct window is computed once and the result repeated.
     """
-    batch_size = batch_size or constants.BATCH_SIZE
-    distinct, position = np.unique(window_set.starts, return_inverse=True)
-    parts = []
-    for begin in range(0, len(distinct), batch_size):
-        windows = features.gather_windows(window_set.frames, distinct[begin:begin + batch_size])
-        utils.release_pages(window_set.frames, 20)  # streamed inputs: hold recent reads only
-        parts.append(np.asarray(model(windows, training=False)[output]))
-    return np.concatenate(parts)[position]
+    rows = None
+    for mine, values in window_outputs(model, window_set, output, batch_size):
+        rows = np.empty((len(window_set),) + values.shape[1:], values.dtype) if rows is None else rows
+        rows[mine] = values
+    return rows
 
 
 def window_outputs(model, window_set, output, batch_size=None):

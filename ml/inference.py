@@ -17,15 +17,15 @@ import numpy as np
 
 import utils
 from audio import features
-from ml import checkpoints, embeddings
+from ml import embeddings
 
 UNKNOWN = "unknown"
 
 
-def label_free_model(run=None, checkpoint=None):
-    """The chosen (or given) checkpoint of `run` for use on recordings of unknown speakers: its features and
-    normalisation must not need to know who speaks."""
-    trained = embeddings.load_trained_model(run, checkpoint, settings="features")
+def label_free_model(run=None, checkpoint=None, settings="features", entry=None):
+    """The chosen (or given) checkpoint of `run` for use on recordings of unknown speakers (load_trained_model's
+    arguments): its normalisation must not need to know who speaks."""
+    trained = embeddings.load_trained_model(run, checkpoint, settings=settings, entry=entry)
     if trained.norm["method"] == "per_speaker":
         raise utils.PipelineError("the inputs were normalised per speaker (NORMALIZATION='per_speaker'), which "
                                   "needs to know who is speaking; rebuild them with a label-free NORMALIZATION "
@@ -60,15 +60,8 @@ class Speakers:
         """The given threshold, else the EER threshold of this checkpoint's evaluation; PipelineError before any."""
         if self._threshold is not None:
             return self._threshold
-        folder = checkpoints.evaluation_folder(self.trained.mode, self.trained.entry)
-        report = utils.read_json(folder / "report.json", what="the evaluation report of this checkpoint",
-                                 fix=f"Compute it again with `python ml/2_evaluate_unseen_speakers.py --run "
-                                     f"{self.trained.mode} --force`")
-        if report is None or report.get("checkpoint") != self.trained.reference:
-            raise utils.PipelineError(f"no evaluation of {self.source} yet, so no decision threshold: run "
-                                      f"`python ml/2_evaluate_unseen_speakers.py --run {self.trained.mode}` first "
-                                      f"(or give a threshold)")
-        return report["eer_threshold"]
+        return self.trained.evaluation_report("report.json", "evaluation",
+                                              "python ml/2_evaluate_unseen_speakers.py")["eer_threshold"]
 
     def verify(self, first, second):
         """(cosine score, same speaker?) of two files, decided at the threshold."""

@@ -113,22 +113,13 @@ def voiced_frames(frames):
     return energy >= loud - constants.CHANGE_VAD_DB * np.log(10) / 10
 
 
-def _side_sums(positions, values, points, width):
-    """Sums of `values` (rows) over the positions in [p - width, p) and [p, p + width) of every point p:
-    (left, right), from cumulative sums, so the cost does not depend on the width."""
-    cumulative = np.concatenate([np.zeros((1,) + values.shape[1:]), np.cumsum(values, axis=0)])
-    start, middle, end = (np.searchsorted(positions, points + offset, side="left")
-                          for offset in (-width, 0.0, width))
-    return cumulative[middle] - cumulative[start], cumulative[end] - cumulative[middle]
-
-
 def candidate_points(duration):
     """Candidate change times: every CHANGE_HOP_S, strictly inside the recording."""
     return np.arange(constants.CHANGE_HOP_S, duration - constants.CHANGE_HOP_S / 2, constants.CHANGE_HOP_S)
 
 
 def window_track(model, frames, norm):
-    """(centre time of each window in s, unit embeddings (windows, size) float32): a window every
+    """(first frame of each window, unit embeddings (windows, size) float32): a window every
     CHANGE_EMBED_HOP_FRAMES frames, embedded CHUNK_WINDOWS at a time (no copy of every window at once)."""
     from ml.embeddings import normalized_frames, unit_length
     normalized = normalized_frames(frames, norm)
@@ -137,7 +128,7 @@ def window_track(model, frames, norm):
     for i in range(0, len(starts), CHUNK_WINDOWS):
         windows = features.gather_windows(normalized, starts[i:i + CHUNK_WINDOWS])
         vectors[i:i + CHUNK_WINDOWS] = unit_length(np.asarray(model(windows, training=False)["embeddings"]))
-    return window_centres(starts), vectors
+    return starts, vectors
 
 
 def window_centres(starts, frames_per_window=None):
@@ -168,7 +159,9 @@ def bic_curve(frames, voiced, duration):
     d = x.shape[1]
     values = np.concatenate([np.ones((len(x), 1)), x, (x[:, :, None] * x[:, None, :]).reshape(len(x), -1)], axis=1)
     points = candidate_points(duration)
-    left, right = _side_sums(times, values, points, constants.CHANGE_WINDOW_S)
+    frames_track = Track(times, np.concatenate([np.zeros((1, values.shape[1])), np.cumsum(values, axis=0)]))
+    width = constants.CHANGE_WINDOW_S
+    left, right = frames_track.sums(points - width, points), frames_track.sums(points, points + width)
     need = max(constants.CHANGE_MIN_VOICED_S / constants.FRAME_STEP_S, d + 2)
 
     def log_det(sums):
@@ -274,16 +267,9 @@ class ChangeDetector:
         """The given threshold, else the one tuned for this checkpoint; PipelineError before any."""
         if self._threshold is not None:
             return self._threshold
-        from ml import checkpoints
-        folder = checkpoints.evaluation_folder(self.trained.mode, self.trained.entry)
-        report = utils.read_json(folder / REPORT, keys=("checkpoint", "threshold"),
-                                 what="the speaker-change evaluation of this checkpoint",
-                                 fix=f"Compute it again with `python ml/4_detect_speaker_changes.py evaluate --run "
-                                     f"{self.trained.mode} --force`")
-        if report is None or report.get("checkpoint") != self.trained.reference:
-            raise utils.PipelineError(f"no tuned change threshold for {self.source} yet: run `python "
-                                      f"ml/4_detect_speaker_changes.py evaluate --run {self.trained.mode}` first "
-                                      f"(or give --threshold)")
+        report = self.trained.evaluation_report(REPORT, "speaker-change evaluation",
+                                                "python ml/4_detect_speaker_changes.py evaluate",
+                                                keys=("checkpoint", "threshold"))
         tuned = report.get("settings") or {}
         changed = [n for n in CHANGE_SETTINGS if tuned.get(n) != utils.json_value(getattr(constants, n))]
         if changed:  # a threshold tuned for other curves would silently mean something else
@@ -300,9 +286,8 @@ class ChangeDetector:
         check_recording(signal, name)
         frames = features.mfcc_frames_in_blocks(signal)
         voiced = voiced_frames(frames)
-        centres, vectors = window_track(self.model, frames, self.norm)
-        starts = features.window_starts(len(frames), hop=constants.CHANGE_EMBED_HOP_FRAMES)
-        track = Track.of(centres, vectors, _window_voicing(voiced, starts))
+        starts, vectors = window_track(self.model, frames, self.norm)
+        track = Track.of(window_centres(starts), vectors, _window_voicing(voiced, starts))
         return embedding_curve(track, len(signal) / constants.SAMPLE_RATE)
 
     def detect(self, path, threshold=None):
