@@ -96,9 +96,10 @@ class RunFolder:
         size, digest = utils.file_digest(target)
         entry = {"file": f"weights/{name}", "count": count, "bytes": size, "sha256": digest, "metric": metric,
                  "callbacks": callbacks or {}, "saved": time.strftime("%Y-%m-%d %H:%M:%S")}
+        previous_best = state.get("best")
         state["checkpoints"] = [c for c in state.get("checkpoints", []) if c["count"] < count] + [entry]
         state["latest"] = entry
-        state["best"] = _best(state["checkpoints"])  # the best is never pruned, so it is in the list
+        state["best"] = _next_best(previous_best, entry, state["checkpoints"])
         self._prune(state)
         utils.write_json(self.folder / "state.json", state)
         return entry
@@ -248,6 +249,21 @@ def beats(metric, incumbent, ties=True):
     improvement = (metric["value"] - incumbent["value"]) * (1 if incumbent["higher_is_better"] else -1)
     margin = incumbent.get("margin") or 0.0
     return improvement > margin or (ties and margin == 0 and improvement == 0)
+
+
+def _next_best(previous_best, entry, entries):
+    """The best checkpoint once `entry` joins `entries`: the new one when it beats the best so far, else that one.
+
+    The best is carried from save to save, never re-derived from the checkpoints still kept: with a margin, which
+    one is best depends on every earlier one, and pruning removes some (walking only the kept ones, an older kept
+    checkpoint would come first and the real best might no longer beat it). Only when the best so far is gone
+    (a run resumed before it) is it derived again from the kept ones."""
+    if previous_best is None or previous_best not in entries:
+        return _best(entries)
+    if entry.get("metric") and entry["metric"].get("value") is not None and \
+            beats(entry["metric"], previous_best.get("metric")):
+        return entry
+    return previous_best
 
 
 def _best(entries):

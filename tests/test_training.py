@@ -335,3 +335,21 @@ def test_the_standard_error_of_an_eer_counts_the_same_speaker_pairs():
                            np.array([f"u{i}" for i in range(7)]))
     assert evaluation.eer_standard_error(0.1, window_set) == pytest.approx(np.sqrt(0.1 * 0.9 / 9))
     assert np.isnan(evaluation.eer_standard_error(float("nan"), window_set))
+
+
+def test_the_best_checkpoint_survives_pruning_the_ones_it_was_measured_against(workdir, monkeypatch):
+    """Checkpoints 0-900 with the validation EERs below, three kept besides the best: step 800 is the first to
+    beat step 0 by its margin and stays the best, though steps 600 and 700 (kept as the newest) came before it."""
+    import keras
+    monkeypatch.setattr(constants, "KEEP_CHECKPOINTS", 3)
+    model = keras.Sequential([keras.Input((2,)), keras.layers.Dense(1)])
+    run, state = checkpoints.RunFolder("triplet"), {"checkpoints": []}
+    eers = [0.0895, 0.089, 0.0885, 0.089, 0.0887, 0.0884, 0.0835, 0.0880, 0.0810, 0.0830]
+    chosen = []
+    for step, eer in zip(range(0, 1000, 100), eers):
+        metric = {"name": "val_eer", "value": eer, "higher_is_better": False, "margin": 0.007}
+        run.save(model, step, state, metric)
+        chosen.append(state["best"]["count"])
+    assert chosen == [0] * 8 + [800, 800]
+    assert state["best"]["count"] == 800 and {c["count"] for c in state["checkpoints"]} == {700, 800, 900}
+    assert utils.read_json(run.folder / "state.json")["best"]["count"] == 800
