@@ -106,6 +106,12 @@ EMBEDDING_SIZE = 200  # values per embedding (original: 200)
 CONV_FILTERS = [64, 96, 96]  # output channels of the convolutions, one entry per layer
 CONV_KERNEL = 3  # frames seen by each convolution
 DROPOUT = 0.3  # of the pooled features before fc1 while training (conv only): it overfits the train utterances
+# The classifier head of softmax training: "dense" (the original's dense layer and softmax) or "cosine_margin"
+# (the additive-margin softmax: MARGIN_SCALE x the cosine of the embedding and each class's weight vector, the
+# true class's cosine lowered by MARGIN in training, so speakers are told apart by angle with room to spare).
+SOFTMAX_HEAD = "dense"
+MARGIN_SCALE = 30.0  # s: the cosines' scale in the cosine head's softmax
+MARGIN = 0.2  # m: subtracted from the true class's cosine in the loss (cosine head only); 0 = plain softmax
 
 # ----------------------------------------------------------------------------------------------------
 # Training (ml/1_train_triplet_softmax_model.py)
@@ -138,6 +144,13 @@ MAX_VALIDATION_WINDOWS = 100000  # test windows scored after each epoch (seeded 
 TRIPLET_MARGIN = 0.2  # cosine margin (original: 0.2); a batch of one speaker scores exactly this
 TRIPLET_LEARNING_RATE = 0.0001  # Adam in triplet training (original: 0.001, which undid pre-training: docs/results.md)
 TRIPLET_PAIRS_PER_BATCH = 1  # speaker pairs (A, B) sharing a triplet batch (original: 1); at most BATCH_SIZE // 3
+# What a triplet is made of: "original", single windows (anchor and positive of a speaker A, negative of B);
+# "segments", segments of TRIPLET_SEGMENT_WINDOWS windows pooled as an utterance is (the mean of unit window
+# embeddings), TRIPLET_SEGMENTS_PER_SPEAKER per class and as many classes as BATCH_SIZE windows hold, each segment
+# with its batch's hardest positive and hardest negative ("batch-hard").
+TRIPLET_SELECTION = "original"
+TRIPLET_SEGMENT_WINDOWS = 20  # windows per segment, WINDOW_HOP_FRAMES apart (20: 67 frames, ~0.7 s)
+TRIPLET_SEGMENTS_PER_SPEAKER = 3  # segments per class in a batch (>= 2: every segment needs a positive)
 TRIPLET_MAX_STEPS = 5000  # total steps before the run stops by itself (the original looped forever)
 CHECKPOINT_EVERY_STEPS = 100  # weights are saved every this many steps, and at the end of a run
 TRIPLET_PATIENCE = 10  # checkpoints in a row without a better validation EER stop triplet training
@@ -237,11 +250,13 @@ CHOICES = {  # names whose value must be one of these
                       "per_utterance_cmvn"),
     "DEMO_LAYOUT": ("0.92", "0.80"),
     "MODEL": ("conv", "dense"),
+    "SOFTMAX_HEAD": ("dense", "cosine_margin"),
     "SOFTMAX_LR_SCHEDULE": ("plateau", "warmup_cosine"),
     "PROJECTION": ("tsne", "pca"),
     "UTTERANCE_POOLING": ("log_probability", "mean_probability"),
     "RECIPE": tuple(RECIPES),  # "default", "original"
     "STREAM_INPUTS": ("auto", "yes", "no"),
+    "TRIPLET_SELECTION": ("original", "segments"),
 }
 # The allowed range of every numeric setting: name -> (kind, condition, ...). Kinds: "int", "number" (an int
 # or a finite float; a bool is neither), "ints" and "numbers" (a list whose every entry is one and meets the
@@ -281,6 +296,8 @@ RANGES = {
     "CONV_FILTERS": ("ints", "non-empty", ">= 1"),
     "CONV_KERNEL": ("int", ">= 1"),
     "DROPOUT": ("number", ">= 0", "< 1"),
+    "MARGIN_SCALE": ("number", "> 0", "<= 100"),  # above, the softmax's probabilities underflow float32
+    "MARGIN": ("number", ">= 0", "< 1"),
     # Training
     "BATCH_SIZE": ("int", ">= 3"),  # a triplet batch is three thirds: anchors, positives, negatives
     "LEARNING_RATE": ("number", "> 0"),
@@ -302,6 +319,9 @@ RANGES = {
     "TRIPLET_LEARNING_RATE": ("number", "> 0"),
     "TRIPLET_PAIRS_PER_BATCH": ("int", ">= 1", "<= BATCH_SIZE // 3"),  # every pair needs one anchor at least
     "TRIPLET_MAX_STEPS": ("int", ">= 1"),
+    "TRIPLET_SEGMENTS_PER_SPEAKER": ("int", ">= 2"),
+    # a batch holds the segments of two classes at least
+    "TRIPLET_SEGMENT_WINDOWS": ("int", ">= 1", "<= BATCH_SIZE // (2 * TRIPLET_SEGMENTS_PER_SPEAKER)"),
     "CHECKPOINT_EVERY_STEPS": ("int", ">= 1"),
     "TRIPLET_PATIENCE": ("int", ">= 1"),
     "VALIDATION_SIGNIFICANCE": ("number", ">= 0"),

@@ -1,5 +1,6 @@
-"""Batches: softmax batches for Keras (WindowBatches) and triplet batches (TripletSampler), their windows
-gathered from the frames of a split when a batch is asked for."""
+"""Batches: softmax batches for Keras (WindowBatches) and triplet batches (TripletSampler of windows, the
+original's; SegmentSampler of segments), their windows gathered from the frames of a split when a batch is asked
+for."""
 import utils
 
 utils.import_tensorflow_quietly()  # before Keras: TensorFlow's C++ start-up lines say nothing useful
@@ -7,6 +8,7 @@ import keras  # noqa: E402
 import numpy as np  # noqa: E402
 
 import constants  # noqa: E402
+from audio import features  # noqa: E402
 from ml.augmentation import random_level  # noqa: E402
 
 
@@ -89,3 +91,60 @@ class TripletSampler:
     def drawn(self, chosen):
         """(windows, labels) of the chosen windows, their levels shifted when augmenting."""
         return random_level(self.window_set.windows(chosen), self.rng, self.level_std), self.window_set.labels[chosen]
+
+
+RELEASE_EVERY_BATCHES = 20  # streamed inputs: segment batches read between two hand-backs of their pages
+
+
+class SegmentSampler:
+    """Batches of segments for the segment triplet loss (TRIPLET_SELECTION = "segments", ml/triplet_loss.py).
+
+    A segment is TRIPLET_SEGMENT_WINDOWS consecutive windows (WINDOW_HOP_FRAMES apart, as an utterance's are
+    embedded) of one utterance, from a uniform start; a batch is TRIPLET_SEGMENTS_PER_SPEAKER segments of each of
+    as many distinct classes as fit in BATCH_SIZE windows (a multiple of `replicas`), class by class, segment by
+    segment. An utterance's
+    segment starts between its first and last window of the split, so every window lies within its frames;
+    utterances shorter than a segment are not drawn.
+    """
+
+    def __init__(self, window_set, rng, level_std=0.0, replicas=1):
+        self.window_set, self.rng, self.level_std = window_set, rng, level_std
+        self.windows_per_segment = constants.TRIPLET_SEGMENT_WINDOWS
+        self.span = constants.WINDOW_HOP_FRAMES * (self.windows_per_segment - 1)
+        count = int(window_set.utterances.max()) + 1 if len(window_set) else 0
+        first = np.full(count, np.iinfo(np.int64).max)
+        last = np.full(count, -1, np.int64)
+        np.minimum.at(first, window_set.utterances, window_set.starts)
+        np.maximum.at(last, window_set.utterances, window_set.starts)
+        label = np.full(count, -1, np.int64)
+        label[window_set.utterances] = window_set.labels
+        long_enough = (last >= 0) & (last - first >= self.span)
+        self.first, self.room = first, last - first - self.span
+        by_class = {}
+        for utterance in np.flatnonzero(long_enough):
+            by_class.setdefault(int(label[utterance]), []).append(utterance)
+        self.by_class = [np.array(utterances) for _, utterances in sorted(by_class.items())]
+        # as many classes as the batch holds and the split has, a multiple of the replicas (each takes whole classes)
+        classes = min(constants.BATCH_SIZE // (self.windows_per_segment * constants.TRIPLET_SEGMENTS_PER_SPEAKER),
+                      len(self.by_class))
+        self.classes_per_batch = classes - classes % replicas
+        if self.classes_per_batch < 2 * replicas:
+            raise utils.PipelineError(
+                f"segment triplets need {2 * replicas} classes ({'two per device' if replicas > 1 else 'two'}) with an "
+                f"utterance of at least one segment ({self.windows_per_segment} windows, "
+                f"{self.span + constants.FRAMES_PER_WINDOW} frames); {len(self.by_class)} have one: lower "
+                f"TRIPLET_SEGMENT_WINDOWS or use TRIPLET_SELECTION=original")
+
+    def batch(self, size=None, rng=None):
+        """(windows, per-window class labels) of one batch, drawn with `rng` (else the sampler's generator)."""
+        if rng is not None:
+            self.rng = rng
+        per_class = constants.TRIPLET_SEGMENTS_PER_SPEAKER
+        classes = self.rng.choice(len(self.by_class), self.classes_per_batch, replace=False)
+        utterances = np.concatenate([self.rng.choice(self.by_class[c], per_class) for c in classes])
+        begin = self.first[utterances] + self.rng.integers(0, self.room[utterances] + 1)
+        starts = (begin[:, None] + constants.WINDOW_HOP_FRAMES * np.arange(self.windows_per_segment)).reshape(-1)
+        windows = random_level(features.gather_windows(self.window_set.frames, starts), self.rng, self.level_std)
+        utils.release_pages(self.window_set.frames, RELEASE_EVERY_BATCHES)
+        labels = np.repeat(np.repeat(classes, per_class), self.windows_per_segment).astype(np.int32)
+        return windows, labels

@@ -282,18 +282,19 @@ def _best(entries):
 # ----------------------------------------------------------------------------------------------------
 def model_identity(classes, input_shape, normalization):
     """What a checkpoint must match to be loaded: architecture, sizes, input shape, normalisation, classes."""
-    return {"architecture": constants.MODEL, "embedding_size": constants.EMBEDDING_SIZE,
+    return {"architecture": constants.MODEL, "head": constants.SOFTMAX_HEAD, "embedding_size": constants.EMBEDDING_SIZE,
             "conv_filters": list(constants.CONV_FILTERS), "conv_kernel": constants.CONV_KERNEL,
             "input_shape": list(input_shape), "normalization": normalization, "classes": list(classes)}
 
 
-IDENTITY_SETTINGS = {"architecture": "MODEL", "embedding_size": "EMBEDDING_SIZE", "conv_filters": "CONV_FILTERS",
+IDENTITY_SETTINGS = {"architecture": "MODEL", "head": "SOFTMAX_HEAD", "embedding_size": "EMBEDDING_SIZE", "conv_filters": "CONV_FILTERS",
                      "conv_kernel": "CONV_KERNEL", "input_shape": "FRAMES_PER_WINDOW or NUM_MFCC",
                      "normalization": "NORMALIZATION", "classes": "the inputs' speakers"}
 
 
 def check_compatible(stored, identity, path):
     """PipelineError naming the difference when a checkpoint was trained for another model or classes."""
+    stored = {"head": "dense", **stored}  # checkpoints from before SOFTMAX_HEAD existed have the dense head
     different = [key for key in identity if stored.get(key) != identity[key]]
     if not different:
         return

@@ -5,7 +5,8 @@ BATCH_SIZE stays the global batch. Softmax training (Keras fit) splits each batc
 sums their gradients; batch normalisation synchronises its statistics across them, so N replicas compute
 what one device computes. The triplet loop cuts each batch (anchors; positives; negatives) into one triplet
 batch per replica, the same rows of each third, and averages their losses: the loss of the whole batch,
-since the triplet loss is a mean over its rows. (Keras's train_on_batch would hand every replica the whole
+since the triplet loss is a mean over its rows; segment triplets go to the replicas class by class, each
+replica's batch-hard choice within its share. (Keras's train_on_batch would hand every replica the whole
 batch: no speed-up, and the loss reported N times.)
 
 The CPU is split into logical devices when TensorFlow is imported (utils.import_tensorflow_quietly), before
@@ -55,8 +56,18 @@ def replicas():
 
 
 def check_triplet_batch():
-    """PipelineError unless a triplet batch's third (BATCH_SIZE // 3) splits evenly across the replicas."""
+    """PipelineError unless a triplet batch's third (BATCH_SIZE // 3), or its classes (segment triplets), split
+    evenly across the replicas."""
     count, third = replicas(), constants.BATCH_SIZE // 3
+    if constants.TRIPLET_SELECTION == "segments":
+        per_class = constants.TRIPLET_SEGMENT_WINDOWS * constants.TRIPLET_SEGMENTS_PER_SPEAKER
+        classes = constants.BATCH_SIZE // per_class
+        if classes % count or classes // count < 2:
+            raise utils.PipelineError(
+                f"a batch of segment triplets holds {classes} classes (BATCH_SIZE // (TRIPLET_SEGMENT_WINDOWS x "
+                f"TRIPLET_SEGMENTS_PER_SPEAKER)), which do not split into {count} devices of two classes or more: "
+                f"set BATCH_SIZE to a multiple of {2 * count * per_class}")
+        return
     if third % count:
         raise utils.PipelineError(f"BATCH_SIZE // 3 = {third} triplets do not split evenly across {count} devices: "
                                   f"set BATCH_SIZE to a multiple of {3 * count}")
@@ -71,30 +82,41 @@ def triplet_shards(windows, count):
     return [np.concatenate([part[r * size:(r + 1) * size] for part in parts]) for r in range(count)]
 
 
+def segment_shards(rows, count):
+    """One batch of segment triplets per replica: `count` equal runs of rows, whole classes each (a batch is
+    laid out class by class, and its classes split evenly: check_triplet_batch)."""
+    return np.split(rows, count)
+
+
 def triplet_step(model):
     """A function (windows, labels) -> loss that trains `model` (built and compiled in strategy()'s scope, its
-    optimizer built) on one triplet batch, each replica on its share (triplet_shards)."""
+    optimizer built) on one triplet batch, each replica on its share (triplet_shards, or segment_shards)."""
     import tensorflow as tf
 
-    from ml.triplet_loss import triplet_loss
+    from ml.triplet_loss import loss_of_selection
+    loss_of = loss_of_selection()
+    shards_of = segment_shards if constants.TRIPLET_SELECTION == "segments" else triplet_shards
     mirrored = strategy()
     count = mirrored.num_replicas_in_sync
 
-    def replica_step(windows):
+    def replica_step(windows, labels):
         with tf.GradientTape() as tape:
-            loss = triplet_loss(None, model(windows, training=True)["embeddings"])
+            loss = loss_of(labels, model(windows, training=True)["embeddings"])
             share = loss / count  # the replicas' gradients are summed: each contributes its share of the mean
         gradients = tape.gradient(share, model.trainable_variables)
         model.optimizer.apply(gradients, model.trainable_variables)
         return loss
 
     @tf.function
-    def step(windows):
-        losses = mirrored.run(replica_step, args=(windows,))
+    def step(windows, labels):
+        losses = mirrored.run(replica_step, args=(windows, labels))
         return mirrored.reduce(tf.distribute.ReduceOp.MEAN, losses, axis=None)
 
+    def distributed(shards):
+        return mirrored.experimental_distribute_values_from_function(
+            lambda context: tf.constant(shards[context.replica_id_in_sync_group]))
+
     def run(windows, labels):
-        shards = triplet_shards(windows, count)
-        return float(step(mirrored.experimental_distribute_values_from_function(
-            lambda context: tf.constant(shards[context.replica_id_in_sync_group]))))
+        labels = labels.astype(np.float32)[:, None]
+        return float(step(distributed(shards_of(windows, count)), distributed(shards_of(labels, count))))
     return run

@@ -3,8 +3,11 @@
 Both architectures read a window as (frames, features per frame), the shape the inputs hold (by default
 FRAMES_PER_WINDOW x 3 * NUM_MFCC: MFCC, delta, delta-delta), and share the head: a 200-value embedding
 layer "fc1", the layer "embeddings" (L2 normalisation when asked for, else the identity: the topology is
-the same either way, so weights move between the two), and the classifier "softmax".
+the same either way, so weights move between the two), and the classifier "softmax": a dense layer (the
+original's) or, with SOFTMAX_HEAD = "cosine_margin", the additive-margin softmax's cosine classifier.
 """
+import numpy as np
+
 import utils
 
 utils.import_tensorflow_quietly()  # before Keras: TensorFlow's C++ start-up lines say nothing useful
@@ -28,6 +31,56 @@ class L2Normalization(layers.Layer):
 
     def get_config(self):
         return {**super().get_config(), "active": self.active}
+
+
+@keras.saving.register_keras_serializable(package="deep_speaker")
+class CosineSoftmax(layers.Layer):
+    """The additive-margin softmax's classifier: softmax over `scale` x the cosine of the input and each class's
+    weight vector (no bias). Its probabilities are what closed-set identification reads; training subtracts the
+    margin from the true class's cosine in the loss (AdditiveMarginLoss), which needs only these probabilities."""
+
+    def __init__(self, units, scale=30.0, **kwargs):
+        super().__init__(**kwargs)
+        self.units, self.scale = int(units), float(scale)
+
+    def build(self, input_shape):
+        self.kernel = self.add_weight(name="kernel", shape=(int(input_shape[-1]), self.units),
+                                      initializer="glorot_uniform")
+
+    def call(self, inputs):
+        def unit(x, axis):
+            return x / keras.ops.sqrt(keras.ops.maximum(keras.ops.sum(x ** 2, axis=axis, keepdims=True), 1e-12))
+        cosines = keras.ops.matmul(unit(inputs, -1), unit(self.kernel, 0))
+        return keras.ops.softmax(self.scale * cosines, axis=-1)
+
+    def compute_output_shape(self, input_shape):
+        return (*input_shape[:-1], self.units)
+
+    def get_config(self):
+        return {**super().get_config(), "units": self.units, "scale": self.scale}
+
+
+@keras.saving.register_keras_serializable(package="deep_speaker")
+class AdditiveMarginLoss(keras.losses.Loss):
+    """The additive-margin softmax loss (CosFace / AM-softmax) from CosineSoftmax's probabilities.
+
+    With p = softmax(s cos) and q = p of the true class, subtracting the margin m from the true class's cosine
+    gives the true class the probability q e^(-sm) / (q e^(-sm) + 1 - q); the loss is minus its log. A margin of 0
+    is the plain cross-entropy."""
+
+    def __init__(self, scale=30.0, margin=0.2, name="additive_margin", **kwargs):
+        super().__init__(name=name, **kwargs)
+        self.scale, self.margin = float(scale), float(margin)
+
+    def call(self, y_true, y_pred):
+        truth = keras.ops.cast(keras.ops.reshape(y_true, (-1,)), "int32")
+        q = keras.ops.take_along_axis(y_pred, truth[:, None], axis=-1)[:, 0]
+        q = keras.ops.clip(q, 1e-30, 1.0)
+        shrink = float(np.exp(-self.scale * self.margin))
+        return -keras.ops.log(q * shrink) + keras.ops.log(q * shrink + keras.ops.maximum(1.0 - q, 0.0))
+
+    def get_config(self):
+        return {**super().get_config(), "scale": self.scale, "margin": self.margin}
 
 
 def conv_trunk(windows):
@@ -56,16 +109,23 @@ def default_input_shape():
     return constants.FRAMES_PER_WINDOW, 3 * constants.NUM_MFCC
 
 
-def build_model(num_speakers, architecture=None, normalize_embeddings=False, input_shape=None):
+def build_model(num_speakers, architecture=None, normalize_embeddings=False, input_shape=None, head=None):
     """The model of `architecture` ("conv" or "dense", default constants.MODEL) for `num_speakers` classes,
-    reading windows of `input_shape` (frames, features; default: the current settings')."""
+    reading windows of `input_shape` (frames, features; default: the current settings'), with the classifier
+    `head` ("dense" or "cosine_margin", default constants.SOFTMAX_HEAD)."""
     architecture = architecture or constants.MODEL
+    head = head or constants.SOFTMAX_HEAD
     trunks = {"conv": conv_trunk, "dense": dense_trunk}
     if architecture not in trunks:
         raise ValueError(f"unknown MODEL {architecture!r}; use one of {', '.join(trunks)}")
     windows = keras.Input(tuple(input_shape or default_input_shape()), name="windows")
     embeddings = L2Normalization(active=normalize_embeddings, name="embeddings")(trunks[architecture](windows))
-    softmax = layers.Dense(num_speakers, activation="softmax", name="softmax")(embeddings)
+    if head == "cosine_margin":
+        softmax = CosineSoftmax(num_speakers, constants.MARGIN_SCALE, name="softmax")(embeddings)
+    elif head == "dense":
+        softmax = layers.Dense(num_speakers, activation="softmax", name="softmax")(embeddings)
+    else:
+        raise ValueError(f"unknown SOFTMAX_HEAD {head!r}; use dense or cosine_margin")
     return keras.Model(windows, {"embeddings": embeddings, "softmax": softmax}, name=f"deep_speaker_{architecture}")
 
 
@@ -79,10 +139,14 @@ def parameter_summary(model):
 
 def compile_for(model, loss, learning_rate, metrics=None):
     """Compile `model` with Adam at `learning_rate` and one of its two losses: "softmax" (sparse categorical
-    cross-entropy on the classifier) or "triplet" (the cosine triplet loss on the embeddings)."""
-    from ml.triplet_loss import triplet_loss
-    losses = {"softmax": {"softmax": "sparse_categorical_crossentropy", "embeddings": None},
-              "triplet": {"embeddings": triplet_loss, "softmax": None}}[loss]
+    cross-entropy on the classifier, or the additive-margin loss on a cosine head) or "triplet" (the cosine triplet
+    loss on the embeddings)."""
+    from ml.triplet_loss import loss_of_selection
+    head = model.get_layer("softmax")
+    classifier_loss = (AdditiveMarginLoss(head.scale, constants.MARGIN) if isinstance(head, CosineSoftmax)
+                       else "sparse_categorical_crossentropy")
+    losses = {"softmax": {"softmax": classifier_loss, "embeddings": None},
+              "triplet": {"embeddings": loss_of_selection(), "softmax": None}}[loss]
     model.compile(optimizer=keras.optimizers.Adam(learning_rate), loss=losses,
                   metrics={"softmax": metrics} if metrics else None)
     return model

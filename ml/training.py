@@ -19,7 +19,7 @@ import constants  # noqa: E402
 from audio import features  # noqa: E402
 from ml import checkpoints, distribution, evaluation  # noqa: E402
 from ml.augmentation import level_std  # noqa: E402
-from ml.batches import EpochTracker, TripletSampler, WindowBatches  # noqa: E402
+from ml.batches import EpochTracker, SegmentSampler, TripletSampler, WindowBatches  # noqa: E402
 from ml.checkpoints import RunFolder  # noqa: E402
 from ml.learning_rate import softmax_schedule  # noqa: E402
 from ml.model import build_model, compile_for, freeze_below_softmax, parameter_summary  # noqa: E402
@@ -284,13 +284,13 @@ def _train_triplet(inputs, run, plan, normalize_embeddings, progress):
     run.trim_history(start)
     run.write_settings({**plan, "start": start, "replicas": distribution.replicas()})
     utils.write_json(run.folder / "norm.json", inputs.norm)
+    train_batches = triplet_sampler(inputs.train, level_std(inputs.norm))
+    test_batches = triplet_sampler(inputs.test)
     print(f"triplet: {parameter_summary(model)}, {constants.MODEL}, steps {start + 1}-{end}, from {source}, "
-          f"learning rate {constants.TRIPLET_LEARNING_RATE:g}")
+          f"learning rate {constants.TRIPLET_LEARNING_RATE:g}, {_selection(train_batches)}")
     averages = {"loss": deque(maxlen=constants.MOVING_AVERAGE_STEPS),
                 "test_loss": deque(maxlen=constants.MOVING_AVERAGE_STEPS)}
     bar = utils.progress(range(start + 1, end + 1), desc="triplet", unit="step", disable=not progress)
-    train_batches = TripletSampler(inputs.train, None, level_std(inputs.norm))
-    test_batches = TripletSampler(inputs.test, None)
     reached = start
     validation = inputs.validation
     if validation is not None and start == 0:  # the starting point is a candidate: triplet training must beat it
@@ -353,17 +353,34 @@ def validation_metric(eer, validation):
             "margin": _finite(constants.VALIDATION_SIGNIFICANCE * error)}
 
 
+def triplet_sampler(window_set, level=0.0):
+    """The triplet batches of TRIPLET_SELECTION from one split: single windows (the original's) or segments."""
+    if constants.TRIPLET_SELECTION == "segments":
+        return SegmentSampler(window_set, None, level, replicas=distribution.replicas())
+    return TripletSampler(window_set, None, level)
+
+
+def _selection(sampler):
+    """How the triplets are made, for the run's first line."""
+    if isinstance(sampler, SegmentSampler):
+        return (f"batch-hard segment triplets ({sampler.classes_per_batch} classes x "
+                f"{constants.TRIPLET_SEGMENTS_PER_SPEAKER} segments of {sampler.windows_per_segment} windows)")
+    return f"window triplets ({constants.TRIPLET_PAIRS_PER_BATCH} speaker pair(s) per batch)"
+
+
 def _triplet_steps(model):
     """(train step, test loss), each taking (windows, labels) of a triplet batch and giving its loss. One device:
     Keras's train_on_batch and test_on_batch. More: every replica trains on a triplet batch of its own
     (ml/distribution.py), and the test loss is computed on one device."""
     if distribution.replicas() > 1:
-        from ml.triplet_loss import triplet_loss
+        from ml.triplet_loss import loss_of_selection
+        loss = loss_of_selection()
         return (distribution.triplet_step(model),
-                lambda windows, labels: float(triplet_loss(None, model(windows, training=False)["embeddings"])))
+                lambda windows, labels: float(loss(labels.astype(np.float32)[:, None],
+                                                   model(windows, training=False)["embeddings"])))
 
-    def targets(labels):
-        return {"embeddings": np.zeros((len(labels), 1), np.float32), "softmax": labels}
+    def targets(labels):  # the window triplet loss ignores the labels; the segment one reads them
+        return {"embeddings": labels.astype(np.float32)[:, None], "softmax": labels}
     return (lambda windows, labels: model.train_on_batch(windows, targets(labels), return_dict=True)["loss"],
             lambda windows, labels: model.test_on_batch(windows, targets(labels), return_dict=True)["loss"])
 

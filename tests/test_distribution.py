@@ -17,8 +17,8 @@ SETTINGS = {"SPLIT": "auto", "NUM_SPEAKERS_CLASSIFICATION_TASK": "4", "MAX_COUNT
             "SOFTMAX_SCHEDULE_EPOCHS": "2", "SOFTMAX_WARMUP_STEPS": "2", "NUM_WORKERS": "1"}
 
 
-def script(path, workdir, corpus, devices, *arguments):
-    environment = {**os.environ, **{f"DEEP_SPEAKER_{k}": v for k, v in SETTINGS.items()},
+def script(path, workdir, corpus, devices, *arguments, settings=()):
+    environment = {**os.environ, **{f"DEEP_SPEAKER_{k}": v for k, v in {**SETTINGS, **dict(settings)}.items()},
                    "DEEP_SPEAKER_WORKDIR": str(workdir), "VCTK_CORPUS_PATH": str(corpus),
                    "DEEP_SPEAKER_CPU_DEVICES": str(devices), "CUDA_VISIBLE_DEVICES": ""}
     result = subprocess.run([sys.executable, path, *arguments], cwd=REPO, env=environment, capture_output=True,
@@ -54,6 +54,11 @@ def test_two_logical_cpu_devices_train_with_the_losses_of_one_and_record_replica
     triplet = [losses(w, "triplet") for w in (one, two)]  # each replica its own triplet batch: the same losses
     assert len(triplet[0]) == 3 and triplet[1] == pytest.approx(triplet[0], rel=1e-2), triplet  # from 2 start points
     assert json.loads((two / "runs" / "triplet" / "settings.json").read_text())["replicas"] == 2
+    # segment triplets: each replica takes whole classes (4 in a batch here, 2 per device)
+    segments = {"TRIPLET_SELECTION": "segments", "TRIPLET_SEGMENT_WINDOWS": "5", "TRIPLET_SEGMENTS_PER_SPEAKER": "2"}
+    output = script("ml/1_train_triplet_softmax_model.py", two, corpus, 2, "--loss_on_embeddings",
+                    "--normalize_embeddings", "--steps", "2", "--fresh", settings=segments)
+    assert "batch-hard segment triplets" in output and len(losses(two, "triplet")) == 2
 
 
 def test_a_triplet_batch_is_cut_into_one_triplet_batch_per_replica():

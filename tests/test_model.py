@@ -66,3 +66,71 @@ def test_freezing_leaves_only_the_softmax_head_trainable():
     model = build_model(4)
     freeze_below_softmax(model)
     assert [w.path for w in model.trainable_weights] == ["softmax/kernel", "softmax/bias"]
+
+
+def reference_additive_margin(embeddings, kernel, labels, scale, margin):
+    unit = embeddings / np.linalg.norm(embeddings, axis=1, keepdims=True)
+    cosines = unit @ (kernel / np.linalg.norm(kernel, axis=0, keepdims=True))
+    logits = scale * (cosines - margin * np.eye(kernel.shape[1])[labels])
+    logits -= logits.max(axis=1, keepdims=True)
+    return np.mean(np.log(np.exp(logits).sum(axis=1)) - logits[np.arange(len(labels)), labels])
+
+
+@pytest.mark.parametrize("margin", [0.0, 0.2, 0.35])
+def test_the_additive_margin_loss_from_probabilities_equals_the_textbook_one_from_logits(margin):
+    from ml.model import AdditiveMarginLoss, CosineSoftmax
+    rng = np.random.default_rng(5)
+    embeddings, labels = rng.normal(size=(64, 8)).astype(np.float32), rng.integers(0, 6, 64)
+    head = CosineSoftmax(6, scale=30.0)
+    probabilities = head(embeddings)
+    np.testing.assert_allclose(np.asarray(probabilities).sum(axis=1), 1, rtol=1e-5)
+    loss = float(AdditiveMarginLoss(30.0, margin)(labels, probabilities))
+    expected = reference_additive_margin(embeddings, np.asarray(head.kernel), labels, 30.0, margin)
+    assert loss == pytest.approx(expected, rel=1e-4)
+    if margin == 0:  # no margin: the plain cross-entropy of the same probabilities
+        plain = keras.losses.SparseCategoricalCrossentropy()(labels, probabilities)
+        assert loss == pytest.approx(float(plain), rel=1e-4)
+
+
+def test_the_cosine_head_model_has_no_bias_saves_loads_and_freezes(tmp_path):
+    from ml.model import CosineSoftmax, parameter_summary
+    model = build_model(4, head="cosine_margin")
+    assert isinstance(model.get_layer("softmax"), CosineSoftmax)
+    assert model.get_layer("softmax").count_params() == 200 * 4
+    assert "over 4 classes" in parameter_summary(model)
+    model.save(tmp_path / "model.keras")
+    loaded = keras.models.load_model(tmp_path / "model.keras", safe_mode=True)
+    x = np.random.default_rng(6).normal(size=(3, 10, 39)).astype(np.float32)
+    np.testing.assert_allclose(np.asarray(loaded(x)["softmax"]), np.asarray(model(x)["softmax"]), rtol=1e-5)
+    freeze_below_softmax(model)
+    assert [w.path for w in model.trainable_weights] == ["softmax/kernel"]
+
+
+def reference_batch_hard(windows, labels, per_segment, margin=0.2):
+    unit = windows / np.linalg.norm(windows, axis=1, keepdims=True)
+    segments = unit.reshape(-1, per_segment, unit.shape[1]).mean(axis=1)
+    segments /= np.linalg.norm(segments, axis=1, keepdims=True)
+    classes = labels.reshape(-1, per_segment)[:, 0]
+    cosines = segments @ segments.T
+    losses = []
+    for i in range(len(segments)):
+        positives = [cosines[i, j] for j in range(len(segments)) if j != i and classes[j] == classes[i]]
+        negatives = [cosines[i, j] for j in range(len(segments)) if classes[j] != classes[i]]
+        losses.append(max(max(negatives) - min(positives) + margin, 0.0))
+    return np.mean(losses)
+
+
+def test_the_segment_triplet_loss_is_batch_hard_over_pooled_segments():
+    from ml.triplet_loss import segment_triplet_loss
+    rng = np.random.default_rng(7)
+    windows = rng.normal(size=(4 * 3 * 5, 8)).astype(np.float32)  # 4 classes x 3 segments x 5 windows
+    labels = np.repeat(np.repeat([3, 0, 7, 1], 3), 5).astype(np.float32)[:, None]
+    loss = float(segment_triplet_loss(labels, windows, windows_per_segment=5, margin=0.2))
+    assert loss == pytest.approx(reference_batch_hard(windows, labels, 5), abs=1e-5)
+    # segments whose classes point different ways, windows scattered around them: no violated triplet
+    directions = np.eye(8, dtype=np.float32)[[0, 1, 2, 3]]
+    spread = np.repeat(directions, 15, axis=0) + 0.05 * rng.normal(size=(60, 8)).astype(np.float32)
+    assert float(segment_triplet_loss(labels, spread, windows_per_segment=5)) == pytest.approx(0.0, abs=1e-6)
+    # every segment alike: each triplet scores the margin
+    same = np.ones((60, 8), np.float32)
+    assert float(segment_triplet_loss(labels, same, windows_per_segment=5)) == pytest.approx(0.2, abs=1e-6)

@@ -337,6 +337,65 @@ def test_the_standard_error_of_an_eer_counts_the_same_speaker_pairs():
     assert np.isnan(evaluation.eer_standard_error(float("nan"), window_set))
 
 
+def test_the_cosine_margin_head_trains_then_triplet_and_frozen_continue_and_another_head_is_refused(
+        small_inputs, workdir, monkeypatch):
+    monkeypatch.setattr(constants, "SOFTMAX_HEAD", "cosine_margin")
+    monkeypatch.setattr(constants, "CHECKPOINT_EVERY_STEPS", 2)
+    result = training.train_softmax(small_inputs, epochs=2, verbose=0)
+    losses = [float(row["loss"]) for row in history_rows("softmax")]
+    assert all(np.isfinite(losses)) and losses[1] < losses[0] and 0 <= result["window_accuracy"] <= 1
+    assert utils.read_json(workdir / "runs" / "softmax" / "state.json")["model"]["head"] == "cosine_margin"
+    training.train_triplet(small_inputs, steps=2, normalize_embeddings=True, progress=False)
+    training.train_softmax(small_inputs, epochs=1, freeze=True, normalize_embeddings=True, verbose=0)
+    monkeypatch.setattr(constants, "SOFTMAX_HEAD", "dense")  # the runs' checkpoints have the other head
+    with pytest.raises(utils.PipelineError, match="SOFTMAX_HEAD"):
+        embeddings.load_trained_model("softmax")
+
+
+def test_segment_batches_hold_whole_segments_of_distinct_classes_within_their_utterances(small_inputs, monkeypatch):
+    from ml.batches import SegmentSampler
+    monkeypatch.setattr(constants, "TRIPLET_SEGMENT_WINDOWS", 4)
+    monkeypatch.setattr(constants, "TRIPLET_SEGMENTS_PER_SPEAKER", 2)
+    monkeypatch.setattr(constants, "BATCH_SIZE", 48)  # 6 classes x 2 segments x 4 windows
+    train = small_inputs.train
+    windows, labels = SegmentSampler(train, np.random.default_rng(0)).batch()
+    assert windows.shape == (48, constants.FRAMES_PER_WINDOW, 39) and labels.shape == (48,)
+    per_segment = labels.reshape(-1, 4)
+    assert (per_segment == per_segment[:, :1]).all()  # a segment is one class
+    classes = per_segment[::2, 0]
+    assert len(set(classes.tolist())) == 6 and (per_segment[1::2, 0] == classes).all()  # 2 segments per class
+    # each segment: consecutive windows WINDOW_HOP_FRAMES apart, inside one utterance of its class
+    starts_of = {}
+    for start, utterance in zip(train.starts, train.utterances):
+        starts_of.setdefault(int(utterance), []).append(int(start))
+    extents = {u: (min(s), max(s)) for u, s in starts_of.items()}
+    frames = np.asarray(train.frames)
+    for segment, label in zip(windows.reshape(-1, 4, *windows.shape[1:]), per_segment[:, 0]):
+        first = np.flatnonzero((frames[:len(frames) - constants.FRAMES_PER_WINDOW + 1, None, :] ==
+                                segment[0][None, :1, :]).all(axis=(1, 2)))
+        found = False
+        for begin in first:
+            chain = [begin + k * constants.WINDOW_HOP_FRAMES for k in range(4)]
+            if all(np.array_equal(frames[c:c + constants.FRAMES_PER_WINDOW], w) for c, w in zip(chain, segment)):
+                owners = [u for u, (lo, hi) in extents.items() if lo <= chain[0] and chain[-1] <= hi]
+                found = any(train.labels[train.utterances == u][0] == label for u in owners)
+        assert found
+
+
+def test_segment_triplet_training_runs_and_its_settings_are_recorded(small_inputs, workdir, monkeypatch, capsys):
+    monkeypatch.setattr(constants, "TRIPLET_SELECTION", "segments")
+    monkeypatch.setattr(constants, "TRIPLET_SEGMENT_WINDOWS", 5)
+    training.train_softmax(small_inputs, epochs=1, verbose=0)
+    result = training.train_triplet(small_inputs, steps=3, normalize_embeddings=True, progress=False)
+    assert np.isfinite(result["loss"]) and np.isfinite(result["test_loss"])
+    assert "batch-hard segment triplets" in capsys.readouterr().out
+    settings = utils.read_json(workdir / "runs" / "triplet" / "settings.json")["constants"]
+    assert settings["TRIPLET_SELECTION"] == "segments" and settings["TRIPLET_SEGMENT_WINDOWS"] == 5
+    monkeypatch.setattr(constants, "TRIPLET_SELECTION", "original")  # a run goes on with its own triplets only
+    with pytest.raises(utils.PipelineError, match="TRIPLET_SELECTION"):
+        training.train_triplet(small_inputs, steps=4, normalize_embeddings=True, progress=False)
+
+
 def test_the_best_checkpoint_survives_pruning_the_ones_it_was_measured_against(workdir, monkeypatch):
     """Checkpoints 0-900 with the validation EERs below, three kept besides the best: step 800 is the first to
     beat step 0 by its margin and stays the best, though steps 600 and 700 (kept as the newest) came before it."""
