@@ -151,6 +151,9 @@ TRIPLET_PAIRS_PER_BATCH = 1  # speaker pairs (A, B) sharing a triplet batch (ori
 TRIPLET_SELECTION = "original"
 TRIPLET_SEGMENT_WINDOWS = 20  # windows per segment, WINDOW_HOP_FRAMES apart (20: 67 frames, ~0.7 s)
 TRIPLET_SEGMENTS_PER_SPEAKER = 3  # segments per class in a batch (>= 2: every segment needs a positive)
+# Triplet training adds this weight x the softmax head's loss (on the same windows, the head trained too); 0 = the
+# triplet loss alone, the head left as pre-training made it (the original)
+TRIPLET_SOFTMAX_WEIGHT = 0.0
 TRIPLET_MAX_STEPS = 5000  # total steps before the run stops by itself (the original looped forever)
 CHECKPOINT_EVERY_STEPS = 100  # weights are saved every this many steps, and at the end of a run
 TRIPLET_PATIENCE = 10  # checkpoints in a row without a better validation EER stop triplet training
@@ -320,6 +323,7 @@ RANGES = {
     "TRIPLET_PAIRS_PER_BATCH": ("int", ">= 1", "<= BATCH_SIZE // 3"),  # every pair needs one anchor at least
     "TRIPLET_MAX_STEPS": ("int", ">= 1"),
     "TRIPLET_SEGMENTS_PER_SPEAKER": ("int", ">= 2"),
+    "TRIPLET_SOFTMAX_WEIGHT": ("number", ">= 0"),
     # a batch holds the segments of two classes at least
     "TRIPLET_SEGMENT_WINDOWS": ("int", ">= 1", "<= BATCH_SIZE // (2 * TRIPLET_SEGMENTS_PER_SPEAKER)"),
     "CHECKPOINT_EVERY_STEPS": ("int", ">= 1"),

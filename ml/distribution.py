@@ -93,15 +93,19 @@ def triplet_step(model):
     optimizer built) on one triplet batch, each replica on its share (triplet_shards, or segment_shards)."""
     import tensorflow as tf
 
+    from ml.model import loss_of_head
     from ml.triplet_loss import loss_of_selection
-    loss_of = loss_of_selection()
+    loss_of, classifier_loss = loss_of_selection(), loss_of_head(model)
     shards_of = segment_shards if constants.TRIPLET_SELECTION == "segments" else triplet_shards
     mirrored = strategy()
     count = mirrored.num_replicas_in_sync
 
     def replica_step(windows, labels):
         with tf.GradientTape() as tape:
-            loss = loss_of(labels, model(windows, training=True)["embeddings"])
+            outputs = model(windows, training=True)
+            loss = loss_of(labels, outputs["embeddings"])
+            if constants.TRIPLET_SOFTMAX_WEIGHT > 0:  # the classifier's loss beside it (ml/model.compile_for)
+                loss = loss + constants.TRIPLET_SOFTMAX_WEIGHT * classifier_loss(labels, outputs["softmax"])
             share = loss / count  # the replicas' gradients are summed: each contributes its share of the mean
         gradients = tape.gradient(share, model.trainable_variables)
         model.optimizer.apply(gradients, model.trainable_variables)

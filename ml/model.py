@@ -137,17 +137,25 @@ def parameter_summary(model):
             f"head over {head.units} classes)")
 
 
+def loss_of_head(model):
+    """The loss of `model`'s classifier: cross-entropy (dense head) or the additive-margin loss (cosine head)."""
+    head = model.get_layer("softmax")
+    if isinstance(head, CosineSoftmax):
+        return AdditiveMarginLoss(head.scale, constants.MARGIN)
+    return keras.losses.SparseCategoricalCrossentropy()
+
+
 def compile_for(model, loss, learning_rate, metrics=None):
     """Compile `model` with Adam at `learning_rate` and one of its two losses: "softmax" (sparse categorical
     cross-entropy on the classifier, or the additive-margin loss on a cosine head) or "triplet" (the cosine triplet
-    loss on the embeddings)."""
+    loss on the embeddings, plus TRIPLET_SOFTMAX_WEIGHT x the classifier's loss when that is above 0)."""
     from ml.triplet_loss import loss_of_selection
-    head = model.get_layer("softmax")
-    classifier_loss = (AdditiveMarginLoss(head.scale, constants.MARGIN) if isinstance(head, CosineSoftmax)
-                       else "sparse_categorical_crossentropy")
+    classifier_loss = loss_of_head(model)
+    joint = loss == "triplet" and constants.TRIPLET_SOFTMAX_WEIGHT > 0
     losses = {"softmax": {"softmax": classifier_loss, "embeddings": None},
-              "triplet": {"embeddings": loss_of_selection(), "softmax": None}}[loss]
-    model.compile(optimizer=keras.optimizers.Adam(learning_rate), loss=losses,
+              "triplet": {"embeddings": loss_of_selection(), "softmax": classifier_loss if joint else None}}[loss]
+    weights = {"embeddings": 1.0, "softmax": constants.TRIPLET_SOFTMAX_WEIGHT} if joint else None
+    model.compile(optimizer=keras.optimizers.Adam(learning_rate), loss=losses, loss_weights=weights,
                   metrics={"softmax": metrics} if metrics else None)
     return model
 

@@ -272,7 +272,8 @@ def _train_triplet(inputs, run, plan, normalize_embeddings, progress):
     end = plan["end"]
     keras.utils.set_random_seed(constants.SEED)
     model, start, source = _start_model(inputs, plan, normalize_embeddings, freeze=False)
-    model.get_layer("softmax").trainable = False  # the triplet loss does not reach the classifier
+    # the triplet loss does not reach the classifier; with TRIPLET_SOFTMAX_WEIGHT its own loss goes on training it
+    model.get_layer("softmax").trainable = constants.TRIPLET_SOFTMAX_WEIGHT > 0
     compile_for(model, "triplet", constants.TRIPLET_LEARNING_RATE)
     state = checkpoints.start_state(plan)
     if plan["source"] == "own" or distribution.replicas() > 1:

@@ -55,7 +55,8 @@ def test_two_logical_cpu_devices_train_with_the_losses_of_one_and_record_replica
     assert len(triplet[0]) == 3 and triplet[1] == pytest.approx(triplet[0], rel=1e-2), triplet  # from 2 start points
     assert json.loads((two / "runs" / "triplet" / "settings.json").read_text())["replicas"] == 2
     # segment triplets: each replica takes whole classes (4 in a batch here, 2 per device)
-    segments = {"TRIPLET_SELECTION": "segments", "TRIPLET_SEGMENT_WINDOWS": "5", "TRIPLET_SEGMENTS_PER_SPEAKER": "2"}
+    segments = {"TRIPLET_SELECTION": "segments", "TRIPLET_SEGMENT_WINDOWS": "5", "TRIPLET_SEGMENTS_PER_SPEAKER": "2",
+                "TRIPLET_SOFTMAX_WEIGHT": "1"}  # and the softmax loss beside the triplet one
     output = script("ml/1_train_triplet_softmax_model.py", two, corpus, 2, "--loss_on_embeddings",
                     "--normalize_embeddings", "--steps", "2", "--fresh", settings=segments)
     assert "batch-hard segment triplets" in output and len(losses(two, "triplet")) == 2

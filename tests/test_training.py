@@ -412,3 +412,15 @@ def test_the_best_checkpoint_survives_pruning_the_ones_it_was_measured_against(w
     assert chosen == [0] * 8 + [800, 800]
     assert state["best"]["count"] == 800 and {c["count"] for c in state["checkpoints"]} == {700, 800, 900}
     assert utils.read_json(run.folder / "state.json")["best"]["count"] == 800
+
+
+def test_triplet_training_with_the_softmax_loss_beside_it_trains_the_head_too(small_inputs, workdir, monkeypatch):
+    training.train_softmax(small_inputs, epochs=1, verbose=0)
+    head_before = np.asarray(embeddings.load_trained_model("softmax").model.get_layer("softmax").kernel)
+    monkeypatch.setattr(constants, "TRIPLET_SOFTMAX_WEIGHT", 1.0)
+    monkeypatch.setattr(constants, "TRIPLET_SELECTION", "segments")
+    monkeypatch.setattr(constants, "TRIPLET_SEGMENT_WINDOWS", 5)
+    result = training.train_triplet(small_inputs, steps=2, progress=False)
+    assert np.isfinite(result["loss"])
+    head_after = np.asarray(embeddings.load_trained_model("triplet").model.get_layer("softmax").kernel)
+    assert not np.allclose(head_before, head_after)
