@@ -123,7 +123,8 @@ class SegmentSampler:
         by_class = {}
         for utterance in np.flatnonzero(long_enough):
             by_class.setdefault(int(label[utterance]), []).append(utterance)
-        self.by_class = [np.array(utterances) for _, utterances in sorted(by_class.items())]
+        self.class_ids = np.array(sorted(by_class), np.int32)  # the classes that have a segment's worth of audio
+        self.by_class = [np.array(by_class[c]) for c in self.class_ids]
         # as many classes as the batch holds and the split has, a multiple of the replicas (each takes whole classes)
         classes = min(constants.BATCH_SIZE // (self.windows_per_segment * constants.TRIPLET_SEGMENTS_PER_SPEAKER),
                       len(self.by_class))
@@ -146,5 +147,5 @@ class SegmentSampler:
         starts = (begin[:, None] + constants.WINDOW_HOP_FRAMES * np.arange(self.windows_per_segment)).reshape(-1)
         windows = random_level(features.gather_windows(self.window_set.frames, starts), self.rng, self.level_std)
         utils.release_pages(self.window_set.frames, RELEASE_EVERY_BATCHES)
-        labels = np.repeat(np.repeat(classes, per_class), self.windows_per_segment).astype(np.int32)
+        labels = np.repeat(np.repeat(self.class_ids[classes], per_class), self.windows_per_segment)
         return windows, labels

@@ -100,6 +100,7 @@ class RunFolder:
         state["checkpoints"] = [c for c in state.get("checkpoints", []) if c["count"] < count] + [entry]
         state["latest"] = entry
         state["best"] = _next_best(previous_best, entry, state["checkpoints"])
+        entry["best_count"] = state["best"]["count"] if state["best"] else None  # what a resume from it restores
         self._prune(state)
         utils.write_json(self.folder / "state.json", state)
         return entry
@@ -251,6 +252,15 @@ def beats(metric, incumbent, ties=True):
     return improvement > margin or (ties and margin == 0 and improvement == 0)
 
 
+def rewind(state, entry):
+    """Make `state` what it was when `entry` was saved, for a run going on from it (after a damaged newer one): the
+    later checkpoints dropped, and the best the one `entry` recorded (derived from the kept ones only when it has no
+    record or that checkpoint is gone)."""
+    kept = [c for c in state.get("checkpoints", []) if c["count"] <= entry["count"]]
+    recorded = [c for c in kept if c["count"] == entry.get("best_count")]
+    state.update(checkpoints=kept, latest=entry, best=recorded[0] if recorded else _best(kept))
+
+
 def _next_best(previous_best, entry, entries):
     """The best checkpoint once `entry` joins `entries`: the new one when it beats the best so far, else that one.
 
@@ -282,19 +292,21 @@ def _best(entries):
 # ----------------------------------------------------------------------------------------------------
 def model_identity(classes, input_shape, normalization):
     """What a checkpoint must match to be loaded: architecture, sizes, input shape, normalisation, classes."""
+    cosine = constants.SOFTMAX_HEAD == "cosine_margin"
     return {"architecture": constants.MODEL, "head": constants.SOFTMAX_HEAD, "embedding_size": constants.EMBEDDING_SIZE,
             "conv_filters": list(constants.CONV_FILTERS), "conv_kernel": constants.CONV_KERNEL,
-            "input_shape": list(input_shape), "normalization": normalization, "classes": list(classes)}
+            "input_shape": list(input_shape), "normalization": normalization, "classes": list(classes),
+            "margin_scale": constants.MARGIN_SCALE if cosine else None}  # the cosine head's probabilities depend on it
 
 
-IDENTITY_SETTINGS = {"architecture": "MODEL", "head": "SOFTMAX_HEAD", "embedding_size": "EMBEDDING_SIZE", "conv_filters": "CONV_FILTERS",
-                     "conv_kernel": "CONV_KERNEL", "input_shape": "FRAMES_PER_WINDOW or NUM_MFCC",
+IDENTITY_SETTINGS = {"architecture": "MODEL", "head": "SOFTMAX_HEAD", "margin_scale": "MARGIN_SCALE",
+                     "embedding_size": "EMBEDDING_SIZE", "conv_filters": "CONV_FILTERS", "conv_kernel": "CONV_KERNEL", "input_shape": "FRAMES_PER_WINDOW or NUM_MFCC",
                      "normalization": "NORMALIZATION", "classes": "the inputs' speakers"}
 
 
 def check_compatible(stored, identity, path):
     """PipelineError naming the difference when a checkpoint was trained for another model or classes."""
-    stored = {"head": "dense", **stored}  # checkpoints from before SOFTMAX_HEAD existed have the dense head
+    stored = {"head": "dense", "margin_scale": None, **stored}  # checkpoints from before SOFTMAX_HEAD: the dense head
     different = [key for key in identity if stored.get(key) != identity[key]]
     if not different:
         return
@@ -381,9 +393,14 @@ def plan_training(mode, inputs_record, identity, end, fresh=False, normalize_emb
     return plan
 
 
+# Settings that change what training does, with the value that gives what a run did before the setting existed: a
+# run whose record predates one continues only under that value (a missing record is not a licence to change it).
+SETTINGS_BEFORE_THEY_EXISTED = {"SOFTMAX_HEAD": "dense", "TRIPLET_SELECTION": "original", "TRIPLET_SOFTMAX_WEIGHT": 0.0}
+
+
 def _check_resumable(run, state, inputs_record, identity, normalize_embeddings, again):
     """Refuse to continue a run under other settings, other inputs, another model or another normalisation flag."""
-    recorded = (run.settings() or {}).get("constants", {})
+    recorded = {**SETTINGS_BEFORE_THEY_EXISTED, **(run.settings() or {}).get("constants", {})}
     utils.refuse_changed_settings({k: v for k, v in recorded.items() if k not in FREE_SETTINGS},
                                   f"the {run.mode} run in {run.folder}", f"start a new run with `{again} --fresh`")
     _check_inputs(state, inputs_record, f"the {run.mode} run in {run.folder}", f"{again} --fresh")

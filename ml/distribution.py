@@ -62,11 +62,11 @@ def check_triplet_batch():
     if constants.TRIPLET_SELECTION == "segments":
         per_class = constants.TRIPLET_SEGMENT_WINDOWS * constants.TRIPLET_SEGMENTS_PER_SPEAKER
         classes = constants.BATCH_SIZE // per_class
-        if classes % count or classes // count < 2:
+        if classes // count < 2:
             raise utils.PipelineError(
-                f"a batch of segment triplets holds {classes} classes (BATCH_SIZE // (TRIPLET_SEGMENT_WINDOWS x "
-                f"TRIPLET_SEGMENTS_PER_SPEAKER)), which do not split into {count} devices of two classes or more: "
-                f"set BATCH_SIZE to a multiple of {2 * count * per_class}")
+                f"a batch of segment triplets holds {classes} class(es) (BATCH_SIZE // (TRIPLET_SEGMENT_WINDOWS x "
+                f"TRIPLET_SEGMENTS_PER_SPEAKER) = {constants.BATCH_SIZE} // {per_class}), and needs two per device "
+                f"({count}): set BATCH_SIZE to {2 * count * per_class} or more, or lower TRIPLET_SEGMENT_WINDOWS")
         return
     if third % count:
         raise utils.PipelineError(f"BATCH_SIZE // 3 = {third} triplets do not split evenly across {count} devices: "
@@ -93,6 +93,8 @@ def triplet_step(model):
     optimizer built) on one triplet batch, each replica on its share (triplet_shards, or segment_shards)."""
     import tensorflow as tf
 
+    from keras import ops
+
     from ml.model import loss_of_head
     from ml.triplet_loss import loss_of_selection
     loss_of, classifier_loss = loss_of_selection(), loss_of_head(model)
@@ -105,7 +107,9 @@ def triplet_step(model):
             outputs = model(windows, training=True)
             loss = loss_of(labels, outputs["embeddings"])
             if constants.TRIPLET_SOFTMAX_WEIGHT > 0:  # the classifier's loss beside it (ml/model.compile_for)
-                loss = loss + constants.TRIPLET_SOFTMAX_WEIGHT * classifier_loss(labels, outputs["softmax"])
+                # per-sample losses, their mean taken here: a Keras loss object called within a replica would
+                # divide by the replicas itself, and `share` below divides once more
+                loss = loss + constants.TRIPLET_SOFTMAX_WEIGHT * ops.mean(classifier_loss.call(labels, outputs["softmax"]))
             share = loss / count  # the replicas' gradients are summed: each contributes its share of the mean
         gradients = tape.gradient(share, model.trainable_variables)
         model.optimizer.apply(gradients, model.trainable_variables)

@@ -6,7 +6,6 @@ layer "fc1", the layer "embeddings" (L2 normalisation when asked for, else the i
 the same either way, so weights move between the two), and the classifier "softmax": a dense layer (the
 original's) or, with SOFTMAX_HEAD = "cosine_margin", the additive-margin softmax's cosine classifier.
 """
-import numpy as np
 
 import utils
 
@@ -75,9 +74,9 @@ class AdditiveMarginLoss(keras.losses.Loss):
     def call(self, y_true, y_pred):
         truth = keras.ops.cast(keras.ops.reshape(y_true, (-1,)), "int32")
         q = keras.ops.take_along_axis(y_pred, truth[:, None], axis=-1)[:, 0]
-        q = keras.ops.clip(q, 1e-30, 1.0)
-        shrink = float(np.exp(-self.scale * self.margin))
-        return -keras.ops.log(q * shrink) + keras.ops.log(q * shrink + keras.ops.maximum(1.0 - q, 0.0))
+        q = keras.ops.clip(q, 1e-37, 1.0 - 1e-7)  # float32: q = 0 or 1 exactly would make the logs infinite
+        lowered = keras.ops.log(q) - self.scale * self.margin  # log(q e^(-sm)), in logs: no underflow
+        return keras.ops.logaddexp(lowered, keras.ops.log1p(-q)) - lowered
 
     def get_config(self):
         return {**super().get_config(), "scale": self.scale, "margin": self.margin}

@@ -151,6 +151,7 @@ def _train_softmax(inputs, run, plan, mode, freeze, normalize_embeddings, verbos
     if plan["source"] == "own":  # the optimizer's moments and step come back with the weights
         model.optimizer.build(model.trainable_variables)
         entry = run.load_into(model, state)
+        checkpoints.rewind(state, entry)
         start, source = entry["count"], checkpoints.describe(mode, state, entry)
     run.trim_history(start)
     run.write_settings({**plan, "start": start, "replicas": distribution.replicas()})
@@ -279,7 +280,9 @@ def _train_triplet(inputs, run, plan, normalize_embeddings, progress):
     if plan["source"] == "own" or distribution.replicas() > 1:
         model.optimizer.build(model.trainable_variables)
     if plan["source"] == "own":
+        _check_same_replicas(run)
         entry = run.load_into(model, state)
+        checkpoints.rewind(state, entry)
         start, source = entry["count"], checkpoints.describe("triplet", state, entry)
     train_step, test_loss_of = _triplet_steps(model)
     run.trim_history(start)
@@ -354,6 +357,17 @@ def validation_metric(eer, validation):
             "margin": _finite(constants.VALIDATION_SIGNIFICANCE * error)}
 
 
+def _check_same_replicas(run):
+    """Segment triplets are mined within each device's share of a batch, so a run of them goes on only on as many
+    devices as it began on (window triplets give every device the same rows on any count: no limit)."""
+    before = (run.settings() or {}).get("replicas")
+    if constants.TRIPLET_SELECTION == "segments" and before not in (None, distribution.replicas()):
+        raise utils.PipelineError(
+            f"the triplet run in {run.folder} mines segment triplets within each of {before} device(s), and "
+            f"{distribution.replicas()} are in use now: its batches would change. Continue it on {before} (GPUs, or "
+            f"DEEP_SPEAKER_CPU_DEVICES={before}), or start a new run with `{checkpoints.command('triplet')} --fresh`")
+
+
 def triplet_sampler(window_set, level=0.0):
     """The triplet batches of TRIPLET_SELECTION from one split: single windows (the original's) or segments."""
     if constants.TRIPLET_SELECTION == "segments":
@@ -374,11 +388,18 @@ def _triplet_steps(model):
     Keras's train_on_batch and test_on_batch. More: every replica trains on a triplet batch of its own
     (ml/distribution.py), and the test loss is computed on one device."""
     if distribution.replicas() > 1:
+        from ml.model import loss_of_head
         from ml.triplet_loss import loss_of_selection
-        loss = loss_of_selection()
-        return (distribution.triplet_step(model),
-                lambda windows, labels: float(loss(labels.astype(np.float32)[:, None],
-                                                   model(windows, training=False)["embeddings"])))
+        loss, classifier_loss, weight = loss_of_selection(), loss_of_head(model), constants.TRIPLET_SOFTMAX_WEIGHT
+
+        def test_loss(windows, labels):  # what test_on_batch computes on one device
+            outputs = model(windows, training=False)
+            value = float(loss(labels.astype(np.float32)[:, None], outputs["embeddings"]))
+            if weight <= 0:
+                return value
+            # per-sample losses, averaged here: a Keras loss object divides by the replicas within the strategy's scope
+            return value + weight * float(np.mean(classifier_loss.call(labels, outputs["softmax"])))
+        return distribution.triplet_step(model), test_loss
 
     def targets(labels):  # the window triplet loss ignores the labels; the segment one reads them
         return {"embeddings": labels.astype(np.float32)[:, None], "softmax": labels}

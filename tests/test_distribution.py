@@ -27,9 +27,9 @@ def script(path, workdir, corpus, devices, *arguments, settings=()):
     return result.stdout
 
 
-def losses(workdir, mode="softmax"):
+def losses(workdir, mode="softmax", column="loss"):
     with open(workdir / "runs" / mode / "history.csv") as handle:
-        return [float(row["loss"]) for row in csv.DictReader(handle)]
+        return [float(row[column]) for row in csv.DictReader(handle)]
 
 
 def test_two_logical_cpu_devices_train_with_the_losses_of_one_and_record_replicas(tmp_path):
@@ -54,6 +54,15 @@ def test_two_logical_cpu_devices_train_with_the_losses_of_one_and_record_replica
     triplet = [losses(w, "triplet") for w in (one, two)]  # each replica its own triplet batch: the same losses
     assert len(triplet[0]) == 3 and triplet[1] == pytest.approx(triplet[0], rel=1e-2), triplet  # from 2 start points
     assert json.loads((two / "runs" / "triplet" / "settings.json").read_text())["replicas"] == 2
+    # the softmax loss beside the triplet one: the same losses on two devices as on one (train and test)
+    joint = {"TRIPLET_SOFTMAX_WEIGHT": "1"}
+    for workdir, devices in ((one, 1), (two, 2)):
+        script("ml/1_train_triplet_softmax_model.py", workdir, corpus, devices, "--loss_on_embeddings",
+               "--normalize_embeddings", "--steps", "2", "--fresh", settings=joint)
+    with_head = [losses(w, "triplet") for w in (one, two)]
+    assert with_head[1] == pytest.approx(with_head[0], rel=1e-2), with_head
+    test_losses = [losses(w, "triplet", "test_loss") for w in (one, two)]
+    assert test_losses[1] == pytest.approx(test_losses[0], rel=1e-2), test_losses
     # segment triplets: each replica takes whole classes (4 in a batch here, 2 per device)
     segments = {"TRIPLET_SELECTION": "segments", "TRIPLET_SEGMENT_WINDOWS": "5", "TRIPLET_SEGMENTS_PER_SPEAKER": "2",
                 "TRIPLET_SOFTMAX_WEIGHT": "1"}  # and the softmax loss beside the triplet one

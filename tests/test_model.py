@@ -76,20 +76,26 @@ def reference_additive_margin(embeddings, kernel, labels, scale, margin):
     return np.mean(np.log(np.exp(logits).sum(axis=1)) - logits[np.arange(len(labels)), labels])
 
 
-@pytest.mark.parametrize("margin", [0.0, 0.2, 0.35])
-def test_the_additive_margin_loss_from_probabilities_equals_the_textbook_one_from_logits(margin):
+@pytest.mark.parametrize("scale, margin", [(30.0, 0.0), (30.0, 0.2), (30.0, 0.35), (64.0, 0.35), (64.0, 0.9)])
+def test_the_additive_margin_loss_from_probabilities_equals_the_textbook_one_from_logits(scale, margin):
     from ml.model import AdditiveMarginLoss, CosineSoftmax
     rng = np.random.default_rng(5)
-    embeddings, labels = rng.normal(size=(64, 8)).astype(np.float32), rng.integers(0, 6, 64)
-    head = CosineSoftmax(6, scale=30.0)
+    embeddings, labels = rng.normal(size=(64, 200)).astype(np.float32), rng.integers(0, 6, 64)
+    head = CosineSoftmax(6, scale=scale)
     probabilities = head(embeddings)
     np.testing.assert_allclose(np.asarray(probabilities).sum(axis=1), 1, rtol=1e-5)
-    loss = float(AdditiveMarginLoss(30.0, margin)(labels, probabilities))
-    expected = reference_additive_margin(embeddings, np.asarray(head.kernel), labels, 30.0, margin)
+    loss = float(AdditiveMarginLoss(scale, margin)(labels, probabilities))  # s m up to 58: no underflow to inf
+    expected = reference_additive_margin(embeddings.astype(np.float64), np.asarray(head.kernel, np.float64), labels,
+                                         scale, margin)
     assert loss == pytest.approx(expected, rel=1e-4)
     if margin == 0:  # no margin: the plain cross-entropy of the same probabilities
         plain = keras.losses.SparseCategoricalCrossentropy()(labels, probabilities)
         assert loss == pytest.approx(float(plain), rel=1e-4)
+    # cosines far apart (8 values: up to +-1): the true class's probability may underflow float32, the loss stays finite
+    few = rng.normal(size=(64, 8)).astype(np.float32)
+    far = CosineSoftmax(6, scale=scale)
+    values = np.asarray(AdditiveMarginLoss(scale, margin).call(labels, far(few)))
+    assert np.isfinite(values).all()
 
 
 def test_the_cosine_head_model_has_no_bias_saves_loads_and_freezes(tmp_path):

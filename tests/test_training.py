@@ -347,6 +347,9 @@ def test_the_cosine_margin_head_trains_then_triplet_and_frozen_continue_and_anot
     assert utils.read_json(workdir / "runs" / "softmax" / "state.json")["model"]["head"] == "cosine_margin"
     training.train_triplet(small_inputs, steps=2, normalize_embeddings=True, progress=False)
     training.train_softmax(small_inputs, epochs=1, freeze=True, normalize_embeddings=True, verbose=0)
+    monkeypatch.setattr(constants, "MARGIN_SCALE", 64.0)  # the head's probabilities would change
+    with pytest.raises(utils.PipelineError, match="MARGIN_SCALE"):
+        embeddings.load_trained_model("softmax")
     monkeypatch.setattr(constants, "SOFTMAX_HEAD", "dense")  # the runs' checkpoints have the other head
     with pytest.raises(utils.PipelineError, match="SOFTMAX_HEAD"):
         embeddings.load_trained_model("softmax")
@@ -414,6 +417,20 @@ def test_the_best_checkpoint_survives_pruning_the_ones_it_was_measured_against(w
     assert utils.read_json(run.folder / "state.json")["best"]["count"] == 800
 
 
+def test_a_run_going_on_from_an_older_checkpoint_gets_back_the_best_it_had_then():
+    def entry(count, value, best):
+        return {"count": count, "best_count": best,
+                "metric": {"name": "val_eer", "value": value, "higher_is_better": False, "margin": 0.007}}
+    # kept: 300, 600 (the best since it beat step 0, pruned since), 700, and 800 (a newer best, damaged)
+    state = {"checkpoints": [entry(300, 0.0880, 0), entry(600, 0.0835, 600), entry(700, 0.0840, 600),
+                             entry(800, 0.0750, 800)]}
+    state["best"] = state["checkpoints"][3]
+    checkpoints.rewind(state, state["checkpoints"][2])  # going on from step 700
+    assert [c["count"] for c in state["checkpoints"]] == [300, 600, 700]
+    assert state["best"]["count"] == 600 and state["latest"]["count"] == 700
+    assert checkpoints._best(state["checkpoints"])["count"] == 300  # what a walk over the kept ones would say
+
+
 def test_triplet_training_with_the_softmax_loss_beside_it_trains_the_head_too(small_inputs, workdir, monkeypatch):
     training.train_softmax(small_inputs, epochs=1, verbose=0)
     head_before = np.asarray(embeddings.load_trained_model("softmax").model.get_layer("softmax").kernel)
@@ -424,3 +441,50 @@ def test_triplet_training_with_the_softmax_loss_beside_it_trains_the_head_too(sm
     assert np.isfinite(result["loss"])
     head_after = np.asarray(embeddings.load_trained_model("triplet").model.get_layer("softmax").kernel)
     assert not np.allclose(head_before, head_after)
+
+
+def test_segment_labels_are_the_real_classes_when_a_class_has_no_segment_long_enough(monkeypatch):
+    from ml.batches import SegmentSampler
+    from ml.inputs import WindowSet
+    monkeypatch.setattr(constants, "TRIPLET_SEGMENT_WINDOWS", 3)
+    monkeypatch.setattr(constants, "TRIPLET_SEGMENTS_PER_SPEAKER", 2)
+    monkeypatch.setattr(constants, "BATCH_SIZE", 18)  # 3 classes x 2 segments x 3 windows
+    hop = constants.WINDOW_HOP_FRAMES
+    # class 0: one utterance with two windows (too short for a segment); classes 1-3: ten windows each
+    starts = [0, hop] + [100 * u + hop * k for u in (1, 2, 3) for k in range(10)]
+    utterances = [0, 0] + [u for u in (1, 2, 3) for _ in range(10)]
+    window_set = WindowSet(np.random.default_rng(0).normal(size=(400, 39)).astype(np.float32),
+                           np.array(starts, np.int32), np.array(utterances, np.int32), np.array(utterances, np.int32),
+                           np.array(["a", "b", "c", "d"]))
+    sampler = SegmentSampler(window_set, np.random.default_rng(1))
+    windows, labels = sampler.batch()
+    assert sorted(set(labels.tolist())) == [1, 2, 3]
+    for segment, label in zip(windows.reshape(-1, 3, *windows.shape[1:]), labels[::3]):
+        begin = np.flatnonzero((window_set.frames == segment[0][0]).all(axis=1))[0]
+        assert 100 * label <= begin <= 100 * label + 9 * hop - 2 * hop  # inside its own class's utterance
+
+
+def test_a_run_from_before_a_setting_existed_goes_on_only_with_its_old_value(small_inputs, workdir, monkeypatch):
+    training.train_softmax(small_inputs, epochs=1, verbose=0)
+    training.train_triplet(small_inputs, steps=2, normalize_embeddings=True, progress=False)
+    path = workdir / "runs" / "triplet" / "settings.json"
+    record = utils.read_json(path)
+    for name in ("TRIPLET_SOFTMAX_WEIGHT", "TRIPLET_SELECTION"):  # as written before these settings existed
+        del record["constants"][name]
+    utils.write_json(path, record)
+    monkeypatch.setattr(constants, "TRIPLET_SOFTMAX_WEIGHT", 1.0)
+    with pytest.raises(utils.PipelineError, match="TRIPLET_SOFTMAX_WEIGHT=0.0"):
+        training.train_triplet(small_inputs, steps=3, normalize_embeddings=True, progress=False)
+    monkeypatch.setattr(constants, "TRIPLET_SOFTMAX_WEIGHT", 0.0)
+    training.train_triplet(small_inputs, steps=3, normalize_embeddings=True, progress=False)  # its old value: goes on
+
+
+def test_a_segment_triplet_run_goes_on_only_on_as_many_devices_as_it_began(small_inputs, workdir, monkeypatch):
+    monkeypatch.setattr(constants, "TRIPLET_SELECTION", "segments")
+    monkeypatch.setattr(constants, "TRIPLET_SEGMENT_WINDOWS", 5)
+    training.train_softmax(small_inputs, epochs=1, verbose=0)
+    training.train_triplet(small_inputs, steps=2, normalize_embeddings=True, progress=False)
+    path = workdir / "runs" / "triplet" / "settings.json"
+    utils.write_json(path, {**utils.read_json(path), "replicas": 2})  # as if it had begun on two devices
+    with pytest.raises(utils.PipelineError, match="DEEP_SPEAKER_CPU_DEVICES=2"):
+        training.train_triplet(small_inputs, steps=3, normalize_embeddings=True, progress=False)
