@@ -3,7 +3,8 @@
 Reads  <workdir>/runs/<run>/ (its chosen checkpoint, or --checkpoint), <workdir>/inputs/, the feature cache.
 Writes <workdir>/runs/<run>/evaluation/<checkpoint>/: report.json (eer, min_dcf, sap, san,
        identification_accuracy, ... and the EER threshold that ml/3_embed_verify_identify.py uses with this
-       checkpoint), det_curve.png, score_histograms.png, embedding_map.png, training_curves.png.
+       checkpoint, and the AS-norm figures and threshold), asnorm_cohort.npy (the AS-norm cohort's embeddings, for
+       stage 3's --asnorm), det_curve.png, score_histograms.png, embedding_map.png, training_curves.png.
 The default run is the last of the chain that has a checkpoint (frozen, else triplet, else softmax). An
 evaluation that exists for the same checkpoint, inputs and settings is shown again, not recomputed.
 """
@@ -89,6 +90,9 @@ def evaluate(mode, entry, folder, settings):
                    "recipe": constants.RECIPE, "code_version": utils.code_version(),
                    "created": time.strftime("%Y-%m-%d %H:%M:%S")})
     utils.ensure_writable_dir(folder)
+    if "cohort_embeddings" in arrays:  # stage 3's AS-norm (--asnorm) scores against the same cohort
+        path = utils.save_array(folder / evaluation.COHORT_FILE, arrays["cohort_embeddings"])
+        report["asnorm"]["cohort_file"] = {"file": evaluation.COHORT_FILE, "sha256": utils.file_digest(path)[1]}
     plots.det_plot(arrays["scores"], arrays["is_target"], report["eer"], folder / "det_curve.png")
     plots.score_histograms(arrays["scores"], arrays["is_target"], report["eer_threshold"],
                            folder / "score_histograms.png")

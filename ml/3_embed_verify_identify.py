@@ -6,13 +6,15 @@
     python ml/3_embed_verify_identify.py identify who.wav more/       # "unknown" below the threshold
     python ml/3_embed_verify_identify.py gallery list | gallery remove alice
     python ml/3_embed_verify_identify.py verify a.flac b.wav --run softmax --threshold 0.7 --json
+    python ml/3_embed_verify_identify.py verify a.flac b.wav --asnorm   # adaptive S-norm scores
 
 A FILE argument may be an audio file, a folder (its audio files, recursively) or a .txt list of paths.
-Options (--workdir, --run, --threshold, --json) go before or after the command. Errors exit with code 2.
+Options (--workdir, --run, --threshold, --asnorm, --json) go before or after the command. Errors exit with code 2.
 
 Reads  the chosen checkpoint of the default run (the last of frozen, triplet, softmax that has one) or of --run,
        its norm.json, and the EER threshold of its evaluation, runs/<run>/evaluation/<checkpoint>/report.json
-       (verify and identify; --threshold instead).
+       (verify and identify; --threshold instead); with --asnorm, the AS-norm threshold and the cohort stage 2
+       kept beside it (asnorm_cohort.npy).
 Writes embed: --output (.npz with "paths" and "embeddings", .csv, or a folder of .npy files; default
        embeddings.npz in the current folder); enroll: <workdir>/gallery/<name>.npy and gallery.json.
 """
@@ -34,8 +36,11 @@ ERROR = 2  # exit code of every error (verify uses 0 and 1 for its answer)
 
 
 def common_options(function):
-    """--workdir, --run, --threshold and --json, accepted on the group and on every command."""
+    """--workdir, --run, --threshold, --asnorm and --json, accepted on the group and on every command."""
     function = click.option("--json", "as_json", is_flag=True, default=None, help="Print the result as JSON.")(function)
+    function = click.option("--asnorm", is_flag=True, default=None,
+                            help="Score with adaptive S-norm against the cohort of the run's evaluation, decided at "
+                                 "its AS-norm EER point [default: cosine].")(function)
     function = click.option("--threshold", type=float, default=None,
                             help="Decide at this cosine score [default: the EER point of the run's evaluation].")(function)
     function = click.option("--run", type=click.Choice(RUNS), default=None,
@@ -55,7 +60,7 @@ def speakers(settings):
     """The model, loaded once (TensorFlow is imported only now)."""
     utils.import_tensorflow_quietly()
     from ml.inference import Speakers
-    return Speakers(run=settings.get("run"), threshold=settings.get("threshold"))
+    return Speakers(run=settings.get("run"), threshold=settings.get("threshold"), asnorm=bool(settings.get("asnorm")))
 
 
 def report_skipped(failed):
@@ -67,10 +72,10 @@ def report_skipped(failed):
 @click.group()
 @common_options
 @click.pass_context
-def main(context, run, threshold, as_json):
+def main(context, run, threshold, as_json, asnorm):
     """Embed, verify, enroll and identify recordings with a trained model."""
     utils.print_overrides()
-    context.obj = {"run": run, "threshold": threshold, "as_json": as_json}
+    context.obj = {"run": run, "threshold": threshold, "as_json": as_json, "asnorm": asnorm}
 
 
 @main.command()
@@ -80,9 +85,9 @@ def main(context, run, threshold, as_json):
 @common_options
 @click.pass_context
 @utils.friendly_errors(code=ERROR)
-def embed(context, files, output, run, threshold, as_json):
+def embed(context, files, output, run, threshold, as_json, asnorm):
     """Write the embeddings of FILES (audio files, folders, .txt lists)."""
-    settings = options(context, run=run, threshold=threshold, as_json=as_json)
+    settings = options(context, run=run, threshold=threshold, as_json=as_json, asnorm=asnorm)
     vectors, failed = speakers(settings).embed_many(named_audio_files(files))
     report_skipped(failed)
     if not vectors:
@@ -120,16 +125,17 @@ def embed(context, files, output, run, threshold, as_json):
 @common_options
 @click.pass_context
 @utils.friendly_errors(code=ERROR)
-def verify(context, first, second, run, threshold, as_json):
+def verify(context, first, second, run, threshold, as_json, asnorm):
     """Say whether FIRST and SECOND are spoken by the same speaker (exit 0: same, 1: different, 2: error)."""
-    settings = options(context, run=run, threshold=threshold, as_json=as_json)
+    settings = options(context, run=run, threshold=threshold, as_json=as_json, asnorm=asnorm)
     model = speakers(settings)
     score, same = model.verify(first, second)
     if settings.get("as_json"):
         print(json.dumps({"first": str(first), "second": str(second), "score": score, "threshold": model.threshold(),
-                          "same_speaker": bool(same)}))
+                          "asnorm": model.asnorm, "same_speaker": bool(same)}))
     else:
-        print(f"score {score:.3f}, threshold {model.threshold():.3f}: {'same speaker' if same else 'different speakers'}")
+        kind = "AS-norm score" if model.asnorm else "score"
+        print(f"{kind} {score:.3f}, threshold {model.threshold():.3f}: {'same speaker' if same else 'different speakers'}")
     sys.exit(0 if same else 1)
 
 
@@ -140,9 +146,9 @@ def verify(context, first, second, run, threshold, as_json):
 @common_options
 @click.pass_context
 @utils.friendly_errors(code=ERROR)
-def enroll(context, name, files, replace, run, threshold, as_json):
+def enroll(context, name, files, replace, run, threshold, as_json, asnorm):
     """Enroll NAME from FILES (audio files, folders, .txt lists); unusable files are named and skipped."""
-    settings = options(context, run=run, threshold=threshold, as_json=as_json)
+    settings = options(context, run=run, threshold=threshold, as_json=as_json, asnorm=asnorm)
     model = speakers(settings)
     target, skipped = model.enroll(name, named_audio_files(files), replace=replace)
     report_skipped(skipped)
@@ -159,9 +165,9 @@ def enroll(context, name, files, replace, run, threshold, as_json):
 @common_options
 @click.pass_context
 @utils.friendly_errors(code=ERROR)
-def identify(context, files, run, threshold, as_json):
+def identify(context, files, run, threshold, as_json, asnorm):
     """Find the enrolled speaker of each of FILES ("unknown" when no score reaches the threshold)."""
-    settings = options(context, run=run, threshold=threshold, as_json=as_json)
+    settings = options(context, run=run, threshold=threshold, as_json=as_json, asnorm=asnorm)
     model = speakers(settings)
     gallery, threshold_used = model.enrolled(), model.threshold()
     if not gallery:
@@ -193,9 +199,9 @@ def gallery():
 @common_options
 @click.pass_context
 @utils.friendly_errors(code=ERROR)
-def gallery_list(context, run, threshold, as_json):
+def gallery_list(context, run, threshold, as_json, asnorm):
     """The enrolled speakers and how many recordings each."""
-    settings = options(context.find_root(), run=run, threshold=threshold, as_json=as_json)
+    settings = options(context.find_root(), run=run, threshold=threshold, as_json=as_json, asnorm=asnorm)
     listing = speakers(settings).listing()
     if settings.get("as_json"):
         print(json.dumps(listing))
@@ -210,9 +216,9 @@ def gallery_list(context, run, threshold, as_json):
 @common_options
 @click.pass_context
 @utils.friendly_errors(code=ERROR)
-def gallery_remove(context, name, run, threshold, as_json):
+def gallery_remove(context, name, run, threshold, as_json, asnorm):
     """Take NAME out of the gallery."""
-    settings = options(context.find_root(), run=run, threshold=threshold, as_json=as_json)
+    settings = options(context.find_root(), run=run, threshold=threshold, as_json=as_json, asnorm=asnorm)
     speakers(settings).remove(name)
     print(f"removed {name}")
 

@@ -123,6 +123,7 @@ def verification_figures(model, window_set, seed=None):
     return equal_error_rate(scores, is_target)[0], min_dcf(scores, is_target)
 
 
+COHORT_FILE = "asnorm_cohort.npy"  # the AS-norm cohort's embeddings, beside a checkpoint's report.json (stages 2, 3)
 UTTERANCES_PER_PASS = 256  # unseen utterances loaded and embedded at a time
 
 # ----------------------------------------------------------------------------------------------------
@@ -333,13 +334,15 @@ def unseen_speaker_report(model, cache, corpus, unseen_speakers, norm, seed=None
               "num_trials": int(len(scores)), "num_target_trials": int(is_target.sum()),
               "normalization": norm["method"], "label_free": norm["method"] in LABEL_FREE,
               "sap_san_per_speaker": {"speakers": present, "mean_cosine_distance": matrix.round(4).tolist()}}
+    arrays = {"scores": scores, "is_target": is_target, "utterance_embeddings": utterance_embeddings,
+              "utterance_speakers": np.array(speakers), "distance_matrix": matrix, "speakers": present}
     if cohort:
         cohort_frames = [emb.normalized_frames(cache.load(key), norm, speaker) for speaker, key in cohort]
         cohort_embeddings = np.stack([emb.pool(w) for w in emb.embed_windows(model, cohort_frames)])
         normalised = as_norm(scores, first, second, as_norm_statistics(utterance_embeddings, cohort_embeddings))
-        report["asnorm"] = {"eer": equal_error_rate(normalised, is_target)[0],
+        eer_normalised, threshold_normalised = equal_error_rate(normalised, is_target)
+        report["asnorm"] = {"eer": eer_normalised, "eer_threshold": threshold_normalised,
                             "min_dcf": min_dcf(normalised, is_target), "cohort_utterances": len(cohort),
                             "top_k": min(constants.ASNORM_TOP_K, len(cohort))}
-    arrays = {"scores": scores, "is_target": is_target, "utterance_embeddings": utterance_embeddings,
-              "utterance_speakers": np.array(speakers), "distance_matrix": matrix, "speakers": present}
+        arrays["cohort_embeddings"] = cohort_embeddings.astype(np.float32)
     return report, arrays

@@ -2,6 +2,7 @@
 
     from ml.inference import Speakers
     speakers = Speakers()                      # the default run's model, its normalisation, its EER threshold
+    # Speakers(asnorm=True): scores normalised against stage 2's cohort (adaptive S-norm), at its AS-norm threshold
     vector = speakers.embed("me.wav")          # (EMBEDDING_SIZE,) unit vector
     score, same = speakers.verify("a.flac", "b.wav")
     speakers.enroll("alice", ["alice1.wav", "alice2.wav"])
@@ -17,7 +18,7 @@ import numpy as np
 
 import utils
 from audio import features
-from ml import embeddings
+from ml import checkpoints, embeddings, evaluation
 
 UNKNOWN = "unknown"
 
@@ -41,11 +42,13 @@ class Speakers:
     another model refuses it.
     """
 
-    def __init__(self, run=None, checkpoint=None, gallery=None, threshold=None):
+    def __init__(self, run=None, checkpoint=None, gallery=None, threshold=None, asnorm=False):
         self.trained = label_free_model(run, checkpoint)
         self.model, self.norm, self.source = self.trained.model, self.trained.norm, self.trained.description
         self.gallery = Path(gallery or utils.work_path("gallery"))
         self._threshold = threshold
+        self.asnorm = asnorm
+        self._cohort = None
 
     def embed(self, path):
         """The unit-length embedding of one audio file; PipelineError when the file gives no features."""
@@ -56,16 +59,50 @@ class Speakers:
         window_embeddings = embeddings.embed_windows(self.model, [embeddings.normalized_frames(frames, self.norm)])[0]
         return embeddings.pool(window_embeddings)
 
+    def _report(self):
+        """This checkpoint's evaluation report (ml/2_evaluate_unseen_speakers.py); PipelineError before there is one."""
+        return self.trained.evaluation_report("report.json", "evaluation", "python ml/2_evaluate_unseen_speakers.py")
+
     def threshold(self):
-        """The given threshold, else the EER threshold of this checkpoint's evaluation; PipelineError before any."""
+        """The given threshold, else the EER threshold of this checkpoint's evaluation (of its AS-norm scores with
+        `asnorm`); PipelineError before any."""
         if self._threshold is not None:
             return self._threshold
-        return self.trained.evaluation_report("report.json", "evaluation",
-                                              "python ml/2_evaluate_unseen_speakers.py")["eer_threshold"]
+        if self.asnorm:
+            return self.cohort()[2]
+        return self._report()["eer_threshold"]
+
+    def cohort(self):
+        """(cohort embeddings, top k, AS-norm EER threshold) that stage 2 used with this checkpoint, checked."""
+        if self._cohort is None:
+            report = self._report()
+            record = report.get("asnorm") or {}
+            again = f"python ml/2_evaluate_unseen_speakers.py --run {self.trained.mode} --force"
+            if "cohort_file" not in record or "eer_threshold" not in record:
+                raise utils.PipelineError(
+                    f"the evaluation of {self.source} kept no AS-norm cohort (ASNORM_COHORT_UTTERANCES was 0, or it "
+                    f"was made before stage 3 could use one): evaluate it again with `{again}`")
+            folder = checkpoints.evaluation_folder(self.trained.mode, self.trained.entry)
+            path = folder / record["cohort_file"]["file"]
+            if not path.is_file() or utils.file_digest(path)[1] != record["cohort_file"]["sha256"]:
+                raise utils.CorruptFile(f"{path} is missing, or not the cohort its evaluation recorded; evaluate the "
+                                        f"checkpoint again with `{again}`")
+            cohort = utils.read_checked(path, lambda p: np.load(p, allow_pickle=False), "the AS-norm cohort")
+            self._cohort = (cohort.astype(np.float64), int(record["top_k"]), float(record["eer_threshold"]))
+        return self._cohort
+
+    def score(self, first, second):
+        """The score of two embeddings: their cosine, or with `asnorm` its adaptive S-norm against the cohort."""
+        score = float(first @ second)
+        if not self.asnorm:
+            return score
+        cohort, top_k, _ = self.cohort()
+        mean, std = evaluation.as_norm_statistics(np.stack([first, second]).astype(np.float64), cohort, top_k)
+        return float(evaluation.as_norm(np.array([score]), np.array([0]), np.array([1]), (mean, std))[0])
 
     def verify(self, first, second):
-        """(cosine score, same speaker?) of two files, decided at the threshold."""
-        score = float(self.embed(first) @ self.embed(second))
+        """(score, same speaker?) of two files, decided at the threshold (cosine, or AS-norm with `asnorm`)."""
+        score = self.score(self.embed(first), self.embed(second))
         return score, score >= self.threshold()
 
     # ------------------------------------------------------------------------------------------------
@@ -170,6 +207,6 @@ class Speakers:
         if not gallery:
             raise utils.PipelineError(f"the gallery {self.gallery} is empty: enroll speakers first")
         vector = self.embed(path)
-        scores = dict(sorted(((name, float(vector @ g)) for name, g in gallery.items()), key=lambda x: -x[1]))
+        scores = dict(sorted(((name, self.score(vector, g)) for name, g in gallery.items()), key=lambda x: -x[1]))
         best = next(iter(scores))
         return (best if scores[best] >= self.threshold() else UNKNOWN), scores

@@ -269,3 +269,36 @@ def test_stage_2_refuses_a_corpus_other_than_the_inputs_one(speakers, trained, t
     monkeypatch.setattr(constants, "CORPUS_PATH", str(moved))
     result = evaluate("--force")
     assert result.exit_code == 1 and "is not the one the inputs were built from" in result.output
+
+
+def test_asnorm_scores_against_the_cohort_of_the_evaluation_at_its_own_threshold(speakers, trained, tmp_path):
+    from ml import evaluation
+    _, corpus = speakers
+    folder = trained[0] / "work" / "runs" / "softmax" / "evaluation" / "epoch-000002"
+    report = json.loads((folder / "report.json").read_text())
+    cohort = np.load(folder / report["asnorm"]["cohort_file"]["file"])
+    assert cohort.shape == (report["asnorm"]["cohort_utterances"], constants.EMBEDDING_SIZE)
+    model = Speakers(asnorm=True)
+    assert model.threshold() == report["asnorm"]["eer_threshold"]
+    first, second = corpus.utterances["p228"][0].path, corpus.utterances["p229"][1].path
+    score, same = model.verify(first, second)
+    a, b = model.embed(first), model.embed(second)
+    mean, std = evaluation.as_norm_statistics(np.stack([a, b]).astype(np.float64), cohort.astype(np.float64),
+                                              report["asnorm"]["top_k"])
+    expected = 0.5 * ((a @ b - mean[0]) / std[0] + (a @ b - mean[1]) / std[1])
+    assert score == pytest.approx(float(expected), rel=1e-6) and same == (score >= model.threshold())
+    result = CliRunner().invoke(load_script("ml/3_embed_verify_identify.py").main,
+                                ["verify", str(first), str(second), "--asnorm", "--json"])
+    assert json.loads(result.output.strip().splitlines()[-1])["asnorm"] is True
+    # a damaged or missing cohort is named, with the command that makes it again
+    kept = folder / "kept.npy"
+    (folder / report["asnorm"]["cohort_file"]["file"]).rename(kept)
+    try:
+        with pytest.raises(utils.PipelineError, match="asnorm_cohort.npy is missing.*--force"):
+            Speakers(asnorm=True).verify(first, second)
+        result = CliRunner().invoke(load_script("ml/3_embed_verify_identify.py").main,
+                                    ["verify", str(first), str(second), "--asnorm"])
+        assert result.exit_code == 2 and "Traceback" not in result.output
+    finally:
+        kept.rename(folder / report["asnorm"]["cohort_file"]["file"])
+    assert Speakers(asnorm=False).threshold() == report["eer_threshold"]
