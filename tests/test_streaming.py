@@ -3,6 +3,7 @@ import csv
 import json
 
 import numpy as np
+import pytest
 
 import constants
 import utils
@@ -78,3 +79,25 @@ def test_pages_of_a_memory_map_are_handed_back_every_few_reads(tmp_path):
     utils.release_pages(frames, every=2)
     assert resident_mb() < read - 50
     utils.release_pages(np.zeros(3), every=1)  # not a memory map: nothing to do
+
+
+def test_windows_of_a_memory_mapped_file_are_read_without_mapping_its_pages(tmp_path):
+    import re
+
+    from audio import features
+    frames = np.random.default_rng(3).normal(size=(200_000, 39)).astype(np.float32)  # 31 MB
+    np.save(tmp_path / "frames.npy", frames)
+    mapped = np.load(tmp_path / "frames.npy", mmap_mode="r")
+    starts = np.random.default_rng(4).integers(0, len(frames) - 10, 900)
+    np.testing.assert_array_equal(features.gather_windows(mapped, starts, 10), frames[starts[:, None] + np.arange(10)])
+    resident, current = 0, None
+    for line in open("/proc/self/smaps"):
+        if re.match(r"^[0-9a-f]+-[0-9a-f]+ ", line):
+            current = line.split()[-1]
+        elif line.startswith("Rss:") and current == str(tmp_path / "frames.npy"):
+            resident += int(line.split()[1])
+    assert resident < 1024  # kB: the 900 windows did not fault the file in (through the mapping: most of its 31 MB)
+    np.testing.assert_array_equal(features.gather_windows(mapped[5:], starts, 10),  # a view: through the mapping
+                                  frames[5:][starts[:, None] + np.arange(10)])
+    with pytest.raises(IndexError):
+        features.gather_windows(mapped, [len(frames) - 5], 10)
