@@ -27,9 +27,10 @@ import utils  # noqa: E402
 from bench import common  # noqa: E402
 from bench.common import MB  # noqa: E402
 
+# --fresh and --force: a second run of the bench measures again instead of finding the work done
 STAGES = (("inputs", ["ml/0_generate_inputs.py"]),
-          ("softmax, 1 epoch", ["ml/1_train_triplet_softmax_model.py", "--loss_on_softmax", "--epochs", "1"]),
-          ("evaluation", ["ml/2_evaluate_unseen_speakers.py"]))
+          ("softmax, 1 epoch", ["ml/1_train_triplet_softmax_model.py", "--loss_on_softmax", "--epochs", "1", "--fresh"]),
+          ("evaluation", ["ml/2_evaluate_unseen_speakers.py", "--force"]))
 
 
 def hours(root):
