@@ -121,3 +121,18 @@ def test_trial_pairs_of_many_utterances_are_drawn_without_listing_all(monkeypatc
     assert same == list(zip(listed[0][listed[2]].tolist(), listed[1][listed[2]].tolist()))  # the same, in order
     assert np.all(np.diff(first[~is_target] * 480 + second[~is_target]) > 0)  # in the order of the list of pairs
     assert (~evaluation.trial_pairs(speakers[:300], rng, max_impostors=10**6)[2]).sum() == 300 * 299 // 2 - 25 * 66
+
+
+def test_trials_of_grouped_speakers_are_the_listed_ones_without_listing_every_pair():
+    from ml.evaluation import _grouped_trial_pairs, _listed_trial_pairs, trial_pairs
+    for seed in range(20):
+        rng = np.random.default_rng(seed)
+        counts = rng.integers(1, 12, rng.integers(2, 15))
+        speakers = np.repeat([f"p{k}" for k in range(len(counts))], counts)
+        for max_impostors in (5, 50, 10 ** 6):  # a sample of the impostors, or all of them
+            listed = _listed_trial_pairs(speakers, np.random.default_rng(7), max_impostors)
+            grouped = _grouped_trial_pairs(speakers, np.random.default_rng(7), max_impostors)
+            assert all(np.array_equal(a, b) for a, b in zip(listed, grouped)), (seed, max_impostors)
+    mixed = np.array(["a", "b", "a", "b"])  # not grouped: listed as before
+    first, second, same = trial_pairs(mixed, np.random.default_rng(0))
+    assert sorted(zip(first[same].tolist(), second[same].tolist())) == [(0, 2), (1, 3)]
