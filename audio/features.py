@@ -204,40 +204,41 @@ def window_starts(num_frames, frames_per_window=None, hop=None):
 def gather_windows(frames, starts, frames_per_window=None):
     """(len(starts), frames_per_window, 39) copy of the windows beginning at `starts` in `frames`.
 
-    From a memory-mapped .npy (streamed inputs), the windows are read from the file (pread), not through the
-    mapping: a page fault maps the page cache's whole folio around it (about 1 MB on this project's kernel), so
-    one batch of 900 random windows made about 1 GB of a 1.6 GB file resident in the process. Read this way, the
-    process holds the batch; the file stays in the OS's page cache."""
+    From a memory-mapped .npy opened with readable_map (streamed inputs), the windows are read from the file
+    (pread), not through the mapping: a page fault maps the page cache's whole folio around it (about 1 MB on this
+    project's kernel), so one batch of 900 random windows made about 1 GB of a 1.6 GB file resident in the
+    process. Read this way, the process holds the batch; the file stays in the OS's page cache."""
     frames_per_window = frames_per_window or constants.FRAMES_PER_WINDOW
     starts = np.asarray(starts)
-    if _readable_file(frames):
+    if getattr(frames, "reader", None) is not None:
         return _read_windows(frames, starts, frames_per_window)
     return frames[starts[:, None] + np.arange(frames_per_window)]
 
 
-_descriptors = {}  # file name -> an open read-only descriptor, for _read_windows
-
-
-def _readable_file(frames):
-    """Whether `frames` is a whole memory-mapped C-ordered 2-D array (np.load(mmap_mode=...)), not a view of one."""
-    import mmap
-    return (isinstance(frames, np.memmap) and isinstance(frames.base, mmap.mmap) and frames.ndim == 2
-            and frames.flags.c_contiguous and frames.filename is not None)
+def readable_map(path):
+    """np.load(path, mmap_mode="r") with a read-only descriptor of the same file attached (`reader`), opened at
+    once, so gather_windows reads the very file that was mapped (and checked), even if the path is replaced later.
+    The descriptor closes with the array."""
+    import weakref
+    mapped = np.load(path, mmap_mode="r", allow_pickle=False)
+    descriptor = os.open(path, os.O_RDONLY)
+    weakref.finalize(mapped, os.close, descriptor)
+    if os.fstat(descriptor).st_ino != os.stat(path).st_ino or mapped.ndim != 2 or not mapped.flags.c_contiguous:
+        raise OSError(f"{path} changed while it was being opened, or is not a 2-D C-ordered array")
+    mapped.reader = descriptor
+    return mapped
 
 
 def _read_windows(frames, starts, frames_per_window):
-    """gather_windows from the file behind a memory-mapped array, one pread per window."""
-    key = (frames.filename, os.getpid())  # a forked worker opens its own
-    if key not in _descriptors:
-        _descriptors[key] = os.open(frames.filename, os.O_RDONLY)
-    descriptor, row = _descriptors[key], frames.shape[1] * frames.itemsize
+    """gather_windows from the file behind a readable_map array, one pread per window."""
+    row = frames.shape[1] * frames.itemsize
     out = np.empty((len(starts), frames_per_window, frames.shape[1]), frames.dtype)
     flat = out.reshape(len(starts), -1).view(np.uint8)
     length = frames_per_window * row
     if len(starts) and (starts.min() < 0 or starts.max() + frames_per_window > frames.shape[0]):
         raise IndexError(f"a window runs outside the {frames.shape[0]} frames of {frames.filename}")
     for i, start in enumerate(starts.tolist()):
-        data = os.pread(descriptor, length, frames.offset + start * row)
+        data = os.pread(frames.reader, length, frames.offset + start * row)
         if len(data) != length:
             raise OSError(f"{frames.filename} ended early: it is shorter than its header says")
         flat[i] = np.frombuffer(data, np.uint8)

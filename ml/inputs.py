@@ -408,7 +408,7 @@ def load_inputs(folder=None, stream=None):
                         raise utils.CorruptFile(f"{folder / name} is damaged (its sha256 differs from inputs.json); "
                                                 f"{REBUILD}")
                     arrays["frames"] = utils.read_checked(
-                        folder / name, lambda p: np.load(p, mmap_mode="r" if stream else None, allow_pickle=False),
+                        folder / name, features.readable_map if stream else lambda p: np.load(p, allow_pickle=False),
                         f"the {split} frames", fix)
                 splits[split] = WindowSet(**arrays)
             return splits, data["speakers"].tolist(), data["classes"].tolist()

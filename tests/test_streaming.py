@@ -87,7 +87,7 @@ def test_windows_of_a_memory_mapped_file_are_read_without_mapping_its_pages(tmp_
     from audio import features
     frames = np.random.default_rng(3).normal(size=(200_000, 39)).astype(np.float32)  # 31 MB
     np.save(tmp_path / "frames.npy", frames)
-    mapped = np.load(tmp_path / "frames.npy", mmap_mode="r")
+    mapped = features.readable_map(tmp_path / "frames.npy")
     starts = np.random.default_rng(4).integers(0, len(frames) - 10, 900)
     np.testing.assert_array_equal(features.gather_windows(mapped, starts, 10), frames[starts[:, None] + np.arange(10)])
     resident, current = 0, None
@@ -101,3 +101,7 @@ def test_windows_of_a_memory_mapped_file_are_read_without_mapping_its_pages(tmp_
                                   frames[5:][starts[:, None] + np.arange(10)])
     with pytest.raises(IndexError):
         features.gather_windows(mapped, [len(frames) - 5], 10)
+    # the file replaced under the same name (as stage 0 rebuilding inputs would): still the mapped file's windows
+    np.save(tmp_path / "new.npy", frames + 1)
+    (tmp_path / "new.npy").replace(tmp_path / "frames.npy")
+    np.testing.assert_array_equal(features.gather_windows(mapped, starts, 10), frames[starts[:, None] + np.arange(10)])
