@@ -136,3 +136,14 @@ def test_trials_of_grouped_speakers_are_the_listed_ones_without_listing_every_pa
     mixed = np.array(["a", "b", "a", "b"])  # not grouped: listed as before
     first, second, same = trial_pairs(mixed, np.random.default_rng(0))
     assert sorted(zip(first[same].tolist(), second[same].tolist())) == [(0, 2), (1, 3)]
+
+
+def test_pair_scores_in_chunks_are_the_dot_products_of_the_pairs():
+    from ml.evaluation import pair_scores
+    rng = np.random.default_rng(2)
+    vectors = rng.normal(size=(30, 8))
+    first, second = rng.integers(0, 30, 100), rng.integers(0, 30, 100)
+    expected = (vectors[first] * vectors[second]).sum(axis=1)
+    for chunk in (1, 7, 100, 8192):
+        np.testing.assert_allclose(pair_scores(vectors, first, second, chunk=chunk), expected, rtol=1e-12)
+    assert pair_scores(vectors, first[:0], second[:0]).shape == (0,)
