@@ -106,6 +106,9 @@ EMBEDDING_SIZE = 200  # values per embedding (original: 200)
 CONV_FILTERS = [64, 96, 96]  # output channels of the convolutions, one entry per layer
 CONV_KERNEL = 3  # frames seen by each convolution
 DROPOUT = 0.3  # of the pooled features before fc1 while training (conv only): it overfits the train utterances
+# How the conv model pools its last layer over the window's frames: "mean_max" (the mean and the maximum of each
+# channel) or "mean_std" (statistics pooling, the mean and the standard deviation, as x-vectors pool a segment)
+POOLING = "mean_max"
 # The classifier head of softmax training: "dense" (the original's dense layer and softmax) or "cosine_margin"
 # (the additive-margin softmax: MARGIN_SCALE x the cosine of the embedding and each class's weight vector, the
 # true class's cosine lowered by MARGIN in training, so speakers are told apart by angle with room to spare).
@@ -254,6 +257,7 @@ CHOICES = {  # names whose value must be one of these
     "DEMO_LAYOUT": ("0.92", "0.80"),
     "MODEL": ("conv", "dense"),
     "SOFTMAX_HEAD": ("dense", "cosine_margin"),
+    "POOLING": ("mean_max", "mean_std"),
     "SOFTMAX_LR_SCHEDULE": ("plateau", "warmup_cosine"),
     "PROJECTION": ("tsne", "pca"),
     "UTTERANCE_POOLING": ("log_probability", "mean_probability"),

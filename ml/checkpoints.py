@@ -296,17 +296,21 @@ def model_identity(classes, input_shape, normalization):
     return {"architecture": constants.MODEL, "head": constants.SOFTMAX_HEAD, "embedding_size": constants.EMBEDDING_SIZE,
             "conv_filters": list(constants.CONV_FILTERS), "conv_kernel": constants.CONV_KERNEL,
             "input_shape": list(input_shape), "normalization": normalization, "classes": list(classes),
-            "margin_scale": constants.MARGIN_SCALE if cosine else None}  # the cosine head's probabilities depend on it
+            "margin_scale": constants.MARGIN_SCALE if cosine else None,  # the cosine head's probabilities depend on it
+            "pooling": constants.POOLING if constants.MODEL == "conv" else None}
 
 
-IDENTITY_SETTINGS = {"architecture": "MODEL", "head": "SOFTMAX_HEAD", "margin_scale": "MARGIN_SCALE",
-                     "embedding_size": "EMBEDDING_SIZE", "conv_filters": "CONV_FILTERS", "conv_kernel": "CONV_KERNEL", "input_shape": "FRAMES_PER_WINDOW or NUM_MFCC",
-                     "normalization": "NORMALIZATION", "classes": "the inputs' speakers"}
+IDENTITY_SETTINGS = {"architecture": "MODEL", "head": "SOFTMAX_HEAD", "margin_scale": "MARGIN_SCALE", "pooling": "POOLING",
+                     "embedding_size": "EMBEDDING_SIZE", "conv_filters": "CONV_FILTERS", "conv_kernel": "CONV_KERNEL",
+                     "input_shape": "FRAMES_PER_WINDOW or NUM_MFCC", "normalization": "NORMALIZATION",
+                     "classes": "the inputs' speakers"}
 
 
 def check_compatible(stored, identity, path):
     """PipelineError naming the difference when a checkpoint was trained for another model or classes."""
-    stored = {"head": "dense", "margin_scale": None, **stored}  # checkpoints from before SOFTMAX_HEAD: the dense head
+    # checkpoints from before SOFTMAX_HEAD and POOLING existed: the dense head, the conv model's mean and max
+    stored = {"head": "dense", "margin_scale": None,
+              "pooling": "mean_max" if stored.get("architecture") == "conv" else None, **stored}
     different = [key for key in identity if stored.get(key) != identity[key]]
     if not different:
         return

@@ -82,8 +82,22 @@ class AdditiveMarginLoss(keras.losses.Loss):
         return {**super().get_config(), "scale": self.scale, "margin": self.margin}
 
 
+@keras.saving.register_keras_serializable(package="deep_speaker")
+class StatisticsPooling(layers.Layer):
+    """The mean and the standard deviation over time of each channel, side by side (x-vector style pooling)."""
+
+    def call(self, inputs):
+        mean = keras.ops.mean(inputs, axis=1)
+        variance = keras.ops.mean(keras.ops.square(inputs - mean[:, None, :]), axis=1)
+        return keras.ops.concatenate([mean, keras.ops.sqrt(variance + 1e-6)], axis=-1)
+
+    def compute_output_shape(self, input_shape):
+        return (input_shape[0], 2 * input_shape[-1])
+
+
 def conv_trunk(windows):
-    """1-D convolutions over time (coefficients as channels), pooled by mean and max, to 'fc1'. On more than one
+    """1-D convolutions over time (coefficients as channels), pooled by mean and max (or mean and standard
+    deviation: POOLING), to 'fc1'. On more than one
     device, batch normalisation uses the statistics of the whole batch, not of each replica's share."""
     from ml.distribution import replicas
     synchronized = replicas() > 1
@@ -92,8 +106,11 @@ def conv_trunk(windows):
         x = layers.Conv1D(filters, constants.CONV_KERNEL, padding="same", use_bias=False, name=f"conv{index}")(x)
         x = layers.BatchNormalization(synchronized=synchronized, name=f"conv{index}_bn")(x)
         x = layers.ReLU(name=f"conv{index}_relu")(x)
-    pooled = layers.Concatenate(name="pool")([layers.GlobalAveragePooling1D(name="mean_pool")(x),
-                                              layers.GlobalMaxPooling1D(name="max_pool")(x)])
+    if constants.POOLING == "mean_std":
+        pooled = StatisticsPooling(name="pool")(x)
+    else:
+        pooled = layers.Concatenate(name="pool")([layers.GlobalAveragePooling1D(name="mean_pool")(x),
+                                                  layers.GlobalMaxPooling1D(name="max_pool")(x)])
     pooled = layers.Dropout(constants.DROPOUT, seed=constants.SEED, name="dropout")(pooled)
     return layers.Dense(constants.EMBEDDING_SIZE, name="fc1")(pooled)
 

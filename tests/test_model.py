@@ -140,3 +140,28 @@ def test_the_segment_triplet_loss_is_batch_hard_over_pooled_segments():
     # every segment alike: each triplet scores the margin
     same = np.ones((60, 8), np.float32)
     assert float(segment_triplet_loss(labels, same, windows_per_segment=5)) == pytest.approx(0.2, abs=1e-6)
+
+
+def test_statistics_pooling_gives_each_channel_its_mean_and_standard_deviation(monkeypatch):
+    import constants
+    from ml.model import StatisticsPooling
+    x = np.random.default_rng(8).normal(size=(4, 10, 6)).astype(np.float32)
+    pooled = np.asarray(StatisticsPooling()(x))
+    np.testing.assert_allclose(pooled[:, :6], x.mean(axis=1), rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(pooled[:, 6:], np.sqrt(x.var(axis=1) + 1e-6), rtol=1e-4)
+    mean_max = build_model(80).count_params()
+    monkeypatch.setattr(constants, "POOLING", "mean_std")
+    model = build_model(80)
+    assert isinstance(model.get_layer("pool"), StatisticsPooling) and model.count_params() == mean_max
+
+
+def test_a_checkpoint_of_another_pooling_is_refused_and_older_ones_are_mean_max(monkeypatch):
+    import constants
+    import utils
+    from ml.checkpoints import check_compatible, model_identity
+    identity = model_identity(["a", "b"], [10, 39], "global")
+    older = {k: v for k, v in identity.items() if k not in ("pooling", "head", "margin_scale")}
+    check_compatible(older, identity, "old.weights.h5")  # written before POOLING existed: mean and max
+    monkeypatch.setattr(constants, "POOLING", "mean_std")
+    with pytest.raises(utils.PipelineError, match="POOLING"):
+        check_compatible(older, model_identity(["a", "b"], [10, 39], "global"), "old.weights.h5")
