@@ -270,12 +270,19 @@ def pair_scores(embeddings, first, second, chunk=8192):
                            for i in range(0, len(first), chunk)] or [np.zeros(0)])
 
 
-def as_norm_statistics(embeddings, cohort, top_k=None):
-    """(mean, std) of each embedding's top_k cosine scores against the cohort: adaptive S-norm's statistics."""
+def as_norm_statistics(embeddings, cohort, top_k=None, chunk=1024):
+    """(mean, std) of each embedding's top_k cosine scores against the cohort: adaptive S-norm's statistics.
+    `chunk` embeddings at a time (7,600 x 1,000 scores and their partition at once were ~180 MB)."""
     top_k = min(top_k or constants.ASNORM_TOP_K, len(cohort))
-    scores = embeddings @ cohort.T
-    top = -np.partition(-scores, top_k - 1, axis=1)[:, :top_k]
-    return top.mean(axis=1), np.maximum(top.std(axis=1), 1e-6)
+    means, stds = [], []
+    for begin in range(0, len(embeddings), chunk):
+        scores = embeddings[begin:begin + chunk] @ cohort.T
+        top = -np.partition(-scores, top_k - 1, axis=1)[:, :top_k]
+        means.append(top.mean(axis=1))
+        stds.append(np.maximum(top.std(axis=1), 1e-6))
+    if not means:
+        return np.zeros(0), np.zeros(0)
+    return np.concatenate(means), np.concatenate(stds)
 
 
 def as_norm(scores, first, second, statistics):

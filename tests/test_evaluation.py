@@ -147,3 +147,14 @@ def test_pair_scores_in_chunks_are_the_dot_products_of_the_pairs():
     for chunk in (1, 7, 100, 8192):
         np.testing.assert_allclose(pair_scores(vectors, first, second, chunk=chunk), expected, rtol=1e-12)
     assert pair_scores(vectors, first[:0], second[:0]).shape == (0,)
+
+
+def test_as_norm_statistics_in_chunks_are_those_of_all_rows_at_once():
+    from ml.evaluation import as_norm_statistics
+    rng = np.random.default_rng(5)
+    vectors, cohort = rng.normal(size=(50, 8)), rng.normal(size=(30, 8))
+    top = np.sort(vectors @ cohort.T, axis=1)[:, -5:]
+    for chunk in (1, 7, 50, 1000):  # a matrix product's last bits may differ with its shape
+        mean, std = as_norm_statistics(vectors, cohort, top_k=5, chunk=chunk)
+        np.testing.assert_allclose(mean, top.mean(axis=1), rtol=1e-12)
+        np.testing.assert_allclose(std, top.std(axis=1), rtol=1e-10)
