@@ -7,12 +7,14 @@ ten times its hours and speakers. The copies sound alike; memory depends on the 
 For each corpus, in a fresh work dir with STREAM_INPUTS=yes, MAX_COUNT_PER_CLASS=--segments and 80 % of the
 speakers training: ml/0_generate_inputs.py, then ml/1_train_triplet_softmax_model.py --loss_on_softmax
 --epochs 1 and ml/2_evaluate_unseen_speakers.py, each in a subprocess whose peak resident memory the OS
-reports (os.wait4). Reported: the peaks and their ratio, large / reference (target <= 1.3x).
+reports (os.wait4). Reported: the peaks and their ratio, large / reference (target <= 1.3x); with --repeats,
+medians.
 
 Run from the repository root:
     python bench/bench_scale.py --reference ../shared/data/so-dev-vctk092 --folder /tmp/scale
 """
 import os
+import statistics
 import subprocess
 import sys
 import time
@@ -59,23 +61,29 @@ def large_corpus(folder, target_hours, base_speakers, copies):
     return folder / "large"
 
 
-def run_stages(corpus, workdir, training_speakers, segments):
-    """{stage: (seconds, peak RSS bytes)} of the three stages on `corpus` in a fresh `workdir`."""
+def run_stages(corpus, workdir, training_speakers, segments, repeats=1, only=None):
+    """{stage: (seconds, peak RSS bytes)} of the three stages (or the `only` ones, the earlier stages' work
+    being in `workdir` already) on `corpus`, medians of `repeats` runs of each."""
     environment = {**os.environ, "VCTK_CORPUS_PATH": str(corpus), "DEEP_SPEAKER_WORKDIR": str(workdir),
                    "DEEP_SPEAKER_SPLIT": "auto", "DEEP_SPEAKER_STREAM_INPUTS": "yes",
                    "DEEP_SPEAKER_NUM_SPEAKERS_CLASSIFICATION_TASK": str(training_speakers),
                    "DEEP_SPEAKER_MAX_COUNT_PER_CLASS": str(segments)}
     results = {}
     for name, command in STAGES:
-        start = time.perf_counter()
-        process = subprocess.Popen([sys.executable, *command], cwd=common.REPO, env=environment,
-                                   stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-        _, status, usage = os.wait4(process.pid, 0)
-        error = process.stderr.read()
-        if os.waitstatus_to_exitcode(status):
-            raise utils.PipelineError(f"{' '.join(command)} on {corpus} failed:\n{error[-2000:]}")
-        results[name] = (time.perf_counter() - start, usage.ru_maxrss * 1024)
-        print(f"{corpus.name}: {name}: {results[name][0]:.0f} s, peak {results[name][1] / MB:.0f} MB", flush=True)
+        if only and name not in only:
+            continue
+        runs = []
+        for _ in range(repeats):
+            start = time.perf_counter()
+            process = subprocess.Popen([sys.executable, *command], cwd=common.REPO, env=environment,
+                                       stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+            _, status, usage = os.wait4(process.pid, 0)
+            error = process.stderr.read()
+            if os.waitstatus_to_exitcode(status):
+                raise utils.PipelineError(f"{' '.join(command)} on {corpus} failed:\n{error[-2000:]}")
+            runs.append((time.perf_counter() - start, usage.ru_maxrss * 1024))
+            print(f"{corpus.name}: {name}: {runs[-1][0]:.0f} s, peak {runs[-1][1] / MB:.0f} MB", flush=True)
+        results[name] = (statistics.median(r[0] for r in runs), statistics.median(r[1] for r in runs))
     return results
 
 
@@ -88,21 +96,26 @@ def run_stages(corpus, workdir, training_speakers, segments):
 @click.option("--copies", default=10, show_default=True)
 @click.option("--segments", default=100, show_default=True, help="MAX_COUNT_PER_CLASS of both runs.")
 @click.option("--out", default="bench/results/scale.json", show_default=True)
+@click.option("--repeats", default=1, show_default=True, help="Runs of each stage; medians reported.")
+@click.option("--stages", default="", help='Only these stages, comma-separated (e.g. "evaluation"), the earlier '
+                                            'ones\' work being in the work dirs from a previous run.')
 @utils.friendly_errors
-def main(reference, folder, base_speakers, copies, segments, out):
+def main(reference, folder, base_speakers, copies, segments, out, repeats, stages):
     """Peak memory of training and evaluation, a corpus against one ten times its size."""
+    only = [name.strip() for name in stages.split(",")] if stages else None
     reference_hours, reference_speakers = hours(reference)
     large = large_corpus(folder, reference_hours, base_speakers, copies)
     large_hours, large_speakers = hours(large)
-    record = {"machine": common.machine(), "repeats": 1, "code_version": utils.code_version(),
+    record = {"machine": common.machine(), "repeats": repeats, "code_version": utils.code_version(),
               "reference": {"hours": reference_hours, "speakers": reference_speakers},
               "large": {"hours": large_hours, "speakers": large_speakers}, "segments": segments}
     record["reference"]["stages"] = run_stages(reference, folder / "work-reference", int(reference_speakers * 0.8),
-                                               segments)
-    record["large"]["stages"] = run_stages(large, folder / "work-large", int(large_speakers * 0.8), segments)
+                                               segments, repeats, only)
+    record["large"]["stages"] = run_stages(large, folder / "work-large", int(large_speakers * 0.8), segments, repeats,
+                                           only)
     rows = [("corpora", f"reference {reference_hours:.2f} h, {reference_speakers} speakers; large {large_hours:.2f} h, "
                         f"{large_speakers} speakers")]
-    for name, _ in STAGES:
+    for name in record["large"]["stages"]:
         small, big = record["reference"]["stages"][name][1], record["large"]["stages"][name][1]
         rows.append((f"{name}: peak RSS reference / large", f"{small / MB:.0f} / {big / MB:.0f} MB (**{big / small:.2f}x**)"))
     common.publish(record, rows, out)
