@@ -215,16 +215,33 @@ def gather_windows(frames, starts, frames_per_window=None):
     return frames[starts[:, None] + np.arange(frames_per_window)]
 
 
-def readable_map(path):
-    """np.load(path, mmap_mode="r") with a read-only descriptor of the same file attached (`reader`), opened at
-    once, so gather_windows reads the very file that was mapped (and checked), even if the path is replaced later.
-    The descriptor closes with the array."""
+def readable_map(path, expected=None):
+    """np.load(path, mmap_mode="r") with a read-only descriptor of the same file attached (`reader`), so that
+    gather_windows reads the very file that was mapped, even if the path is replaced later. The descriptor is
+    opened first; the map is refused unless the path still names the descriptor's file once it is made (a file
+    replaced in between). With `expected` ([size, sha256]), the file is hashed through that descriptor: the bytes
+    checked are the bytes read. OSError on a mismatch; the descriptor closes with the array."""
+    import hashlib
     import weakref
-    mapped = np.load(path, mmap_mode="r", allow_pickle=False)
     descriptor = os.open(path, os.O_RDONLY)
+    try:
+        mapped = np.load(path, mmap_mode="r", allow_pickle=False)
+        before, now = os.fstat(descriptor), os.stat(path)
+        if (before.st_dev, before.st_ino) != (now.st_dev, now.st_ino):
+            raise OSError(f"{path} was replaced while it was being opened")
+        if mapped.ndim != 2 or not mapped.flags.c_contiguous:
+            raise OSError(f"{path} is not a 2-D C-ordered array")
+        if expected is not None:
+            digest, offset = hashlib.sha256(), 0
+            while block := os.pread(descriptor, 1 << 22, offset):
+                digest.update(block)
+                offset += len(block)
+            if [offset, digest.hexdigest()] != list(expected):
+                raise OSError(f"{path} differs from its record (size or sha256)")
+    except BaseException:
+        os.close(descriptor)
+        raise
     weakref.finalize(mapped, os.close, descriptor)
-    if os.fstat(descriptor).st_ino != os.stat(path).st_ino or mapped.ndim != 2 or not mapped.flags.c_contiguous:
-        raise OSError(f"{path} changed while it was being opened, or is not a 2-D C-ordered array")
     mapped.reader = descriptor
     return mapped
 
@@ -233,6 +250,8 @@ def _read_windows(frames, starts, frames_per_window):
     """gather_windows from the file behind a readable_map array, one pread per window."""
     row = frames.shape[1] * frames.itemsize
     out = np.empty((len(starts), frames_per_window, frames.shape[1]), frames.dtype)
+    if len(starts) == 0:
+        return out
     flat = out.reshape(len(starts), -1).view(np.uint8)
     length = frames_per_window * row
     if len(starts) and (starts.min() < 0 or starts.max() + frames_per_window > frames.shape[0]):
@@ -240,6 +259,9 @@ def _read_windows(frames, starts, frames_per_window):
     for i, start in enumerate(starts.tolist()):
         data = os.pread(frames.reader, length, frames.offset + start * row)
         if len(data) != length:
-            raise OSError(f"{frames.filename} ended early: it is shorter than its header says")
+            import utils
+            raise utils.CorruptFile(f"{frames.filename} ended early: it is shorter than its header says (changed "
+                                    f"since it was checked); rebuild the inputs with `python ml/0_generate_inputs.py "
+                                    f"--force`")
         flat[i] = np.frombuffer(data, np.uint8)
     return out

@@ -93,6 +93,8 @@ def evaluate(mode, entry, folder, settings):
     if "cohort_embeddings" in arrays:  # stage 3's AS-norm (--asnorm) scores against the same cohort
         path = utils.save_array(folder / evaluation.COHORT_FILE, arrays["cohort_embeddings"])
         report["asnorm"]["cohort_file"] = {"file": evaluation.COHORT_FILE, "sha256": utils.file_digest(path)[1]}
+    else:  # no cohort this time: none of an earlier evaluation left beside this report
+        (folder / evaluation.COHORT_FILE).unlink(missing_ok=True)
     plots.det_plot(arrays["scores"], arrays["is_target"], report["eer"], folder / "det_curve.png")
     plots.score_histograms(arrays["scores"], arrays["is_target"], report["eer_threshold"],
                            folder / "score_histograms.png")

@@ -42,7 +42,8 @@ def common_options(function):
                             help="Score with adaptive S-norm against the cohort of the run's evaluation, decided at "
                                  "its AS-norm EER point [default: cosine].")(function)
     function = click.option("--threshold", type=float, default=None,
-                            help="Decide at this cosine score [default: the EER point of the run's evaluation].")(function)
+                            help="Decide at this score (cosine; with --asnorm, AS-norm) [default: the EER point of "
+                                 "the run's evaluation].")(function)
     function = click.option("--run", type=click.Choice(RUNS), default=None,
                             help="Use this run [default: the last of frozen, triplet, softmax that has a checkpoint]."
                             )(function)
@@ -179,10 +180,11 @@ def identify(context, files, run, threshold, as_json, asnorm):
         except utils.PipelineError as error:
             failed[path] = str(error).removeprefix(f"{path}: ")
             continue
-        results.append({"file": str(path), "speaker": name, "scores": dict(list(scores.items())[:5])})
+        results.append({"file": str(path), "speaker": name, "scores": dict(list(scores.items())[:5]),
+                        "asnorm": model.asnorm})
         if not settings.get("as_json"):
             best = ", ".join(f"{n} {s:.3f}" for n, s in list(scores.items())[:3])
-            print(f"{path}: {name}   ({best}; threshold {threshold_used:.3f})")
+            print(f"{path}: {name}   ({best}; {'AS-norm ' if model.asnorm else ''}threshold {threshold_used:.3f})")
     report_skipped(failed)
     if settings.get("as_json"):
         print(json.dumps(results))

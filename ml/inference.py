@@ -11,6 +11,8 @@
 Files of any sample rate and length are preprocessed as in training (8 kHz mono, voice-only trim,
 MFCC + deltas, normalisation without knowing the speaker). Speakers need not be in the training set.
 """
+import hashlib
+import io
 import time
 from pathlib import Path
 
@@ -84,10 +86,12 @@ class Speakers:
                     f"was made before stage 3 could use one): evaluate it again with `{again}`")
             folder = checkpoints.evaluation_folder(self.trained.mode, self.trained.entry)
             path = folder / record["cohort_file"]["file"]
-            if not path.is_file() or utils.file_digest(path)[1] != record["cohort_file"]["sha256"]:
+            data = path.read_bytes() if path.is_file() else b""  # read once: the bytes checked are the bytes used
+            if hashlib.sha256(data).hexdigest() != record["cohort_file"]["sha256"]:
                 raise utils.CorruptFile(f"{path} is missing, or not the cohort its evaluation recorded; evaluate the "
                                         f"checkpoint again with `{again}`")
-            cohort = utils.read_checked(path, lambda p: np.load(p, allow_pickle=False), "the AS-norm cohort")
+            cohort = utils.read_checked(path, lambda _: np.load(io.BytesIO(data), allow_pickle=False),
+                                        "the AS-norm cohort")
             self._cohort = (cohort.astype(np.float64), int(record["top_k"]), float(record["eer_threshold"]))
         return self._cohort
 

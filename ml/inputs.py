@@ -404,12 +404,18 @@ def load_inputs(folder=None, stream=None):
                     arrays["frames"] = data[f"{split}_frames"]
                 else:
                     name = f"{split}_frames.npy"
-                    if list(utils.file_digest(folder / name)) != record["files"].get(name):  # no CRC, unlike .npz
-                        raise utils.CorruptFile(f"{folder / name} is damaged (its sha256 differs from inputs.json); "
+                    damaged = utils.CorruptFile(f"{folder / name} is damaged (its sha256 differs from inputs.json); "
                                                 f"{REBUILD}")
-                    arrays["frames"] = utils.read_checked(
-                        folder / name, features.readable_map if stream else lambda p: np.load(p, allow_pickle=False),
-                        f"the {split} frames", fix)
+                    if stream:  # hashed through the descriptor the windows will be read with
+                        try:
+                            arrays["frames"] = features.readable_map(folder / name, record["files"].get(name))
+                        except OSError as error:
+                            raise utils.CorruptFile(f"{error}; {REBUILD}") from None
+                    else:
+                        if list(utils.file_digest(folder / name)) != record["files"].get(name):  # no CRC, unlike .npz
+                            raise damaged
+                        arrays["frames"] = utils.read_checked(folder / name, lambda p: np.load(p, allow_pickle=False),
+                                                              f"the {split} frames", fix)
                 splits[split] = WindowSet(**arrays)
             return splits, data["speakers"].tolist(), data["classes"].tolist()
     splits, speakers, classes = utils.read_checked(folder / "data.npz", read, "the train/test inputs", fix)

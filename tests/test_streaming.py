@@ -105,3 +105,30 @@ def test_windows_of_a_memory_mapped_file_are_read_without_mapping_its_pages(tmp_
     np.save(tmp_path / "new.npy", frames + 1)
     (tmp_path / "new.npy").replace(tmp_path / "frames.npy")
     np.testing.assert_array_equal(features.gather_windows(mapped, starts, 10), frames[starts[:, None] + np.arange(10)])
+
+
+def test_a_frames_file_replaced_while_opened_or_cut_short_is_named_not_read(tmp_path, monkeypatch):
+    import utils
+    from audio import features
+    frames = np.arange(2000 * 39, dtype=np.float32).reshape(2000, 39)
+    np.save(tmp_path / "frames.npy", frames)
+    real_load = np.load
+
+    def load_then_replace(path, *args, **kwargs):  # the path replaced right after the map is made
+        mapped = real_load(path, *args, **kwargs)
+        np.save(tmp_path / "new.npy", frames + 1000)
+        (tmp_path / "new.npy").replace(tmp_path / "frames.npy")
+        return mapped
+    monkeypatch.setattr(np, "load", load_then_replace)
+    with pytest.raises(OSError, match="replaced"):
+        features.readable_map(tmp_path / "frames.npy")
+    monkeypatch.setattr(np, "load", real_load)
+    size, digest = utils.file_digest(tmp_path / "frames.npy")
+    with pytest.raises(OSError, match="differs from its record"):
+        features.readable_map(tmp_path / "frames.npy", [size, "0" * 64])
+    mapped = features.readable_map(tmp_path / "frames.npy", [size, digest])
+    assert features.gather_windows(mapped, np.array([], int), 10).shape == (0, 10, 39)  # as from memory
+    with open(tmp_path / "frames.npy", "r+b") as handle:  # cut short after it was checked
+        handle.truncate(size - 39 * 4 * 100)
+    with pytest.raises(utils.CorruptFile, match="ended early.*0_generate_inputs"):
+        features.gather_windows(mapped, np.array([1980]), 10)
