@@ -70,7 +70,7 @@ def run_stages(corpus, workdir, training_speakers, segments, repeats=1, only=Non
                    "DEEP_SPEAKER_MAX_COUNT_PER_CLASS": str(segments)}
     results = {}
     for name, command in STAGES:
-        if only and name not in only:
+        if only and name.split(",")[0] not in only:  # "inputs", "softmax", "evaluation"
             continue
         runs = []
         for _ in range(repeats):
@@ -97,12 +97,15 @@ def run_stages(corpus, workdir, training_speakers, segments, repeats=1, only=Non
 @click.option("--segments", default=100, show_default=True, help="MAX_COUNT_PER_CLASS of both runs.")
 @click.option("--out", default="bench/results/scale.json", show_default=True)
 @click.option("--repeats", default=1, show_default=True, help="Runs of each stage; medians reported.")
-@click.option("--stages", default="", help='Only these stages, comma-separated (e.g. "evaluation"), the earlier '
-                                            'ones\' work being in the work dirs from a previous run.')
+@click.option("--stages", default="", help='Only these stages, comma-separated: inputs, softmax, evaluation (the '
+                                            'earlier ones\' work being in the work dirs from a previous run).')
 @utils.friendly_errors
 def main(reference, folder, base_speakers, copies, segments, out, repeats, stages):
     """Peak memory of training and evaluation, a corpus against one ten times its size."""
     only = [name.strip() for name in stages.split(",")] if stages else None
+    unknown = set(only or ()) - {name.split(",")[0] for name, _ in STAGES}
+    if unknown:
+        raise click.UsageError(f"--stages: no stage {', '.join(sorted(unknown))} (inputs, softmax, evaluation)")
     reference_hours, reference_speakers = hours(reference)
     large = large_corpus(folder, reference_hours, base_speakers, copies)
     large_hours, large_speakers = hours(large)
