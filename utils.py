@@ -93,24 +93,6 @@ def save_array(path, array):
     return Path(path)
 
 
-_reads = {}  # id of a memory map -> reads since its pages were last handed back
-
-
-def release_pages(array, every=1):
-    """For a memory-mapped `array` (np.memmap; nothing for others), every `every` calls: drop the pages it has
-    read from this process (madvise MADV_DONTNEED). They are clean file pages: the next read takes them from
-    the OS's page cache again. So a process streaming through a large file holds what it read lately, not
-    the whole file."""
-    import mmap
-    mapping = getattr(array, "_mmap", None)
-    if mapping is None:
-        return
-    _reads[id(mapping)] = _reads.get(id(mapping), 0) + 1
-    if _reads[id(mapping)] >= every:
-        _reads[id(mapping)] = 0
-        mapping.madvise(mmap.MADV_DONTNEED)
-
-
 def remove_stale_temporaries(folder):
     """Delete temporary files left by a killed run (their names start with '.tmp-')."""
     for tmp in Path(folder).rglob(".tmp-*"):

@@ -247,11 +247,34 @@ def readable_map(path, expected=None):
 
 
 def _read_windows(frames, starts, frames_per_window):
-    """gather_windows from the file behind a readable_map array, one pread per window."""
+    """gather_windows from the file behind a readable_map array: one pread per run of windows that overlap or
+    touch (an utterance's consecutive windows, as evaluation gathers them, are one read), one per window otherwise."""
     row = frames.shape[1] * frames.itemsize
     out = np.empty((len(starts), frames_per_window, frames.shape[1]), frames.dtype)
     if len(starts) == 0:
         return out
+    if starts.min() < 0 or starts.max() + frames_per_window > frames.shape[0]:
+        raise IndexError(f"a window runs outside the {frames.shape[0]} frames of {frames.filename}")
+    order = np.argsort(starts, kind="stable")
+    ordered = starts[order]
+    bounds = np.flatnonzero(np.diff(ordered) > frames_per_window) + 1  # a gap: the next window starts a new read
+    bounds = np.concatenate([[0], bounds, [len(ordered)]]).tolist()
+    ordered_list, order_list = ordered.tolist(), order.tolist()
+    for begin, end in zip(bounds[:-1], bounds[1:]):
+        first, last = ordered_list[begin], ordered_list[end - 1] + frames_per_window
+        length = (last - first) * row
+        data = os.pread(frames.reader, length, frames.offset + first * row)
+        if len(data) != length:
+            import utils
+            raise utils.CorruptFile(f"{frames.filename} ended early: it is shorter than its header says (changed "
+                                    f"since it was checked); rebuild the inputs with `python ml/0_generate_inputs.py "
+                                    f"--force`")
+        span = np.frombuffer(data, frames.dtype).reshape(last - first, frames.shape[1])
+        if end - begin == 1:
+            out[order_list[begin]] = span
+        else:
+            out[order[begin:end]] = span[(ordered[begin:end] - first)[:, None] + np.arange(frames_per_window)]
+    return out
     flat = out.reshape(len(starts), -1).view(np.uint8)
     length = frames_per_window * row
     if len(starts) and (starts.min() < 0 or starts.max() + frames_per_window > frames.shape[0]):

@@ -93,9 +93,6 @@ class TripletSampler:
         return random_level(self.window_set.windows(chosen), self.rng, self.level_std), self.window_set.labels[chosen]
 
 
-RELEASE_EVERY_BATCHES = 20  # streamed inputs: segment batches read between two hand-backs of their pages
-
-
 class SegmentSampler:
     """Batches of segments for the segment triplet loss (TRIPLET_SELECTION = "segments", ml/triplet_loss.py).
 
@@ -146,6 +143,5 @@ class SegmentSampler:
         begin = self.first[utterances] + self.rng.integers(0, self.room[utterances] + 1)
         starts = (begin[:, None] + constants.WINDOW_HOP_FRAMES * np.arange(self.windows_per_segment)).reshape(-1)
         windows = random_level(features.gather_windows(self.window_set.frames, starts), self.rng, self.level_std)
-        utils.release_pages(self.window_set.frames, RELEASE_EVERY_BATCHES)
         labels = np.repeat(np.repeat(self.class_ids[classes], per_class), self.windows_per_segment)
         return windows, labels

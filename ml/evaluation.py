@@ -42,7 +42,6 @@ def window_outputs(model, window_set, output, batch_size=None):
     edges = np.searchsorted(position[order], np.arange(0, len(distinct) + batch_size, batch_size))
     for number, begin in enumerate(range(0, len(distinct), batch_size)):
         windows = features.gather_windows(window_set.frames, distinct[begin:begin + batch_size])
-        utils.release_pages(window_set.frames, 20)  # streamed inputs: hold recent reads only
         values = np.asarray(model(windows, training=False)[output])
         mine = order[edges[number]:edges[number + 1]]
         yield mine, values[position[mine] - begin]

@@ -31,7 +31,6 @@ INPUT_SETTINGS = ("SPLIT", "NUM_SPEAKERS_CLASSIFICATION_TASK", "VALIDATION_FRACT
                   "SPEED_PERTURBATION_UTTERANCES")
 ARRAYS = ("frames", "starts", "labels", "utterances", "utterance_keys")
 INDEX_ARRAYS = ARRAYS[1:]  # in data.npz; each split's frames are <split>_frames.npy, memory-mappable
-RELEASE_EVERY_BATCHES = 20  # streamed inputs: batches read between two hand-backs of the pages they touched
 
 
 @dataclass
@@ -47,12 +46,9 @@ class WindowSet:
         return len(self.starts)
 
     def windows(self, index=slice(None)):
-        """(n, FRAMES_PER_WINDOW, 39) float32 copy of the selected windows. From streamed inputs (frames memory-
-        mapped), the pages read are handed back to the OS every RELEASE_EVERY_BATCHES calls, so the process holds
-        what recent batches read, not the whole file (the OS's page cache keeps it for the next read)."""
-        windows = features.gather_windows(self.frames, self.starts[index])
-        utils.release_pages(self.frames, RELEASE_EVERY_BATCHES)
-        return windows
+        """(n, FRAMES_PER_WINDOW, 39) float32 copy of the selected windows (from streamed inputs, read from the
+        file: features.gather_windows)."""
+        return features.gather_windows(self.frames, self.starts[index])
 
     def subset(self, index):
         """The WindowSet of the selected windows (sharing the frames)."""

@@ -60,27 +60,6 @@ def test_inputs_of_the_older_layout_still_load_but_are_rebuilt(small_inputs, wor
     assert "older layout" in ml_inputs.stale_reason(record["built_from"])
 
 
-def resident_mb():
-    """This process's resident memory (MB), from /proc."""
-    with open("/proc/self/statm") as handle:
-        return int(handle.read().split()[1]) * 4096 / 1e6
-
-
-def test_pages_of_a_memory_map_are_handed_back_every_few_reads(tmp_path):
-    path = tmp_path / "frames.npy"
-    np.save(path, np.ones((64 * 2**20 // 256, 64), np.float32))  # 64 MiB
-    frames = np.load(path, mmap_mode="r")
-    before = resident_mb()
-    assert float(frames[:, 0].sum()) == len(frames)  # every page read: resident now
-    read = resident_mb()
-    assert read - before > 50
-    utils.release_pages(frames, every=2)  # the first of two calls: nothing yet
-    assert resident_mb() > read - 10
-    utils.release_pages(frames, every=2)
-    assert resident_mb() < read - 50
-    utils.release_pages(np.zeros(3), every=1)  # not a memory map: nothing to do
-
-
 def test_windows_of_a_memory_mapped_file_are_read_without_mapping_its_pages(tmp_path):
     import re
 
