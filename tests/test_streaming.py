@@ -76,6 +76,8 @@ def test_windows_of_a_memory_mapped_file_are_read_without_mapping_its_pages(tmp_
         elif line.startswith("Rss:") and current == str(tmp_path / "frames.npy"):
             resident += int(line.split()[1])
     assert resident < 1024  # kB: the 900 windows did not fault the file in (through the mapping: most of its 31 MB)
+    runs = np.concatenate([3 * np.arange(50), [400, 405, 420, 5000], 7000 + 3 * np.arange(20)])[::-1]  # overlapping
+    np.testing.assert_array_equal(features.gather_windows(mapped, runs, 10), frames[runs[:, None] + np.arange(10)])
     np.testing.assert_array_equal(features.gather_windows(mapped[5:], starts, 10),  # a view: through the mapping
                                   frames[5:][starts[:, None] + np.arange(10)])
     with pytest.raises(IndexError):
