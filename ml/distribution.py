@@ -93,23 +93,15 @@ def triplet_step(model):
     optimizer built) on one triplet batch, each replica on its share (triplet_shards, or segment_shards)."""
     import tensorflow as tf
 
-    from keras import ops
-
-    from ml.model import loss_of_head
-    from ml.triplet_loss import loss_of_selection
-    loss_of, classifier_loss = loss_of_selection(), loss_of_head(model)
+    from ml.model import triplet_objective
+    objective = triplet_objective(model)
     shards_of = segment_shards if constants.TRIPLET_SELECTION == "segments" else triplet_shards
     mirrored = strategy()
     count = mirrored.num_replicas_in_sync
 
     def replica_step(windows, labels):
         with tf.GradientTape() as tape:
-            outputs = model(windows, training=True)
-            loss = loss_of(labels, outputs["embeddings"])
-            if constants.TRIPLET_SOFTMAX_WEIGHT > 0:  # the classifier's loss beside it (ml/model.compile_for)
-                # per-sample losses, their mean taken here: a Keras loss object called within a replica would
-                # divide by the replicas itself, and `share` below divides once more
-                loss = loss + constants.TRIPLET_SOFTMAX_WEIGHT * ops.mean(classifier_loss.call(labels, outputs["softmax"]))
+            loss = objective(labels, model(windows, training=True))
             share = loss / count  # the replicas' gradients are summed: each contributes its share of the mean
         gradients = tape.gradient(share, model.trainable_variables)
         model.optimizer.apply(gradients, model.trainable_variables)

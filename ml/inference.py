@@ -95,18 +95,20 @@ class Speakers:
             self._cohort = (cohort.astype(np.float64), int(record["top_k"]), float(record["eer_threshold"]))
         return self._cohort
 
-    def score(self, first, second):
-        """The score of two embeddings: their cosine, or with `asnorm` its adaptive S-norm against the cohort."""
-        score = float(first @ second)
+    def scores(self, vector, others):
+        """The scores of `vector` against each row of `others`: cosines, or with `asnorm` their adaptive S-norm
+        against the cohort (the cohort statistics of `vector` computed once for all rows)."""
+        others = np.atleast_2d(others)
+        cosines = others @ vector
         if not self.asnorm:
-            return score
+            return cosines
         cohort, top_k, _ = self.cohort()
-        mean, std = evaluation.as_norm_statistics(np.stack([first, second]).astype(np.float64), cohort, top_k)
-        return float(evaluation.as_norm(np.array([score]), np.array([0]), np.array([1]), (mean, std))[0])
+        statistics = evaluation.as_norm_statistics(np.vstack([vector, others]).astype(np.float64), cohort, top_k)
+        return evaluation.as_norm(cosines, np.zeros(len(others), int), np.arange(1, len(others) + 1), statistics)
 
     def verify(self, first, second):
         """(score, same speaker?) of two files, decided at the threshold (cosine, or AS-norm with `asnorm`)."""
-        score = self.score(self.embed(first), self.embed(second))
+        score = float(self.scores(self.embed(first), self.embed(second))[0])
         return score, score >= self.threshold()
 
     # ------------------------------------------------------------------------------------------------
@@ -211,6 +213,7 @@ class Speakers:
         if not gallery:
             raise utils.PipelineError(f"the gallery {self.gallery} is empty: enroll speakers first")
         vector = self.embed(path)
-        scores = dict(sorted(((name, self.score(vector, g)) for name, g in gallery.items()), key=lambda x: -x[1]))
+        values = self.scores(vector, np.stack(list(gallery.values())))
+        scores = dict(sorted(zip(gallery, map(float, values)), key=lambda x: -x[1]))
         best = next(iter(scores))
         return (best if scores[best] >= self.threshold() else UNKNOWN), scores

@@ -400,8 +400,6 @@ def load_inputs(folder=None, stream=None):
                     arrays["frames"] = data[f"{split}_frames"]
                 else:
                     name = f"{split}_frames.npy"
-                    damaged = utils.CorruptFile(f"{folder / name} is damaged (its sha256 differs from inputs.json); "
-                                                f"{REBUILD}")
                     if stream:  # hashed through the descriptor the windows will be read with
                         try:
                             arrays["frames"] = features.readable_map(folder / name, record["files"].get(name))
@@ -409,7 +407,8 @@ def load_inputs(folder=None, stream=None):
                             raise utils.CorruptFile(f"{error}; {REBUILD}") from None
                     else:
                         if list(utils.file_digest(folder / name)) != record["files"].get(name):  # no CRC, unlike .npz
-                            raise damaged
+                            raise utils.CorruptFile(f"{folder / name} is damaged (its sha256 differs from inputs.json);"
+                                                    f" {REBUILD}")
                         arrays["frames"] = utils.read_checked(folder / name, lambda p: np.load(p, allow_pickle=False),
                                                               f"the {split} frames", fix)
                 splits[split] = WindowSet(**arrays)

@@ -14,6 +14,7 @@ import keras  # noqa: E402
 from keras import layers  # noqa: E402
 
 import constants  # noqa: E402
+from ml.triplet_loss import loss_of_selection, unit_rows  # noqa: E402
 
 @keras.saving.register_keras_serializable(package="deep_speaker")
 class L2Normalization(layers.Layer):
@@ -26,7 +27,7 @@ class L2Normalization(layers.Layer):
     def call(self, inputs):
         if not self.active:
             return inputs
-        return inputs / keras.ops.sqrt(keras.ops.maximum(keras.ops.sum(inputs ** 2, axis=-1, keepdims=True), 1e-12))
+        return unit_rows(inputs)
 
     def get_config(self):
         return {**super().get_config(), "active": self.active}
@@ -47,9 +48,7 @@ class CosineSoftmax(layers.Layer):
                                       initializer="glorot_uniform")
 
     def call(self, inputs):
-        def unit(x, axis):
-            return x / keras.ops.sqrt(keras.ops.maximum(keras.ops.sum(x ** 2, axis=axis, keepdims=True), 1e-12))
-        cosines = keras.ops.matmul(unit(inputs, -1), unit(self.kernel, 0))
+        cosines = keras.ops.matmul(unit_rows(inputs), unit_rows(self.kernel, axis=0))
         return keras.ops.softmax(self.scale * cosines, axis=-1)
 
     def compute_output_shape(self, input_shape):
@@ -161,11 +160,25 @@ def loss_of_head(model):
     return keras.losses.SparseCategoricalCrossentropy()
 
 
+def triplet_objective(model):
+    """(labels, outputs) -> the triplet stage's loss of a batch, as compile_for sets it: TRIPLET_SELECTION's triplet
+    loss on the embeddings, plus TRIPLET_SOFTMAX_WEIGHT x the mean of the classifier's per-window losses. For the
+    steps outside Keras's fit (several devices): the mean is taken here, since a Keras loss object called within a
+    distribution strategy divides by its replicas itself."""
+    triplet, classifier, weight = loss_of_selection(), loss_of_head(model), constants.TRIPLET_SOFTMAX_WEIGHT
+
+    def objective(labels, outputs):
+        loss = triplet(labels, outputs["embeddings"])
+        if weight > 0:
+            loss = loss + weight * keras.ops.mean(classifier.call(labels, outputs["softmax"]))
+        return loss
+    return objective
+
+
 def compile_for(model, loss, learning_rate, metrics=None):
     """Compile `model` with Adam at `learning_rate` and one of its two losses: "softmax" (sparse categorical
     cross-entropy on the classifier, or the additive-margin loss on a cosine head) or "triplet" (the cosine triplet
     loss on the embeddings, plus TRIPLET_SOFTMAX_WEIGHT x the classifier's loss when that is above 0)."""
-    from ml.triplet_loss import loss_of_selection
     classifier_loss = loss_of_head(model)
     joint = loss == "triplet" and constants.TRIPLET_SOFTMAX_WEIGHT > 0
     losses = {"softmax": {"softmax": classifier_loss, "embeddings": None},

@@ -388,17 +388,11 @@ def _triplet_steps(model):
     Keras's train_on_batch and test_on_batch. More: every replica trains on a triplet batch of its own
     (ml/distribution.py), and the test loss is computed on one device."""
     if distribution.replicas() > 1:
-        from ml.model import loss_of_head
-        from ml.triplet_loss import loss_of_selection
-        loss, classifier_loss, weight = loss_of_selection(), loss_of_head(model), constants.TRIPLET_SOFTMAX_WEIGHT
+        from ml.model import triplet_objective
+        objective = triplet_objective(model)
 
         def test_loss(windows, labels):  # what test_on_batch computes on one device
-            outputs = model(windows, training=False)
-            value = float(loss(labels.astype(np.float32)[:, None], outputs["embeddings"]))
-            if weight <= 0:
-                return value
-            # per-sample losses, averaged here: a Keras loss object divides by the replicas within the strategy's scope
-            return value + weight * float(np.mean(classifier_loss.call(labels, outputs["softmax"])))
+            return float(objective(labels.astype(np.float32)[:, None], model(windows, training=False)))
         return distribution.triplet_step(model), test_loss
 
     def targets(labels):  # the window triplet loss ignores the labels; the segment one reads them

@@ -18,11 +18,14 @@ from keras import ops  # noqa: E402
 import constants  # noqa: E402
 
 
+def unit_rows(x, axis=-1):
+    """`x` scaled to unit L2 length along `axis` (a zero vector stays zero); the models and losses share it."""
+    return x / ops.sqrt(ops.maximum(ops.sum(x * x, axis=axis, keepdims=True), 1e-12))
+
+
 def cosine_rows(a, b):
     """Cosine similarity of each row of `a` with the same row of `b`."""
-    a = a / ops.sqrt(ops.maximum(ops.sum(a * a, axis=-1), 1e-12))[:, None]
-    b = b / ops.sqrt(ops.maximum(ops.sum(b * b, axis=-1), 1e-12))[:, None]
-    return ops.sum(a * b, axis=-1)
+    return ops.sum(unit_rows(a) * unit_rows(b), axis=-1)
 
 
 @keras.saving.register_keras_serializable(package="deep_speaker")
@@ -40,9 +43,8 @@ def segment_triplet_loss(y_true, y_pred, windows_per_segment=None, margin=None):
     margin = constants.TRIPLET_MARGIN if margin is None else margin
     windows_per_segment = windows_per_segment or constants.TRIPLET_SEGMENT_WINDOWS
     labels = ops.reshape(ops.cast(y_true, "int32"), (-1, windows_per_segment))[:, 0]
-    unit = y_pred / ops.sqrt(ops.maximum(ops.sum(y_pred * y_pred, axis=-1, keepdims=True), 1e-12))
-    segments = ops.mean(ops.reshape(unit, (-1, windows_per_segment, ops.shape(y_pred)[-1])), axis=1)
-    segments = segments / ops.sqrt(ops.maximum(ops.sum(segments * segments, axis=-1, keepdims=True), 1e-12))
+    segments = unit_rows(ops.mean(ops.reshape(unit_rows(y_pred), (-1, windows_per_segment, ops.shape(y_pred)[-1])),
+                                  axis=1))
     cosines = ops.matmul(segments, ops.transpose(segments))
     same = ops.equal(labels[:, None], labels[None, :])
     itself = ops.eye(ops.shape(labels)[0], dtype="bool")
