@@ -142,6 +142,11 @@ SOFTMAX_SCHEDULE_EPOCHS = 3  # the length of the scheduled run, in epochs
 # Training windows get a random recording level: c0 (log frame energy) of each window is shifted by a
 # Gaussian draw of this std, in natural-log energy units (1.0 = 4.3 dB); 0 turns it off (ml/augmentation.py).
 GAIN_AUGMENTATION_STD = 1.0
+# Training windows may also get a random channel (a smooth filter: ml/augmentation.py): cepstra 1..ORDER are
+# shifted by Gaussian draws whose std is the amplitude in dB of each of the filter's cosines over the mel bands;
+# 0 turns it off.
+CHANNEL_AUGMENTATION_DB = 0.0
+CHANNEL_AUGMENTATION_ORDER = 3  # cepstra shifted (1..ORDER): the filter's smoothness
 MAX_VALIDATION_WINDOWS = 100000  # test windows scored after each epoch (seeded sample); 0 = all
 # Triplet training (a loop of single steps)
 TRIPLET_MARGIN = 0.2  # cosine margin (original: 0.2); a batch of one speaker scores exactly this
@@ -321,6 +326,8 @@ RANGES = {
     "SOFTMAX_WARMUP_STEPS": ("int", ">= 0"),
     "SOFTMAX_SCHEDULE_EPOCHS": ("int", ">= 1"),
     "GAIN_AUGMENTATION_STD": ("number", ">= 0"),  # 0 = off
+    "CHANNEL_AUGMENTATION_DB": ("number", ">= 0"),  # 0 = off
+    "CHANNEL_AUGMENTATION_ORDER": ("int", ">= 1"),
     "MAX_VALIDATION_WINDOWS": ("int", ">= 0"),  # 0 = all
     "TRIPLET_MARGIN": ("number", ">= 0"),
     "TRIPLET_LEARNING_RATE": ("number", "> 0"),

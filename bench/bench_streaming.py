@@ -37,14 +37,14 @@ constants.WORKDIR = sys.argv[2]
 import utils
 utils.import_tensorflow_quietly()
 import keras, numpy as np
-from ml.augmentation import level_std
+from ml.augmentation import shift_stds
 from ml.batches import WindowBatches
 from ml.inputs import load_inputs
 from ml.model import build_model, compile_for
 peak = lambda: resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
 inputs = load_inputs(stream=sys.argv[3] == "1")
 loaded = peak()
-batches = WindowBatches(inputs.train, level_std=level_std(inputs.norm))
+batches = WindowBatches(inputs.train, shift_stds=shift_stds(inputs.norm))
 count = min(int(sys.argv[4]), len(batches))
 start = time.perf_counter()
 for index in range(count):

@@ -33,7 +33,7 @@ from audio import features  # noqa: E402
 from audio.cache import FeatureCache  # noqa: E402
 from audio.corpus import find_corpus, split_speakers  # noqa: E402
 from ml import embeddings as emb, evaluation  # noqa: E402
-from ml.augmentation import level_std, random_level  # noqa: E402
+from ml.augmentation import shift_stds, random_shifts  # noqa: E402
 from ml.inputs import load_inputs  # noqa: E402
 from ml.model import build_model, compile_for  # noqa: E402
 
@@ -77,13 +77,13 @@ def run_arm(arm, speeds, steps, eval_every, inputs, corpus, cache, unseen):
     keras.utils.set_random_seed(constants.SEED)
     model = build_model(num_classes)
     compile_for(model, "softmax", constants.LEARNING_RATE)
-    shift = level_std(inputs.norm)
+    shift = shift_stds(inputs.norm)
     order, rows, started = np.array([], dtype=int), [], time.perf_counter()
     for step in tqdm(range(1, steps + 1), desc=arm, unit="step", leave=False):
         if len(order) < constants.BATCH_SIZE:
             order = np.concatenate([order, rng.permutation(len(starts))])
         chosen, order = np.sort(order[:constants.BATCH_SIZE]), order[constants.BATCH_SIZE:]
-        windows = random_level(features.gather_windows(frames, starts[chosen]), rng, shift)
+        windows = random_shifts(features.gather_windows(frames, starts[chosen]), rng, shift)
         model.train_on_batch(windows, {"softmax": labels[chosen], "embeddings": np.zeros((len(chosen), 1), np.float32)})
         if step % eval_every == 0 or step == steps:
             probabilities = evaluation.predict_in_batches(model, inputs.test, "softmax")[:, :real]

@@ -9,7 +9,7 @@ import numpy as np  # noqa: E402
 
 import constants  # noqa: E402
 from audio import features  # noqa: E402
-from ml.augmentation import random_level  # noqa: E402
+from ml.augmentation import random_shifts  # noqa: E402
 
 
 class WindowBatches(keras.utils.PyDataset):
@@ -17,14 +17,14 @@ class WindowBatches(keras.utils.PyDataset):
 
     Like the original, an epoch covers the windows truncated to a multiple of the batch size; with
     `shuffle`, each epoch's order is drawn from a generator seeded with (seed, epoch), and each batch's
-    level shifts (`level_std` > 0, training batches: ml/augmentation.py) from one seeded with (seed, epoch,
+    level shifts (`shift_stds` > 0, training batches: ml/augmentation.py) from one seeded with (seed, epoch,
     batch), so a run resumed at epoch e sees the batches an uninterrupted run would. EpochTracker tells the
     batches which epoch Keras is in (fit with shuffle=False: the order is ours).
     """
 
-    def __init__(self, window_set, batch_size=None, shuffle=True, seed=None, level_std=0.0):
+    def __init__(self, window_set, batch_size=None, shuffle=True, seed=None, shift_stds=0.0):
         super().__init__()
-        self.level_std = level_std
+        self.shift_stds = shift_stds
         self.window_set = window_set
         self.batch_size = batch_size or constants.BATCH_SIZE
         self.shuffle = shuffle
@@ -38,7 +38,7 @@ class WindowBatches(keras.utils.PyDataset):
         chosen = np.sort(self.order[index * self.batch_size:(index + 1) * self.batch_size])  # sorted: faster gather
         labels = self.window_set.labels[chosen]
         rng = np.random.default_rng([self.seed, self.epoch, index])
-        windows = random_level(self.window_set.windows(chosen), rng, self.level_std)
+        windows = random_shifts(self.window_set.windows(chosen), rng, self.shift_stds)
         return windows, {"softmax": labels, "embeddings": np.zeros((len(chosen), 1), np.float32)}
 
     def set_epoch(self, epoch):
@@ -66,8 +66,8 @@ class TripletSampler:
     The original drew one pair (A, B) per batch; TRIPLET_PAIRS_PER_BATCH pairs share the batch equally.
     """
 
-    def __init__(self, window_set, rng, level_std=0.0):
-        self.window_set, self.rng, self.level_std = window_set, rng, level_std
+    def __init__(self, window_set, rng, shift_stds=0.0):
+        self.window_set, self.rng, self.shift_stds = window_set, rng, shift_stds
         self.by_speaker = [np.flatnonzero(window_set.labels == k) for k in range(window_set.labels.max() + 1)]
         self.by_speaker = [windows for windows in self.by_speaker if len(windows)]
 
@@ -90,7 +90,7 @@ class TripletSampler:
 
     def drawn(self, chosen):
         """(windows, labels) of the chosen windows, their levels shifted when augmenting."""
-        return random_level(self.window_set.windows(chosen), self.rng, self.level_std), self.window_set.labels[chosen]
+        return random_shifts(self.window_set.windows(chosen), self.rng, self.shift_stds), self.window_set.labels[chosen]
 
 
 class SegmentSampler:
@@ -104,8 +104,8 @@ class SegmentSampler:
     utterances shorter than a segment are not drawn.
     """
 
-    def __init__(self, window_set, rng, level_std=0.0, replicas=1):
-        self.window_set, self.rng, self.level_std = window_set, rng, level_std
+    def __init__(self, window_set, rng, shift_stds=0.0, replicas=1):
+        self.window_set, self.rng, self.shift_stds = window_set, rng, shift_stds
         self.windows_per_segment = constants.TRIPLET_SEGMENT_WINDOWS
         self.span = constants.WINDOW_HOP_FRAMES * (self.windows_per_segment - 1)
         count = int(window_set.utterances.max()) + 1 if len(window_set) else 0
@@ -142,6 +142,6 @@ class SegmentSampler:
         utterances = np.concatenate([self.rng.choice(self.by_class[c], per_class) for c in classes])
         begin = self.first[utterances] + self.rng.integers(0, self.room[utterances] + 1)
         starts = (begin[:, None] + constants.WINDOW_HOP_FRAMES * np.arange(self.windows_per_segment)).reshape(-1)
-        windows = random_level(features.gather_windows(self.window_set.frames, starts), self.rng, self.level_std)
+        windows = random_shifts(features.gather_windows(self.window_set.frames, starts), self.rng, self.shift_stds)
         labels = np.repeat(np.repeat(self.class_ids[classes], per_class), self.windows_per_segment)
         return windows, labels

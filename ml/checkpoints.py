@@ -400,7 +400,8 @@ def plan_training(mode, inputs_record, identity, end, fresh=False, normalize_emb
 # Settings that change what training does, with the value that gives what a run did before the setting existed: a
 # run whose record predates one continues only under that value (a missing record is not a licence to change it).
 # Those that shape the model (SOFTMAX_HEAD, POOLING) are checked with the model's identity (check_compatible).
-SETTINGS_BEFORE_THEY_EXISTED = {"TRIPLET_SELECTION": "original", "TRIPLET_SOFTMAX_WEIGHT": 0.0}
+SETTINGS_BEFORE_THEY_EXISTED = {"TRIPLET_SELECTION": "original", "TRIPLET_SOFTMAX_WEIGHT": 0.0,
+                                "CHANNEL_AUGMENTATION_DB": 0.0}
 
 
 def _check_resumable(run, state, inputs_record, identity, normalize_embeddings, again):

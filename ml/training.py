@@ -18,7 +18,7 @@ import numpy as np  # noqa: E402
 import constants  # noqa: E402
 from audio import features  # noqa: E402
 from ml import checkpoints, distribution, evaluation  # noqa: E402
-from ml.augmentation import level_std  # noqa: E402
+from ml.augmentation import shift_stds  # noqa: E402
 from ml.batches import EpochTracker, SegmentSampler, TripletSampler, WindowBatches  # noqa: E402
 from ml.checkpoints import RunFolder  # noqa: E402
 from ml.learning_rate import softmax_schedule  # noqa: E402
@@ -158,7 +158,7 @@ def _train_softmax(inputs, run, plan, mode, freeze, normalize_embeddings, verbos
     utils.write_json(run.folder / "norm.json", inputs.norm)  # inference normalises as this run was trained
     print(f"{mode}: {parameter_summary(model)}, {constants.MODEL}, epochs {start + 1}-{end}, from {source}")
 
-    training_batches = WindowBatches(inputs.train, level_std=level_std(inputs.norm))
+    training_batches = WindowBatches(inputs.train, shift_stds=shift_stds(inputs.norm))
     # the head alone (frozen mode) is re-trained with the original's schedule
     schedule = softmax_schedule(len(training_batches), "plateau" if freeze else None)
     stateful = [keras.callbacks.EarlyStopping("val_softmax_accuracy", mode="max",
@@ -288,7 +288,7 @@ def _train_triplet(inputs, run, plan, normalize_embeddings, progress):
     run.trim_history(start)
     run.write_settings({**plan, "start": start, "replicas": distribution.replicas()})
     utils.write_json(run.folder / "norm.json", inputs.norm)
-    train_batches = triplet_sampler(inputs.train, level_std(inputs.norm))
+    train_batches = triplet_sampler(inputs.train, shift_stds(inputs.norm))
     test_batches = triplet_sampler(inputs.test)
     print(f"triplet: {parameter_summary(model)}, {constants.MODEL}, steps {start + 1}-{end}, from {source}, "
           f"learning rate {constants.TRIPLET_LEARNING_RATE:g}, {_selection(train_batches)}")
