@@ -16,7 +16,7 @@ Reads  the chosen checkpoint of the default run (the last of frozen, triplet, so
        (verify and identify; --threshold instead); with --asnorm, the AS-norm threshold and the cohort stage 2
        kept beside it (asnorm_cohort.npy).
 Writes embed: --output (.npz with "paths" and "embeddings", .csv, or a folder of .npy files; default
-       embeddings.npz in the current folder); enroll: <workdir>/gallery/<name>.npy and gallery.json.
+       embeddings.npz in the current folder); enroll: <workdir>/gallery/gallery.json and a rows file per speaker (<name>-<token>.npy).
 """
 import csv
 import json
@@ -158,7 +158,7 @@ def enroll(context, name, files, replace, run, threshold, as_json, asnorm):
         print(json.dumps({"name": name, "recordings": count, "file": str(target),
                           "skipped": {str(k): v for k, v in skipped.items()}}))
     else:
-        print(f"enrolled {name}: {count} recording(s) in {target}")
+        print(f"enrolled {name}: {count} recording(s) in the gallery {target.parent}")
 
 
 @main.command()

@@ -13,6 +13,7 @@ MFCC + deltas, normalisation without knowing the speaker). Speakers need not be 
 """
 import hashlib
 import io
+import secrets
 import time
 from pathlib import Path
 
@@ -112,7 +113,7 @@ class Speakers:
         return score, score >= self.threshold()
 
     # ------------------------------------------------------------------------------------------------
-    # The gallery: <name>.npy per enrolled speaker, and gallery.json (the model it was enrolled with)
+    # The gallery: gallery.json (the model, each speaker's files and the rows file it names) and the rows files
     # ------------------------------------------------------------------------------------------------
     def _record(self):
         """gallery.json, checked against this model; a new record when the gallery is empty."""
@@ -156,41 +157,63 @@ class Speakers:
             raise utils.PipelineError(f"{name!r} cannot name a speaker (no '/', no leading '.', not {UNKNOWN!r})")
         if not paths:
             raise utils.PipelineError("enroll needs at least one audio file")
-        record = self._record()
-        known = [] if replace else record["speakers"].get(name, {}).get("files", [])
-        wanted = [p for p in paths if str(p) not in known]
-        vectors, skipped = self.embed_many(wanted)
-        if not vectors and not known:
-            raise utils.PipelineError(f"no usable recording to enroll {name} from: " + "; ".join(
-                f"{path}: {reason}" for path, reason in skipped.items()) if skipped else "all were enrolled before")
-        rows = [] if replace or name not in record["speakers"] else list(self._rows(name))
-        rows += list(vectors.values())
-        utils.ensure_writable_dir(self.gallery)
-        target = self.gallery / f"{name}.npy"
-        utils.save_array(target, np.stack(rows).astype(np.float32))
-        record["speakers"][name] = {"files": known + [str(p) for p in vectors],
-                                    "enrolled": time.strftime("%Y-%m-%d %H:%M:%S")}
-        utils.write_json(self.gallery / "gallery.json", record)
+        with utils.folder_lock(self.gallery, "the gallery"):
+            record = self._record()
+            known = [] if replace else record["speakers"].get(name, {}).get("files", [])
+            wanted = [p for p in paths if str(p) not in known]
+            vectors, skipped = self.embed_many(wanted)
+            if not vectors and not known:
+                raise utils.PipelineError(f"no usable recording to enroll {name} from: " + "; ".join(
+                    f"{path}: {reason}" for path, reason in skipped.items()) if skipped else "all were enrolled before")
+            rows = [] if replace or name not in record["speakers"] else list(self._rows(name, record))
+            rows += list(vectors.values())
+            # The rows go to a new file, which the record names only once it is complete: a kill at any point
+            # leaves the record and the rows it names as they were (at worst an unnamed file, removed next time).
+            target = self.gallery / f"{name}-{secrets.token_hex(4)}.npy"
+            utils.save_array(target, np.stack(rows).astype(np.float32))
+            record["speakers"][name] = {"files": known + [str(p) for p in vectors], "rows_file": target.name,
+                                        "sha256": utils.file_digest(target)[1],
+                                        "enrolled": time.strftime("%Y-%m-%d %H:%M:%S")}
+            utils.write_json(self.gallery / "gallery.json", record)
+            self._remove_unnamed_rows(record)
         return target, skipped
 
     def remove(self, name):
         """Take `name` out of the gallery."""
-        record = self._record()
-        if name not in record["speakers"]:
-            raise utils.PipelineError(f"{name!r} is not enrolled in {self.gallery} (enrolled: "
-                                      f"{', '.join(sorted(record['speakers'])) or 'nobody'})")
-        del record["speakers"][name]
-        utils.write_json(self.gallery / "gallery.json", record)
-        (self.gallery / f"{name}.npy").unlink(missing_ok=True)
+        with utils.folder_lock(self.gallery, "the gallery"):
+            record = self._record()
+            if name not in record["speakers"]:
+                raise utils.PipelineError(f"{name!r} is not enrolled in {self.gallery} (enrolled: "
+                                          f"{', '.join(sorted(record['speakers'])) or 'nobody'})")
+            del record["speakers"][name]
+            utils.write_json(self.gallery / "gallery.json", record)
+            self._remove_unnamed_rows(record)
+
+    def _rows_file(self, name, record):
+        """The file of `name`'s rows: the one its record names (<name>.npy in galleries enrolled before)."""
+        return self.gallery / record["speakers"][name].get("rows_file", f"{name}.npy")
+
+    def _remove_unnamed_rows(self, record):
+        """Delete the rows files no enrolment names (replaced ones, and those of a killed enroll or remove)."""
+        named = {self._rows_file(n, record).name for n in record["speakers"]}
+        for path in self.gallery.glob("*.npy"):
+            if path.name not in named:
+                path.unlink(missing_ok=True)
 
     def listing(self):
         """{name: number of recordings enrolled} of the gallery."""
         return {name: len(entry["files"]) for name, entry in sorted(self._record()["speakers"].items())}
 
-    def _rows(self, name):
-        """The per-recording embeddings of `name`, checked (readable, finite unit vectors of this model's size)."""
-        path = self.gallery / f"{name}.npy"
+    def _rows(self, name, record=None):
+        """The per-recording embeddings of `name`, checked: the file its record names, as it was written (sha256,
+        one row per enrolled file), readable, finite unit vectors of this model's size."""
+        record = record or self._record()
+        entry = record["speakers"][name]
+        path = self._rows_file(name, record)
         fix = f"Enrol {name} again with `python ml/3_embed_verify_identify.py enroll --replace {name} FILE...`"
+        if "sha256" in entry and path.exists() and utils.file_digest(path)[1] != entry["sha256"]:
+            raise utils.CorruptFile(f"{path} is not the file enrolled for {name} (its sha256 differs from the "
+                                    f"gallery's record); {fix[0].lower() + fix[1:]}")
         rows = utils.read_checked(path, lambda p: np.load(p, allow_pickle=False), f"the embeddings of {name}", fix)
         rows = rows[None, :] if rows.ndim == 1 else rows
         size = self.model.get_layer("embeddings").output.shape[-1]
@@ -198,11 +221,15 @@ class Speakers:
                 or np.any(np.abs(np.linalg.norm(rows, axis=1) - 1) > 1e-3)):
             raise utils.CorruptFile(f"{path} holds no valid embedding (not finite unit vectors of this model's "
                                     f"size, {size}); {fix[0].lower() + fix[1:]}")
+        if "sha256" in entry and len(rows) != len(entry["files"]):
+            raise utils.CorruptFile(f"{path} holds {len(rows)} embeddings for the {len(entry['files'])} files "
+                                    f"enrolled for {name}; {fix[0].lower() + fix[1:]}")
         return rows
 
     def enrolled(self):
         """{name: pooled embedding} of the gallery, each checked."""
-        return {name: embeddings.pool(self._rows(name)) for name in sorted(self._record()["speakers"])}
+        record = self._record()
+        return {name: embeddings.pool(self._rows(name, record)) for name in sorted(record["speakers"])}
 
     def identify(self, path, gallery=None):
         """(best-matching enrolled name, or "unknown" below the threshold; {name: score} best first).

@@ -2,6 +2,7 @@
 import importlib.util
 import json
 import shutil
+from pathlib import Path
 
 import librosa
 import numpy as np
@@ -224,11 +225,16 @@ def test_a_gallery_belongs_to_its_model_and_a_damaged_entry_is_named(speakers, t
     assert set(enrolled.enrolled()) == {"p228", "p229"}
     record = json.loads((gallery / "gallery.json").read_text())
     assert record["model"]["mode"] == "softmax" and set(record["speakers"]) == {"p228", "p229"}
-    np.save(gallery / "p229.npy", np.full((1, constants.EMBEDDING_SIZE), np.nan, np.float32))
-    with pytest.raises(utils.PipelineError, match="p229.npy holds no valid embedding.*enrol p229 again"):
+    rows_file = gallery / record["speakers"]["p229"]["rows_file"]
+    np.save(rows_file, np.full((1, constants.EMBEDDING_SIZE), np.nan, np.float32))
+    with pytest.raises(utils.PipelineError, match="p229-.*npy is not the file enrolled for p229.*enrol p229 again"):
         enrolled.identify(corpus.utterances["p228"][1].path)
-    (gallery / "p229.npy").write_bytes(b"\x93NUMPY garbage")
-    with pytest.raises(utils.PipelineError, match="p229.npy is unreadable or corrupt"):
+    record["speakers"]["p229"].pop("sha256")  # a gallery enrolled before rows files were hashed: checked as it loads
+    (gallery / "gallery.json").write_text(json.dumps(record))
+    with pytest.raises(utils.PipelineError, match="p229-.*npy holds no valid embedding.*enrol p229 again"):
+        enrolled.identify(corpus.utterances["p228"][1].path)
+    rows_file.write_bytes(b"\x93NUMPY garbage")
+    with pytest.raises(utils.PipelineError, match="p229-.*npy is unreadable or corrupt"):
         enrolled.enrolled()
     record["model"]["run_id"] = "another"
     (gallery / "gallery.json").write_text(json.dumps(record))
@@ -302,3 +308,41 @@ def test_asnorm_scores_against_the_cohort_of_the_evaluation_at_its_own_threshold
     finally:
         kept.rename(folder / report["asnorm"]["cohort_file"]["file"])
     assert Speakers(asnorm=False).threshold() == report["eer_threshold"]
+
+
+def test_a_killed_enroll_changes_nothing_and_its_rerun_adds_each_file_once(speakers, tmp_path, monkeypatch):
+    model, corpus = speakers
+    gallery = tmp_path / "gallery"
+    enrolled = Speakers(gallery=gallery, threshold=0.5)
+    first, second = (u.path for u in corpus.utterances["p229"][:2])
+    enrolled.enroll("p229", [first])
+    before = enrolled.enrolled()["p229"]
+    write_json = utils.write_json
+
+    def killed(path, obj):
+        if Path(path).name == "gallery.json":
+            raise KeyboardInterrupt  # killed after the new rows file was written, before the record names it
+        write_json(path, obj)
+    monkeypatch.setattr(utils, "write_json", killed)
+    with pytest.raises(KeyboardInterrupt):
+        enrolled.enroll("p229", [second])
+    monkeypatch.setattr(utils, "write_json", write_json)
+    assert len(list(gallery.glob("*.npy"))) == 2  # the unnamed rows file of the killed enroll
+    np.testing.assert_array_equal(enrolled.enrolled()["p229"], before)  # the gallery is as it was
+    assert enrolled.listing() == {"p229": 1}
+    enrolled.enroll("p229", [second])  # the same command again
+    assert enrolled.listing() == {"p229": 2} and len(enrolled._rows("p229")) == 2
+    assert len(list(gallery.glob("*.npy"))) == 1  # the unnamed one removed
+
+
+def test_the_gallery_is_locked_while_one_command_changes_it(speakers, tmp_path):
+    model, corpus = speakers
+    gallery = tmp_path / "gallery"
+    enrolled = Speakers(gallery=gallery, threshold=0.5)
+    with utils.folder_lock(gallery, "the gallery"):
+        with pytest.raises(utils.PipelineError, match="the gallery .* is in use by process"):
+            enrolled.enroll("p229", [corpus.utterances["p229"][0].path])
+    enrolled.enroll("p229", [corpus.utterances["p229"][0].path])
+    with utils.folder_lock(gallery, "the gallery"):
+        with pytest.raises(utils.PipelineError, match="in use"):
+            enrolled.remove("p229")
