@@ -79,6 +79,8 @@ def detect(files, threshold, output, plots, no_plots, run, checkpoint, as_json):
     from ml.speaker_changes import ChangeDetector
     detector = ChangeDetector(run=run, checkpoint=checkpoint, threshold=threshold)
     threshold = detector.threshold()
+    made_by = detector.trained.reference
+    model_name = f"{made_by['mode']} {Path(made_by['file']).name} (run {made_by['run_id']}), threshold {threshold:.3f}"
     results, failed, names = [], {}, {}
     for path in paths:
         try:
@@ -91,7 +93,7 @@ def detect(files, threshold, output, plots, no_plots, run, checkpoint, as_json):
         results.append(found)
         if folder is not None:
             figures.change_curve(found.curve, threshold, found.changes, folder / f"{found.file_id}.png",
-                                 title=f"{path.name}: {len(found.changes)} change(s)")
+                                 title=f"{path.name}: {len(found.changes)} change(s); {model_name}")
         if not as_json:
             shown = ", ".join(f"{t:.2f}" for t in found.changes) or "none"
             print(f"{path}: {len(found.changes)} change(s) in {found.duration:.1f} s (threshold {threshold:.3f}): "

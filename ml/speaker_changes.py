@@ -484,6 +484,8 @@ def evaluate(trained, tuning_paths, test_paths, folder, tuning_described="the tu
                          "utterances": tuning_described},
               "num_skipped_files": len(skipped), "skipped_files": skipped}
     utils.ensure_writable_dir(folder)
+    for old in [*folder.glob("speaker_changes_*.png"), folder / EXAMPLE]:  # an earlier evaluation's: not this one's
+        old.unlink(missing_ok=True)
     if shown:  # the first test conversation as audio, to try `detect` on: its true changes are in the report
         import soundfile
         with utils.atomic_path(folder / EXAMPLE) as tmp:

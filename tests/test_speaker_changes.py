@@ -288,6 +288,12 @@ def test_evaluate_tunes_on_training_speakers_reports_every_key_and_is_shown_agai
     with pytest.raises(utils.PipelineError, match="CHANGE_WINDOW_S = 1.5, now 1.0"):  # a threshold of other curves
         speaker_changes.ChangeDetector().threshold()
     assert speaker_changes.ChangeDetector(threshold=0.3).threshold() == 0.3
+    # evaluated again without plots: nothing of the earlier evaluation is left beside the new report
+    monkeypatch.setattr(constants, "CONVERSATION_PLOTS", 0)
+    forced = CliRunner().invoke(script, ["evaluate", "--force"])
+    assert forced.exit_code == 0, forced.output
+    assert not list(folder.glob("speaker_changes_*")) and "example" not in json.loads(
+        (folder / "speaker_changes.json").read_text())
 
 
 def test_the_validation_speakers_tune_when_there_are_enough_and_never_the_unseen(detector, monkeypatch):
