@@ -435,8 +435,9 @@ def _check_inputs(state, inputs_record, what, fix):
                               f"({why}): retrain with `{fix}`, or rebuild the inputs it was trained on")
 
 
-def _check_predecessor_unchanged(mode, state, again):
-    """Refuse to continue a run whose starting checkpoint (of the mode before) has changed since."""
+def _check_predecessor_unchanged(mode, state, again, other=""):
+    """Refuse to continue (or use) a run whose starting checkpoint (of the mode before) has changed since;
+    `other` names a way out besides `again`."""
     reference = state.get("started_from")
     if not reference:
         return
@@ -449,7 +450,7 @@ def _check_predecessor_unchanged(mode, state, again):
     raise utils.PipelineError(
         f"the {mode} run started from {reference['file']} ({previous.unit} {reference['count']} of the "
         f"{reference['mode']} run {reference['run_id']}), which has changed since (now {where}); start it again "
-        f"from the current one with `{again} --fresh`")
+        f"from the current one with `{again} --fresh`{other}")
 
 
 def identity_from_record(record):
@@ -520,6 +521,10 @@ def resolve_checkpoint(run=None, checkpoint=None):
     state = folder.state()
     if state is None or folder.chosen(state) is None:
         raise utils.PipelineError(f"the {run} run has no checkpoint yet: train it with `{command(run)}`")
+    # a run trained on from a checkpoint that has since been replaced is not the chain's result any more
+    earlier = [m for m in CHAIN if m != run]
+    _check_predecessor_unchanged(run, state, command(run, state.get("normalize_embeddings", False)),
+                                 f", or use another run with --run ({' or '.join(earlier)})")
     if checkpoint is None:
         chosen = folder.chosen(state)
         if folder.intact(chosen):

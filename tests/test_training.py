@@ -165,6 +165,11 @@ def test_a_later_mode_notices_when_the_checkpoint_it_started_from_changed(small_
     training.train_softmax(small_inputs, epochs=2, verbose=0)
     with pytest.raises(utils.PipelineError, match="epoch 1 of the softmax run.*changed since.*--fresh"):
         training.train_triplet(small_inputs, steps=2, normalize_embeddings=True, progress=False)
+    # nor do evaluation and inference take it for the chain's result, by default or by name
+    for run in (None, "triplet"):
+        with pytest.raises(utils.PipelineError, match="changed since.*--fresh`, or use another run with --run"):
+            checkpoints.resolve_checkpoint(run)
+    assert checkpoints.resolve_checkpoint("softmax")[0] == "softmax"
     training.train_triplet(small_inputs, steps=2, normalize_embeddings=True, fresh=True, progress=False)
     with pytest.raises(utils.PipelineError, match="with --normalize_embeddings.*--freeze_embedding_weights "
                                                   "--normalize_embeddings"):
