@@ -5,6 +5,10 @@ records both in settings.json, so a change in constants.py (or another corpus) g
 Building runs over all cores, resumes (finished files are kept; each file is written under a temporary
 name and renamed), and never stops for one bad file: those are skipped and reported with the reason.
 Files are read with numpy's pickle-free loader, so a cache file cannot execute code.
+
+sources.json records, per cached key, the size and modification time (ns) of the audio file it was computed
+from: a corpus file replaced or edited since is computed again by the next build, and `changed` names it to the
+stages that read the cache without building it.
 """
 import hashlib
 import json
@@ -54,14 +58,40 @@ class FeatureCache:
         digest = hashlib.sha1(json.dumps(self.settings, sort_keys=True).encode()).hexdigest()[:12]
         self.folder = Path(cache_root or utils.work_path("cache")) / f"features-{digest}"
         self._frames = {}  # key -> frames, filled by num_frames
+        self._sources = None  # key -> [size, mtime_ns] of its audio when computed (sources.json), read when needed
 
     def path(self, key):
         """The .npy file of the utterance `key`."""
         return self.folder / f"{key}.npy"
 
     def has(self, key):
-        """Whether the utterance's features are cached."""
-        return self.path(key).is_file()
+        """Whether the utterance's features are cached (from a source whose size and time are recorded)."""
+        return key in self.sources() and self.path(key).is_file()
+
+    def sources(self):
+        """{key: [size, mtime_ns]} of the audio each cached key was computed from."""
+        if self._sources is None:
+            self._sources = utils.read_json(self.folder / "sources.json", default={},
+                                            what="the feature cache's record of its audio files", fix=REBUILD)
+        return self._sources
+
+    def check_current(self, utterances):
+        """PipelineError when a cached one of `utterances` was computed from an audio file that has changed since,
+        or the cache predates its record of audio files (stages that read the cache without building it)."""
+        if not self.sources() and self.folder.is_dir() and next(self.folder.rglob("*.npy"), None) is not None:
+            raise utils.PipelineError(f"the feature cache {self.folder} has no record of the audio files it was "
+                                      f"computed from (made by an older version): run `python ml/0_generate_inputs.py`, "
+                                      f"which brings it up to date")
+        changed = self.changed(utterances)
+        if changed:
+            shown = ", ".join(changed[:3]) + (f" and {len(changed) - 3} more" if len(changed) > 3 else "")
+            raise utils.PipelineError(f"{len(changed)} corpus file(s) changed since their features were cached "
+                                      f"({shown}): run `python ml/0_generate_inputs.py`, which computes them again "
+                                      f"(and rebuilds the inputs; runs trained on the old ones must be trained again)")
+
+    def changed(self, utterances):
+        """The keys of `utterances` (corpus Utterances) cached from an audio file that has changed since."""
+        return [u.key for u in utterances if u.key in self.sources() and self.sources()[u.key] != stamp(u.path)]
 
     def load(self, key):
         """(frames, 39) float32 features of the utterance `key` (pickle-free)."""
@@ -85,21 +115,46 @@ class FeatureCache:
 
         items = [(u, 1.0) for u in utterances] + list(speed_copies)
         report = BuildReport(total=len(items))
-        keys = [(features.speed_key(u.key, factor), u, factor) for u, factor in items]
-        todo = [(key, str(u.path), str(self.path(key)), factor) for key, u, factor in keys if not self.has(key)]
+        sources = self.sources()
+        stamps = {}  # taken before computing: a file changed while it is read is computed again next time
+        todo = []
+        for u, factor in items:
+            key = features.speed_key(u.key, factor)
+            stamps[key] = stamp(u.path)
+            if not (self.path(key).is_file() and sources.get(key) == stamps[key]):
+                todo.append((key, str(u.path), str(self.path(key)), factor))
         report.already_cached = report.total - len(todo)
         workers = min(_worker_count(workers), max(len(todo), 1))
         start = time.perf_counter()
         results = _run_jobs(todo, workers)
-        for key, reason, seconds in utils.progress(results, total=len(todo), desc="features", unit="utt",
-                                          disable=not progress or not todo):
-            if reason is None:
-                report.built += 1
-                report.audio_seconds += seconds
-            else:
-                report.skipped[key] = reason
+        last_write = time.monotonic()
+        try:
+            for key, reason, seconds in utils.progress(results, total=len(todo), desc="features", unit="utt",
+                                              disable=not progress or not todo):
+                if reason is None:
+                    report.built += 1
+                    report.audio_seconds += seconds
+                    sources[key] = stamps[key]
+                else:
+                    report.skipped[key] = reason
+                    sources.pop(key, None)
+                    self.path(key).unlink(missing_ok=True)  # a file that no longer gives features: none cached
+                if time.monotonic() - last_write > 30:  # a killed build keeps what it recorded
+                    utils.write_json(self.folder / "sources.json", sources)
+                    last_write = time.monotonic()
+        finally:
+            utils.write_json(self.folder / "sources.json", sources)
         report.seconds = time.perf_counter() - start
         return report
+
+
+def stamp(path):
+    """[size, mtime_ns] of a file ([-1, -1] when it cannot be read): what tells a replaced corpus file."""
+    try:
+        info = os.stat(path)
+    except OSError:
+        return [-1, -1]
+    return [info.st_size, info.st_mtime_ns]
 
 
 def _worker_count(workers):

@@ -102,18 +102,20 @@ class RunFolder:
         state["best"] = _next_best(previous_best, entry, state["checkpoints"])
         entry["best_count"] = state["best"]["count"] if state["best"] else None  # what a resume from it restores
         self._prune(state)
-        utils.write_json(self.folder / "state.json", state)
         return entry
 
     def _prune(self, state):
-        """Keep the newest KEEP_CHECKPOINTS checkpoints and the best; delete the other weights files."""
+        """Keep the newest KEEP_CHECKPOINTS checkpoints and the best, record that in state.json, then delete the
+        weights files it no longer names (so a kill in between never leaves a record naming a deleted file)."""
         keep = state["checkpoints"][-constants.KEEP_CHECKPOINTS:]
         if state.get("best") and state["best"] not in keep:
             keep = [state["best"]] + keep
-        for entry in state["checkpoints"]:
-            if entry not in keep:
-                (self.folder / entry["file"]).unlink(missing_ok=True)
         state["checkpoints"] = sorted(keep, key=lambda c: c["count"])
+        utils.write_json(self.folder / "state.json", state)
+        named = {Path(entry["file"]).name for entry in state["checkpoints"]}
+        for path in (self.folder / "weights").glob(f"{self.unit}-*.weights.h5"):
+            if path.name not in named:
+                path.unlink(missing_ok=True)
 
     def intact(self, entry):
         """Whether the checkpoint's file exists with the size and sha256 recorded when it was written."""
@@ -420,7 +422,8 @@ def _check_resumable(run, state, inputs_record, identity, normalize_embeddings, 
 
 def _check_inputs(state, inputs_record, what, fix):
     """Refuse when `state` was trained on other inputs than the current ones, naming a setting that differs."""
-    if state.get("inputs") == inputs_record:
+    from ml.inputs import same_inputs
+    if same_inputs(state.get("inputs"), inputs_record):
         return
     then = (state.get("inputs") or {}).get("settings", {})
     now = (inputs_record or {}).get("settings", {})
@@ -547,7 +550,8 @@ def resolve_checkpoint(run=None, checkpoint=None):
 
 def check_trained_on(mode, state, record):
     """PipelineError unless the run was trained on the inputs of `record` (inputs.json, as checked_record reads it)."""
-    if state.get("inputs") != record["built_from"]:
+    from ml.inputs import same_inputs
+    if not same_inputs(state.get("inputs"), record["built_from"]):
         raise utils.PipelineError(
             f"the {mode} run was trained on other inputs than those in {utils.work_path('inputs')} (rebuilt "
             f"since, with other settings or utterances): retrain it with `{command(mode)} --fresh` "

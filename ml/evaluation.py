@@ -328,6 +328,7 @@ def unseen_speaker_report(model, cache, corpus, unseen_speakers, norm, seed=None
     reported beside the plain cosine ones (under "asnorm").
     """
     rng = np.random.default_rng(constants.SEED if seed is None else seed)
+    cache.check_current([u for s in unseen_speakers for u in corpus.utterances.get(s, [])])
     speakers, keys, counts, short = [], [], [], {}
     for speaker in unseen_speakers:
         for utterance in corpus.utterances.get(speaker, []):

@@ -277,11 +277,22 @@ def expected_record(cache, corpus, train_speakers, unseen_speakers, validation_s
     copies = speed_copies.classes(cache, plan)
     listed = [k for s in sorted(keys) for k in keys[s]] + [k for name in copies for k in copies[name]]
     digest = hashlib.sha1("\n".join(listed).encode()).hexdigest()
+    recorded = cache.sources()  # each key's audio file (size, time) as cached: a replaced file gives other inputs
+    sources = hashlib.sha1("\n".join(f"{k} {recorded.get(k)}" for k in listed).encode()).hexdigest()
     return {"settings": utils.settings_snapshot(INPUT_SETTINGS + tuple(features.feature_settings())),
             "cache": cache.folder.name,
             "train_speakers": list(train_speakers), "unseen_speakers": list(unseen_speakers),
             "validation_speakers": list(validation_speakers),
-            "utterances_digest": digest}
+            "utterances_digest": digest, "sources_digest": sources}
+
+
+def same_inputs(trained_on, built_from):
+    """Whether a run trained on inputs recorded as `trained_on` was trained on the inputs `built_from` describes.
+    A run recorded before the inputs named their audio files (no "sources_digest") is judged on the rest."""
+    if trained_on == built_from:
+        return True
+    return (isinstance(trained_on, dict) and isinstance(built_from, dict) and "sources_digest" not in trained_on
+            and {k: v for k, v in built_from.items() if k != "sources_digest"} == trained_on)
 
 
 REBUILD = "rebuild them with `python ml/0_generate_inputs.py --force`"

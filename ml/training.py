@@ -83,6 +83,10 @@ class Checkpoints(keras.callbacks.Callback):
             return
         self.last_epoch = epoch + 1
         if self.last_epoch % self.every == 0 or self.last_epoch == self.end or self.model.stop_training:
+            stopped = [c for c in self.stateful if isinstance(c, keras.callbacks.EarlyStopping) and c.stopped_epoch]
+            if stopped and self.last_epoch < self.end:  # recorded with this checkpoint: a kill cannot split them
+                self.state["finished"] = {"reason": f"early stopping: val_softmax_accuracy stalled for "
+                                                    f"{constants.EARLY_STOPPING_PATIENCE} epochs", "target": self.end}
             metric = checkpoint_metric(logs or {}, self.validation)
             self.run.save(self.model, self.last_epoch, self.state, metric, callback_state(self.stateful))
 
@@ -136,7 +140,7 @@ def train_softmax(inputs, epochs=None, fresh=False, freeze=False, normalize_embe
     run = RunFolder(mode)
     if plan["nothing_to_do"]:
         print(plan["nothing_to_do"])
-        return utils.read_json(run.folder / "result.json", default={}, what="the run's final test accuracies")
+        return final_accuracy(inputs, run, normalize_embeddings)
     with distribution.strategy().scope():  # the model, its optimizer and fit on every replica (ml/distribution.py)
         return _train_softmax(inputs, run, plan, mode, freeze, normalize_embeddings, verbose)
 
@@ -180,19 +184,35 @@ def _train_softmax(inputs, run, plan, mode, freeze, normalize_embeddings, verbos
         raise NonFiniteLoss(f"{mode}: {saver.failed}; training stopped, the last good checkpoint is "
                             f"kept ({_latest_path(run)}). Try a lower LEARNING_RATE.")
     reached = saver.last_epoch or start
-    if reached < end and stateful[0].stopped_epoch:
-        state["finished"] = {"reason": f"early stopping: val_softmax_accuracy stalled for "
-                                       f"{constants.EARLY_STOPPING_PATIENCE} epochs", "target": end}
-        utils.write_json(run.folder / "state.json", state)
     run.write_settings(plan, ended=reached)
+    return {**final_accuracy(inputs, run, normalize_embeddings, model), "model": model}
+
+
+def final_accuracy(inputs, run, normalize_embeddings, model=None):
+    """The closed-set test accuracies of the run's latest checkpoint (`model`: it, in memory), as result.json
+    records them: read when the record is that checkpoint's, else measured and written (a run killed after its
+    last checkpoint, before this, gets them when the command is run again; never an older checkpoint's)."""
+    state = run.state() or {}
+    latest = state.get("latest")
+    result = utils.read_json(run.folder / "result.json", default={}, what="the run's final test accuracies",
+                             fix="It is measured again when it is removed")
+    if latest is None or (model is None and result.get("checkpoint") == latest["file"]
+                          and result.get("sha256") == latest["sha256"]):
+        return result
+    if model is None:
+        print(f"{run.mode}: the final test accuracies of {latest['file']} were not recorded (interrupted); "
+              f"measuring them")
+        model = build_model(len(inputs.classes), normalize_embeddings=normalize_embeddings,
+                            input_shape=inputs.input_shape)
+        run.load_into(model, state, latest, fallback=False)
     window, utterance = evaluation.closed_set_accuracy(model, inputs)
-    print(f"{mode}: test accuracy {window:.1%} per window, {utterance:.1%} per utterance "
+    print(f"{run.mode}: test accuracy {window:.1%} per window, {utterance:.1%} per utterance "
           f"({len(inputs.test):,} windows of {len(inputs.test.utterance_keys)} utterances, "
           f"normalisation {inputs.norm['method']}, over the {len(inputs.speakers)} real speakers)")
-    result = {"window_accuracy": window, "utterance_accuracy": utterance, "epoch": reached,
-              "normalization": inputs.norm["method"], "checkpoint": (state.get("latest") or {}).get("file")}
+    result = {"window_accuracy": window, "utterance_accuracy": utterance, "epoch": latest["count"],
+              "normalization": inputs.norm["method"], "checkpoint": latest["file"], "sha256": latest["sha256"]}
     utils.write_json(run.folder / "result.json", result)
-    return {**result, "model": model}
+    return result
 
 
 def _start_model(inputs, plan, normalize_embeddings, freeze):
@@ -262,7 +282,13 @@ def train_triplet(inputs, steps=None, fresh=False, normalize_embeddings=False, p
             return train_triplet(inputs, normalize_embeddings=normalize_embeddings, progress=progress, plan=plan)
     if plan["nothing_to_do"]:
         print(plan["nothing_to_do"])
-        return utils.read_json(run.folder / "result.json", default={}, what="the run's final losses")
+        result = utils.read_json(run.folder / "result.json", default={}, what="the run's final losses")
+        latest = (run.state() or {}).get("latest") or {}
+        if result.get("step") != latest.get("count"):  # killed after its last checkpoint: not recorded, not guessed
+            print(f"triplet: the final moving-average losses of step {latest.get('count')} were not recorded "
+                  f"(interrupted); history.csv has the losses of every step")
+            return {}
+        return result
     distribution.check_triplet_batch()
     with distribution.strategy().scope():
         return _train_triplet(inputs, run, plan, normalize_embeddings, progress)
@@ -330,11 +356,12 @@ def _train_triplet(inputs, run, plan, normalize_embeddings, progress):
                 else:
                     metric = {"name": "test_loss_moving_average", "value": float(np.mean(averages["test_loss"])),
                               "higher_is_better": False}
-                run.save(model, step, state, metric, {"since_best": since_best})
-                if validation is not None and since_best >= constants.TRIPLET_PATIENCE:
+                stopping = validation is not None and since_best >= constants.TRIPLET_PATIENCE
+                if stopping:  # recorded with the checkpoint: a kill cannot leave one without the other
                     state["finished"] = {"reason": f"early stopping: no better validation EER in "
                                                    f"{constants.TRIPLET_PATIENCE} checkpoints", "target": end}
-                    utils.write_json(run.folder / "state.json", state)
+                run.save(model, step, state, metric, {"since_best": since_best})
+                if stopping:
                     print(f"triplet: stopped at step {step}: no better validation EER in {constants.TRIPLET_PATIENCE} "
                           f"checkpoints; the best is {state['best']['file']} "
                           f"({state['best']['metric']['value']:.2%})")

@@ -98,3 +98,33 @@ def test_cache_files_load_without_executing_code(corpus, workdir):
     np.save(cache.path("evil"), np.array([object()], dtype=object), allow_pickle=True)
     with pytest.raises(PipelineError, match="evil.npy is unreadable or corrupt .*allow_pickle"):
         cache.load("evil")
+
+
+def test_a_corpus_file_replaced_since_is_named_then_computed_again(corpus, workdir):
+    import shutil
+    cache = FeatureCache(corpus.root)
+    utterances = all_utterances(corpus)
+    cache.build(utterances, progress=False)
+    cache.check_current(utterances)  # nothing changed
+    target, other = [u for u in utterances if u.key.startswith("p225/")][:2]  # two utterances of p225 ...
+    before = cache.load(target.key)
+    shutil.copyfile(other.path, target.path)  # ... one copied over the other: same name, other audio
+    with pytest.raises(PipelineError, match=r"1 corpus file\(s\) changed since.*" + target.key + ".*0_generate_inputs"):
+        FeatureCache(corpus.root).check_current(utterances)
+    again = FeatureCache(corpus.root)
+    report = again.build(utterances, progress=False)
+    assert (report.built, report.already_cached) == (1, 19)
+    assert not np.array_equal(again.load(target.key), before)
+    np.testing.assert_array_equal(again.load(target.key), again.load(other.key))
+    again.check_current(utterances)
+
+
+def test_a_cache_without_its_record_of_audio_files_is_brought_up_to_date(corpus, workdir):
+    cache = FeatureCache(corpus.root)
+    cache.build(all_utterances(corpus), progress=False)
+    (cache.folder / "sources.json").unlink()  # as an older version left it
+    older = FeatureCache(corpus.root)
+    assert not older.has(all_utterances(corpus)[0].key)
+    with pytest.raises(PipelineError, match="no record of the audio files.*0_generate_inputs"):
+        older.check_current(all_utterances(corpus))
+    assert older.build(all_utterances(corpus), progress=False).built == 20

@@ -140,6 +140,19 @@ def test_script_0_builds_skips_when_current_and_rebuilds_with_force(tone_corpus,
     second = run_script(env)
     assert "20 cached before" in second.stdout and "are current" in second.stdout
     assert "train: windows" in run_script(env, "--force").stdout
+    # a corpus file replaced by other audio under the same name: computed again, and the inputs are rebuilt
+    replaced = sorted((tone_corpus / "wav48_silence_trimmed" / "p225").glob("*_mic1.flac"))
+    replaced[0].write_bytes(replaced[1].read_bytes())
+    third = run_script(env)
+    assert "19 cached before, 1 built" in third.stdout and "sources_digest" in third.stdout, third.stdout
+
+
+def test_a_run_recorded_before_the_inputs_named_their_audio_files_is_judged_on_the_rest():
+    built_from = {"settings": {"SEED": 1}, "utterances_digest": "a", "sources_digest": "b"}
+    older = {k: v for k, v in built_from.items() if k != "sources_digest"}
+    assert ml_inputs.same_inputs(built_from, built_from) and ml_inputs.same_inputs(older, built_from)
+    assert not ml_inputs.same_inputs(dict(built_from, sources_digest="c"), built_from)
+    assert not ml_inputs.same_inputs(dict(older, utterances_digest="z"), built_from)
 
 
 def test_script_0_reports_missing_speakers_and_an_unwritable_workdir_clearly(tone_corpus, tmp_path):

@@ -4,6 +4,7 @@ import importlib.util
 import os
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -493,3 +494,50 @@ def test_a_segment_triplet_run_goes_on_only_on_as_many_devices_as_it_began(small
     utils.write_json(path, {**utils.read_json(path), "replicas": 2})  # as if it had begun on two devices
     with pytest.raises(utils.PipelineError, match="DEEP_SPEAKER_CPU_DEVICES=2"):
         training.train_triplet(small_inputs, steps=3, normalize_embeddings=True, progress=False)
+
+
+def test_a_run_killed_after_its_last_checkpoint_measures_its_accuracy_when_run_again(small_inputs, workdir,
+                                                                                     monkeypatch, capsys):
+    monkeypatch.setattr(constants, "SOFTMAX_SCHEDULE_EPOCHS", 2)
+    training.train_softmax(small_inputs, epochs=1, verbose=0)
+    first = utils.read_json(workdir / "runs" / "softmax" / "result.json")
+    real = evaluation.closed_set_accuracy
+
+    def killed(*args, **kwargs):
+        raise KeyboardInterrupt
+    monkeypatch.setattr(evaluation, "closed_set_accuracy", killed)
+    with pytest.raises(KeyboardInterrupt):  # killed after epoch 2's checkpoint, before its accuracy was written
+        training.train_softmax(small_inputs, epochs=2, verbose=0)
+    assert utils.read_json(workdir / "runs" / "softmax" / "result.json") == first  # epoch 1's, not epoch 2's
+    monkeypatch.setattr(evaluation, "closed_set_accuracy", real)
+    capsys.readouterr()
+    again = training.train_softmax(small_inputs, epochs=2, verbose=0)  # the same command
+    out = capsys.readouterr().out
+    assert "nothing to train" in out and "were not recorded (interrupted); measuring them" in out
+    state = utils.read_json(workdir / "runs" / "softmax" / "state.json")
+    assert again["epoch"] == 2 and again["checkpoint"] == state["latest"]["file"]
+    assert utils.read_json(workdir / "runs" / "softmax" / "result.json") == again
+    training.train_softmax(small_inputs, epochs=2, verbose=0)
+    assert "measuring" not in capsys.readouterr().out  # recorded now: read, not measured again
+
+
+def test_pruned_checkpoints_leave_the_record_before_their_files_go(workdir, monkeypatch):
+    monkeypatch.setattr(constants, "KEEP_CHECKPOINTS", 1)
+    run = checkpoints.RunFolder("triplet")
+    state = {"checkpoints": [], "latest": None, "best": None}
+    model = build_model(3)
+    for count in (1, 2):
+        run.save(model, count, state, {"name": "loss", "value": 1.0 / count, "higher_is_better": False})
+    real_unlink = Path.unlink
+
+    def killed_while_deleting(self, missing_ok=False):
+        raise KeyboardInterrupt
+    monkeypatch.setattr(Path, "unlink", killed_while_deleting)
+    with pytest.raises(KeyboardInterrupt):
+        run.save(model, 3, state, {"name": "loss", "value": 1.0 / 3, "higher_is_better": False})
+    monkeypatch.setattr(Path, "unlink", real_unlink)
+    recorded = utils.read_json(run.folder / "state.json")
+    assert all((run.folder / entry["file"]).exists() for entry in recorded["checkpoints"])
+    assert [entry["count"] for entry in recorded["checkpoints"]] == [3] and recorded["best"]["count"] == 3
+    run.save(model, 4, state, {"name": "loss", "value": 0.25, "higher_is_better": False})
+    assert sorted(p.name for p in (run.folder / "weights").iterdir()) == ["step-000004.weights.h5"]
