@@ -564,6 +564,39 @@ def _write_utterance(root, layout, voice, speaker_index, number, seed, sample_ra
         _write_atomically(text_path, lambda path: path.write_text(text + "\n"))
 
 
+RECORD_FILE = "demo-corpus.json"  # the settings that decide what each file holds
+
+
+def _claim(root, made_with, info):
+    """Refuse to add files to a folder holding a corpus made with another seed, sample rate or layout (one voice
+    per speaker and one rate per corpus), or to a folder that holds something else; record `made_with` first.
+    A demo corpus from before the record (its speaker-info.txt is what this seed writes) is adopted."""
+    record_path = root / RECORD_FILE
+    if record_path.exists():
+        recorded = utils.read_json(record_path, what="the demo corpus's record of its settings",
+                                   fix=f"Write the demo corpus again into an empty folder (remove {root})")
+        differ = {k: (recorded.get(k), v) for k, v in made_with.items() if recorded.get(k) != v}
+        if differ:
+            raise utils.PipelineError(
+                f"{root} holds a demo corpus made with " + ", ".join(f"{k} {a}" for k, (a, _) in differ.items())
+                + " (now " + ", ".join(f"{k} {b}" for k, (_, b) in differ.items()) + "): files of both would "
+                f"mix in one corpus; write it into another folder, or remove {root} first")
+        return
+    info_path = root / SPEAKER_INFO_FILE
+    holds = root.exists() and any(p.name != ".lock" for p in root.iterdir())
+    if holds and not (info_path.exists() and _first_lines_match(info_path.read_text(), info)):
+        raise utils.PipelineError(f"{root} is not empty and holds no demo corpus of these settings: write the "
+                                  f"demo corpus into an empty or new folder")
+    root.mkdir(parents=True, exist_ok=True)
+    utils.write_json(record_path, made_with)
+
+
+def _first_lines_match(written, info):
+    """Whether two speaker-info texts agree on the speakers both list (a corpus may have been written smaller)."""
+    a, b = written.splitlines(), info.splitlines()
+    return a[:min(len(a), len(b))] == b[:min(len(a), len(b))]
+
+
 def _setting(value, name):
     """`value`, or constants.<name> when it is None (read at call time, so it can be patched)."""
     return getattr(constants, name) if value is None else value
@@ -585,6 +618,7 @@ def write_demo_corpus(root, num_speakers=None, utterances_per_speaker=None, samp
     if root.exists():
         utils.remove_stale_temporaries(root)  # left by an interrupted run
     voices = [draw_voice(np.random.default_rng([seed, 0, k])) for k in range(num_speakers)]
+    _claim(root, {"seed": seed, "sample_rate": sample_rate, "layout": layout}, _speaker_info(voices))
     with utils.progress(total=num_speakers * utterances, desc="demo corpus", unit="utt", disable=not progress) as bar:
         for k, voice in enumerate(voices):
             for number in range(1, utterances + 1):
@@ -617,6 +651,7 @@ def _help(text, name):
               help=_help("VCTK release to imitate.", "DEMO_LAYOUT"))
 @click.option("--seed", type=click.IntRange(min=0), default=None,
               help=_help("The same seed writes the same bytes.", "DEMO_SEED"))
+@utils.friendly_errors
 def main(out_dir, speakers, utterances, sample_rate, layout, seed):
     """Write a synthetic VCTK-shaped corpus to OUT_DIR (files already there are kept)."""
     utils.print_overrides()

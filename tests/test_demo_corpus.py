@@ -52,12 +52,12 @@ def test_layout(tmp_path, layout, sample_rate, audio_folder, suffix, file_format
     """Every release's folders, names, format, sample rate and channel count."""
     root = write(tmp_path, layout=layout, sample_rate=sample_rate)
     assert root == tmp_path
-    expected = {"speaker-info.txt"}
+    expected = {"speaker-info.txt", "demo-corpus.json"}  # the record of the settings the files were made with
     for number, speaker in itertools.product((1, 2), ("p225", "p226", "p227")):
         expected.add(f"{audio_folder}/{speaker}/{speaker}_{number:03d}{suffix}")
         expected.add(f"txt/{speaker}/{speaker}_{number:03d}.txt")
     assert set(tree(root)) == expected
-    for name in expected - {"speaker-info.txt"}:
+    for name in expected - {"speaker-info.txt", "demo-corpus.json"}:
         if name.startswith(audio_folder):
             info = sf.info(root / name)
             assert (info.samplerate, info.channels) == (sample_rate, 1)
@@ -170,3 +170,25 @@ def test_command_line_prints_a_summary(tmp_path):
     summary = result.output.strip().splitlines()[-1]
     assert "2 speakers, 2 utterances" in summary and str(Path(tmp_path)) in summary
     assert sorted(path.name for path in tmp_path.rglob("*.wav")) == ["p225_001.wav", "p226_001.wav"]
+
+
+def test_a_folder_holding_a_corpus_of_other_settings_is_refused_not_mixed(tmp_path):
+    import utils
+    root = tmp_path / "c1"
+    write_demo_corpus(root, num_speakers=2, utterances_per_speaker=2, seed=1, progress=False)
+    before = sorted(p.read_bytes() for p in root.rglob("*.flac"))
+    for other in ({"seed": 2}, {"sample_rate": 8000}, {"layout": "0.80"}):
+        with pytest.raises(utils.PipelineError, match="made with .* files of both would mix"):
+            write_demo_corpus(root, num_speakers=2, utterances_per_speaker=3, progress=False,
+                              **{"seed": 1, **other})
+    assert sorted(p.read_bytes() for p in root.rglob("*.flac")) == before  # nothing added or changed
+    write_demo_corpus(root, num_speakers=2, utterances_per_speaker=3, seed=1, progress=False)  # the same: grows
+    assert len(list(root.rglob("*.flac"))) == 6
+    refused = CliRunner().invoke(demo_corpus.main, [str(root), "--seed", "2"])
+    assert refused.exit_code == 1 and "made with seed 1" in refused.output and "Traceback" not in refused.output
+    # a corpus written before the record existed is adopted when its speakers are this seed's
+    (root / demo_corpus.RECORD_FILE).unlink()
+    write_demo_corpus(root, num_speakers=2, utterances_per_speaker=3, seed=1, progress=False)
+    (root / demo_corpus.RECORD_FILE).unlink()
+    with pytest.raises(utils.PipelineError, match="not empty and holds no demo corpus of these settings"):
+        write_demo_corpus(root, num_speakers=2, utterances_per_speaker=3, seed=2, progress=False)
