@@ -15,8 +15,9 @@ Reads  the chosen checkpoint of the default run (the last of frozen, triplet, so
        its norm.json, and the EER threshold of its evaluation, runs/<run>/evaluation/<checkpoint>/report.json
        (verify and identify; --threshold instead); with --asnorm, the AS-norm threshold and the cohort stage 2
        kept beside it (asnorm_cohort.npy).
-Writes embed: --output (.npz with "paths" and "embeddings", .csv, or a folder of .npy files; default
-       embeddings.npz in the current folder); enroll: <workdir>/gallery/gallery.json and a rows file per speaker (<name>-<token>.npy).
+Writes embed: --output (.npz with "paths" and "embeddings", .csv, or a folder of .npy files with
+       embeddings.json naming the model and each file's audio; default embeddings.npz in the current folder);
+       enroll: <workdir>/gallery/gallery.json and a rows file per speaker (<name>-<token>.npy).
 """
 import csv
 import json
@@ -89,7 +90,8 @@ def main(context, run, threshold, as_json, asnorm):
 def embed(context, files, output, run, threshold, as_json, asnorm):
     """Write the embeddings of FILES (audio files, folders, .txt lists)."""
     settings = options(context, run=run, threshold=threshold, as_json=as_json, asnorm=asnorm)
-    vectors, failed = speakers(settings).embed_many(named_audio_files(files))
+    model = speakers(settings)
+    vectors, failed = model.embed_many(named_audio_files(files))
     report_skipped(failed)
     if not vectors:
         raise utils.PipelineError("no file gave an embedding")
@@ -110,14 +112,46 @@ def embed(context, files, output, run, threshold, as_json, asnorm):
                                       f"use a .npz, a .csv or a folder")
         utils.save_array(output, matrix[0])
     else:
-        utils.ensure_writable_dir(output)
-        for path, row in zip(vectors, matrix):
-            utils.save_array(output / f"{Path(path).stem}.npy", row)
+        write_folder(output, paths, matrix, model.trained.reference)
     if settings.get("as_json"):
         print(json.dumps({"output": str(output), "embedded": len(paths), "skipped": {str(k): v for k, v in failed.items()}}))
     else:
         print(f"{len(paths)} embedding(s) of {matrix.shape[1]} values written to {output}"
               f"{f'; {len(failed)} file(s) skipped' if failed else ''}")
+
+
+MANIFEST = "embeddings.json"  # in an --output folder: the model, and the audio file of each .npy
+
+
+def write_folder(folder, paths, matrix, model):
+    """One .npy per embedding in `folder`, named after its file (stem, stem-2, ... for equal stems; the same file
+    embedded again keeps its name), listed in the folder's manifest with the model that made them. A folder of
+    another model's embeddings, or of .npy files no manifest lists, is refused: they would not compare."""
+    utils.ensure_writable_dir(folder, f"the --output folder {folder}", "write the embeddings elsewhere")
+    manifest = utils.read_json(folder / MANIFEST, what="the record of the embeddings in this folder",
+                               fix="Write the embeddings into an empty folder", keys=("model", "files"))
+    if manifest is None and any(folder.glob("*.npy")):
+        raise utils.PipelineError(f"--output {folder} holds .npy files that no {MANIFEST} describes: write the "
+                                  f"embeddings into an empty or new folder")
+    if manifest is not None and manifest["model"] != model:
+        made = manifest["model"]
+        raise utils.PipelineError(f"--output {folder} holds embeddings of {made['mode']} {made['file']} (run "
+                                  f"{made['run_id']}), not of this model: embeddings of two models do not compare; "
+                                  f"write them into another folder")
+    files = dict(manifest["files"]) if manifest else {}  # .npy name -> audio path
+    utils.write_json(folder / MANIFEST, {"model": model, "files": files})  # the folder is this model's from now on
+    named = {source: name for name, source in files.items()}
+    for path, row in zip(paths, matrix):
+        name = named.get(path)
+        if name is None:
+            stem, count = Path(path).stem, 1
+            name = f"{stem}.npy"
+            while name in files:
+                count += 1
+                name = f"{stem}-{count}.npy"
+            files[name], named[path] = path, name
+        utils.save_array(folder / name, row)
+    utils.write_json(folder / MANIFEST, {"model": model, "files": files})
 
 
 @main.command()

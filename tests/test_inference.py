@@ -346,3 +346,28 @@ def test_the_gallery_is_locked_while_one_command_changes_it(speakers, tmp_path):
     with utils.folder_lock(gallery, "the gallery"):
         with pytest.raises(utils.PipelineError, match="in use"):
             enrolled.remove("p229")
+
+
+def test_embeddings_into_a_folder_keep_one_file_per_recording_and_their_model(speakers, trained, tmp_path):
+    _, corpus = speakers
+    script = load_script("ml/3_embed_verify_identify.py").main
+    same_stem = tmp_path / "b" / corpus.utterances["p229"][0].path.name  # another recording with the same name
+    same_stem.parent.mkdir()
+    shutil.copyfile(corpus.utterances["p228"][0].path, same_stem)
+    out = tmp_path / "folder"
+    first = CliRunner().invoke(script, ["embed", str(corpus.utterances["p229"][0].path), str(same_stem),
+                                        "--output", str(out)])
+    assert first.exit_code == 0 and "2 embedding(s)" in first.output, first.output
+    manifest = json.loads((out / "embeddings.json").read_text())
+    assert sorted(manifest["files"].values()) == sorted([str(corpus.utterances["p229"][0].path), str(same_stem)])
+    assert sorted(p.name for p in out.glob("*.npy")) == sorted(manifest["files"])  # both kept, none overwritten
+    again = CliRunner().invoke(script, ["embed", str(same_stem), "--output", str(out)])  # the same file: same name
+    assert again.exit_code == 0 and json.loads((out / "embeddings.json").read_text()) == manifest
+    manifest["model"]["run_id"] = "another"
+    (out / "embeddings.json").write_text(json.dumps(manifest))
+    other = CliRunner().invoke(script, ["embed", str(same_stem), "--output", str(out)])
+    assert other.exit_code == 2 and "embeddings of two models do not compare" in other.output
+    (tmp_path / "loose").mkdir()
+    np.save(tmp_path / "loose" / "x.npy", np.zeros(3))
+    loose = CliRunner().invoke(script, ["embed", str(same_stem), "--output", str(tmp_path / "loose")])
+    assert loose.exit_code == 2 and "no embeddings.json describes" in loose.output
