@@ -541,3 +541,16 @@ def test_pruned_checkpoints_leave_the_record_before_their_files_go(workdir, monk
     assert [entry["count"] for entry in recorded["checkpoints"]] == [3] and recorded["best"]["count"] == 3
     run.save(model, 4, state, {"name": "loss", "value": 0.25, "higher_is_better": False})
     assert sorted(p.name for p in (run.folder / "weights").iterdir()) == ["step-000004.weights.h5"]
+
+
+def test_triplet_settings_never_stop_a_softmax_run_but_do_stop_a_triplet_run(small_inputs, workdir, monkeypatch,
+                                                                             capsys):
+    monkeypatch.setattr(constants, "SOFTMAX_SCHEDULE_EPOCHS", 1)
+    training.train_softmax(small_inputs, epochs=1, verbose=0)
+    training.train_triplet(small_inputs, steps=2, normalize_embeddings=True, progress=False)
+    monkeypatch.setattr(constants, "TRIPLET_LEARNING_RATE", 0.001)
+    capsys.readouterr()
+    training.train_softmax(small_inputs, epochs=1, verbose=0)  # an ablation of the triplet stage shares it
+    assert "nothing to train" in capsys.readouterr().out
+    with pytest.raises(utils.PipelineError, match="TRIPLET_LEARNING_RATE"):
+        training.train_triplet(small_inputs, steps=4, normalize_embeddings=True, progress=False)
