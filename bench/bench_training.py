@@ -6,7 +6,6 @@ extrapolated from the batch rate to the number of batches of one epoch of these 
 
     VCTK_CORPUS_PATH=../shared/data/so-dev-vctk092 DEEP_SPEAKER_SPLIT=auto python bench/bench_training.py
 """
-import json
 import os
 import statistics
 import sys
@@ -87,9 +86,9 @@ def main(batches, repeats, out):
               f"{row['softmax_epoch_s']:.0f} s | {row['triplet_windows_per_s']:,.0f} | {row['triplet_step_s'] * 1000:.0f} ms |")
     dense, conv = rows
     print(f"\nconv / dense time per softmax batch: {dense['softmax_windows_per_s'] / conv['softmax_windows_per_s']:.1f}x")
-    out = out or utils.work_path("bench", "training.json")
-    utils.ensure_writable_dir(out.parent)
-    out.write_text(json.dumps(rows, indent=2))
+    out = common.write_results(out or utils.work_path("bench", "training.json"), rows, machine=common.machine(),
+                               batch_size=constants.BATCH_SIZE, repeats=repeats, batches=batches)
+    print(f"written to {out}")
 
 
 if __name__ == "__main__":

@@ -45,12 +45,40 @@ def markdown_table(rows):
     return "\n".join(lines)
 
 
+def provenance():
+    """What made a result: the code (commit, "+changes" when the tree differs), the recipe and every
+    DEEP_SPEAKER_<NAME> override in effect (so a "default" figure that was not is seen as such), and when."""
+    import constants
+    return {"code_version": utils.code_version(), "recipe": constants.RECIPE,
+            "overrides": {name: utils.json_value(value) for name, value in constants.OVERRIDES.items()},
+            "written": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")}
+
+
+def write_results(out, rows, key=None, **record):
+    """Write `rows` (dicts) to the JSON file `out` atomically, each with the provenance of this run, beside
+    `record`'s entries. With `key` (a function of a row), rows of earlier runs whose key no row of this run has
+    are kept (a run of some configurations does not drop the others'); a row of the same key is replaced."""
+    out = Path(out)
+    utils.ensure_writable_dir(out.parent)
+    made = provenance()
+    rows = [{**row, "provenance": made} for row in rows]
+    if key is not None:
+        earlier = utils.read_json(out, default={}, what="an earlier result file of this bench script",
+                                  fix="Move it away; this run writes a new one")
+        earlier_rows = earlier.get("rows", []) if isinstance(earlier, dict) else []
+        mine = {key(row) for row in rows}
+        rows = [row for row in earlier_rows if key(row) not in mine] + rows
+    utils.write_json(out, {**record, "rows": rows})
+    return out
+
+
 def publish(record, rows, out):
-    """Print the machine line and the table, and write the record (with the table) as JSON to `out`."""
+    """Print the machine line and the table, and write the record (with the table and the provenance) as JSON
+    to `out`."""
     record["machine"]["load_average_1min_at_end"] = os.getloadavg()[0]
     table = machine_line(record["machine"], record["repeats"]) + "\n\n" + markdown_table(rows)
     print("\n" + table)
     out = Path(out)
     utils.ensure_writable_dir(out.parent)
-    utils.write_json(out, {**record, "table": table})
+    utils.write_json(out, {**record, "table": table, "provenance": provenance()})
     print(f"\nwritten to {out}")

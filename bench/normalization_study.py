@@ -9,7 +9,6 @@ original's inputs: no speed copies (SPEED_PERTURBATION is set to empty) and no l
 
     VCTK_CORPUS_PATH=../shared/data/so-dev-vctk092 DEEP_SPEAKER_SPLIT=auto python bench/normalization_study.py
 """
-import json
 import sys
 import time
 from pathlib import Path
@@ -23,6 +22,7 @@ import keras  # noqa: E402
 import constants  # noqa: E402
 import utils  # noqa: E402
 from audio.cache import FeatureCache  # noqa: E402
+from bench import common  # noqa: E402
 from audio.corpus import find_corpus, split_speakers  # noqa: E402
 from ml import evaluation  # noqa: E402
 from ml.batches import WindowBatches  # noqa: E402
@@ -78,9 +78,8 @@ def main(models, methods, epochs, segments, out):
         label = " (uses the speaker's identity)" if row["normalization"] == "per_speaker" else ""
         print(f"| {row['model']} | {row['normalization']}{label} | {row['window_accuracy']:.1%} | "
               f"{row['utterance_accuracy']:.1%} |")
-    out = out or utils.work_path("bench", "normalization_study.json")
-    utils.ensure_writable_dir(out.parent)
-    out.write_text(json.dumps(rows, indent=2))
+    out = common.write_results(out or utils.work_path("bench", "normalization_study.json"), rows)
+    print(f"written to {out}")
 
 
 if __name__ == "__main__":

@@ -37,6 +37,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 import utils  # noqa: E402
+from bench import common  # noqa: E402
 
 TRAIN = "ml/1_train_triplet_softmax_model.py"
 
@@ -73,8 +74,19 @@ def chosen_checkpoint(workdir, mode):
 
 def evaluation_report(workdir, mode):
     """The report of the evaluation of `mode`'s chosen checkpoint (runs/<mode>/evaluation/<checkpoint>/)."""
-    name = Path(chosen_checkpoint(workdir, mode)["file"]).name.removesuffix(".weights.h5")
-    return utils.read_json(workdir / "runs" / mode / "evaluation" / name / "report.json")
+    chosen = chosen_checkpoint(workdir, mode)
+    name = Path(chosen["file"]).name.removesuffix(".weights.h5")
+    report = utils.read_json(workdir / "runs" / mode / "evaluation" / name / "report.json")
+    evaluated = (report or {}).get("checkpoint") or {}
+    if evaluated.get("file") != chosen["file"] or evaluated.get("sha256", chosen["sha256"]) != chosen["sha256"]:
+        raise utils.PipelineError(f"the {mode} run's chosen checkpoint {chosen['file']} of {workdir} has no "
+                                  f"evaluation of its own (stage 2 may have fallen back to an older one): see above")
+    return report
+
+
+def trained_count(workdir, mode):
+    """The checkpoint count a run reached (its latest checkpoint), as its state records it."""
+    return utils.read_json(workdir / "runs" / mode / "state.json")["latest"]["count"]
 
 
 def parse_configuration(text):
@@ -116,7 +128,8 @@ def run_configuration(model, normalization, overrides, workdir, epochs, steps, f
     frozen = utils.read_json(workdir / "runs" / "frozen" / "result.json")
     history = workdir / "runs" / "triplet" / "history.csv"
     return {"model": model, "normalization": normalization, "overrides": overrides, "label_free": report["label_free"],
-            "softmax_epochs": epochs, "triplet_steps": steps, "frozen_epochs": frozen_epochs,
+            "softmax_epochs": trained_count(workdir, "softmax"), "triplet_steps": trained_count(workdir, "triplet"),
+            "frozen_epochs": trained_count(workdir, "frozen"),
             "softmax_window": softmax["window_accuracy"], "softmax_utterance": softmax["utterance_accuracy"],
             "frozen_window": frozen["window_accuracy"], "frozen_utterance": frozen["utterance_accuracy"],
             "triplet_test_loss_2k": triplet_loss_at(history, 2000),
@@ -184,8 +197,9 @@ def main(configs, epochs, steps, frozen_epochs, workdir):
               f"{percent(r['frozen_window'])} / {percent(r['frozen_utterance'])} | "
               f"{r['frozen_window'] / r['softmax_window']:.2f} | {losses} | {r['sap']:.3f} / {r['san']:.3f} | "
               f"{percent(r['softmax_only_eer'])} | {percent(r['eer'])} | {r['min_dcf']:.3f} |")
-    utils.ensure_writable_dir(workdir)
-    (workdir / "quality.json").write_text(json.dumps(rows, indent=2))
+    out = common.write_results(workdir / "quality.json", rows,
+                               key=lambda row: configuration_name(row["model"], row["normalization"], row["overrides"]))
+    print(f"written to {out} (rows of other configurations run before into it are kept)")
 
 
 if __name__ == "__main__":

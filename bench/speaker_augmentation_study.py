@@ -14,7 +14,6 @@ its own copies in memory and uses only the real utterances of the inputs. Script
 
     VCTK_CORPUS_PATH=../shared/data/so-dev-vctk092 DEEP_SPEAKER_SPLIT=auto python bench/speaker_augmentation_study.py
 """
-import json
 import sys
 import time
 from pathlib import Path
@@ -31,6 +30,7 @@ import constants  # noqa: E402
 import utils  # noqa: E402
 from audio import features  # noqa: E402
 from audio.cache import FeatureCache  # noqa: E402
+from bench import common  # noqa: E402
 from audio.corpus import find_corpus, split_speakers  # noqa: E402
 from ml import embeddings as emb, evaluation  # noqa: E402
 from ml.augmentation import shift_stds, random_shifts  # noqa: E402
@@ -125,9 +125,9 @@ def main(arms, speeds, steps, eval_every, seed, out):
     for row in rows:
         print(f"| {row['arm']} | {row['classes']} | {row['step']} | {row['window_accuracy']:.1%} / "
               f"{row['utterance_accuracy']:.1%} | {row['eer']:.2%} | {row['min_dcf']:.3f} |")
-    out = out or utils.work_path("bench", f"speaker_augmentation_study-seed{constants.SEED}.json")
-    utils.ensure_writable_dir(out.parent)
-    out.write_text(json.dumps(rows, indent=2))
+    out = common.write_results(out or utils.work_path("bench", f"speaker_augmentation_study-seed{constants.SEED}.json"),
+                               rows, seed=constants.SEED, speeds=speeds, steps=steps, eval_every=eval_every)
+    print(f"written to {out}")
 
 
 if __name__ == "__main__":

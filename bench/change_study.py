@@ -1,0 +1,173 @@
+"""Change-detection variants, judged without the unseen speakers: does a threshold tuned on one kind of
+conversation hold on conversations with longer turns?
+
+Stage 4 tunes its threshold on conversations of the validation speakers and measures on the unseen speakers'.
+On the dev corpus the unseen speakers read longer utterances (6.5 s against 3.5 s), so their turns are longer,
+and precision falls from tuning to test. This study builds, from the validation speakers only:
+- the tuning conversations stage 4 tunes on (same seed, same settings);
+- "same turns": new conversations of the same kind (another seed);
+- "long turns": new conversations whose turns hold 2-6 utterances instead of 1-3, the turn lengths of a corpus
+  with utterances twice as long;
+and for each detector variant tunes on the first, then reports precision, recall and F1 (0.5 s collar) on the
+other two. The unseen speakers are not read.
+
+    VCTK_CORPUS_PATH=../shared/data/so-dev-vctk092 DEEP_SPEAKER_SPLIT=auto DEEP_SPEAKER_WORKDIR=<work dir> \\
+        python bench/change_study.py --run softmax
+"""
+import json
+import sys
+from pathlib import Path
+
+import click
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+import utils  # noqa: E402
+
+utils.import_tensorflow_quietly()
+
+import constants  # noqa: E402
+from audio.corpus import find_corpus  # noqa: E402
+from ml import change_metrics, speaker_changes  # noqa: E402
+from ml.inputs import load_inputs  # noqa: E402
+
+SETS = {"tuning": ([15, 0], None), "same turns": ([15, 2], None), "long turns": ([15, 3], [2, 6])}
+
+
+def tracks_of(detector, paths, seed, per_turn, count):
+    """[(track, duration, true changes)] of `count` seeded conversations."""
+    saved = constants.CONVERSATION_UTTERANCES_PER_TURN
+    if per_turn:
+        constants.CONVERSATION_UTTERANCES_PER_TURN = per_turn
+    try:
+        out = []
+        for conversation in utils.progress(speaker_changes.conversations(paths, count, [constants.SEED] + seed),
+                                           total=count, desc=f"conversations {seed}", unit="conversation"):
+            curve = detector.curve(conversation.signal, "a conversation")
+            out.append((curve.track, curve.duration, np.asarray(conversation.changes)))
+        return out
+    finally:
+        constants.CONVERSATION_UTTERANCES_PER_TURN = saved
+
+
+def window_variant(width):
+    """Changes: the peaks of the curve with CHANGE_WINDOW_S = width, cut at the threshold."""
+    def candidates(track, duration):
+        saved = constants.CHANGE_WINDOW_S
+        constants.CHANGE_WINDOW_S = width
+        try:
+            return speaker_changes.peaks(speaker_changes.embedding_curve(track, duration))
+        finally:
+            constants.CHANGE_WINDOW_S = saved
+    return candidates
+
+
+def contrast_variant(width, kind):
+    """Changes: the peaks of a self-normalised curve, cut at the threshold. "halves": the cosine distance of the two
+    sides less the mean distance between the halves of each side (how far apart the sides are, beyond how far apart
+    one speaker's stretches of half that length are); "dispersion": the squared distance of the sides' mean unit
+    embeddings over their mean spread (1 - |mean|^2 of each side)."""
+    def candidates(track, duration):
+        points = speaker_changes.candidate_points(duration)
+        left, right = track.sums(points - width, points), track.sums(points, points + width)
+        across = speaker_changes.cosine_distance(left[:, :-1], right[:, :-1], left[:, -1], right[:, -1])
+        if kind == "halves":
+            quarters = [track.sums(points + a * width / 2, points + (a + 1) * width / 2) for a in (-2, -1, 0, 1)]
+            everything = np.full(len(points), np.inf)  # no count rule for the halves; an empty half: no spread
+            within = [np.where((a[:, -1] > 0) & (b[:, -1] > 0),
+                               speaker_changes.cosine_distance(a[:, :-1], b[:, :-1], everything, everything), 0.0)
+                      for a, b in (quarters[:2], quarters[2:])]
+            values = across - 0.5 * (within[0] + within[1])
+        else:
+            n_l, n_r = np.maximum(left[:, -1:], 1), np.maximum(right[:, -1:], 1)
+            m_l, m_r = left[:, :-1] / n_l, right[:, :-1] / n_r
+            spread = 2 - (m_l ** 2).sum(axis=1) - (m_r ** 2).sum(axis=1)
+            values = ((m_l - m_r) ** 2).sum(axis=1) / np.maximum(spread, 1e-6)
+        values = np.where(np.isfinite(across), values, -np.inf)
+        return speaker_changes.peaks(speaker_changes.Curve(points, values, duration))
+    return candidates
+
+
+def merged_changes(track, duration, peak_list, floor, threshold, reach):
+    """The peaks of at least `floor`, then, while the weakest change's two adjacent segments (each at most
+    `reach` s) are closer than `threshold` (cosine distance of their mean embeddings), that change removed."""
+    changes = list(np.sort(peak_list[0][peak_list[1] >= floor]))
+
+    def distance(i):
+        edges = [0.0] + changes + [duration]
+        start, middle, end = max(edges[i], edges[i + 1] - reach), edges[i + 1], min(edges[i + 2], edges[i + 1] + reach)
+        left, right = track.sums([start], [middle]), track.sums([middle], [end])
+        return float(speaker_changes.cosine_distance(left[:, :-1], right[:, :-1], left[:, -1], right[:, -1])[0])
+
+    scores = [distance(i) for i in range(len(changes))]
+    while changes:
+        weakest = int(np.argmin(scores))
+        if scores[weakest] >= threshold:
+            break
+        del changes[weakest], scores[weakest]
+        for i in (weakest - 1, weakest):
+            if 0 <= i < len(changes):
+                scores[i] = distance(i)
+    return np.asarray(changes)
+
+
+def f1_of(found, truths, collar):
+    counts = [change_metrics.detection_counts(t, f, collar) for t, f in zip(truths, found)]
+    return change_metrics.precision_recall_f1(counts)
+
+
+def tune_and_test(sets, detect, grid, collar):
+    """Tune `detect(track, duration, parameter)` over `grid` on the tuning set; (parameter, tuning F1, {set: P/R/F1})."""
+    tracks = sets["tuning"]
+    best = max(grid, key=lambda p: f1_of([detect(t, d, p) for t, d, _ in tracks], [c for *_, c in tracks], collar)[2])
+    tuning = f1_of([detect(t, d, best) for t, d, _ in tracks], [c for *_, c in tracks], collar)[2]
+    return best, tuning, {name: f1_of([detect(t, d, best) for t, d, _ in items], [c for *_, c in items], collar)
+                          for name, items in sets.items() if name != "tuning"}
+
+
+@click.command()
+@click.option("--run", default="softmax", show_default=True)
+@click.option("--count", default=100, show_default=True, help="Conversations per set.")
+@click.option("--output", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="Write the figures as JSON here too.")
+def main(run, count, output):
+    corpus = find_corpus()
+    inputs = load_inputs()
+    detector = speaker_changes.ChangeDetector(run=run)
+    paths, described = speaker_changes.tuning_speakers(corpus, inputs)
+    print(f"{described}: {len(paths)} speakers; model {detector.source}")
+    sets = {name: tracks_of(detector, paths, seed, per_turn, count) for name, (seed, per_turn) in SETS.items()}
+    collar = constants.CHANGE_COLLARS_S[0]
+    rows = []
+
+    def report(name, parameter, tuning, tested):
+        row = {"variant": name, "parameter": parameter, "tuning_f1": tuning,
+               **{f"{k} P/R/F1": [round(x, 3) for x in v] for k, v in tested.items()}}
+        rows.append(row)
+        print(json.dumps(row))
+
+    variants = [(f"window {w:g} s", window_variant(w), w in (1.5, 2.0)) for w in (1.5, 2.0, 2.5)]
+    variants += [(f"window {w:g} s, {kind}", contrast_variant(w, kind), False)
+                 for w in (1.5, 2.0) for kind in ("halves", "dispersion")]
+    for name, candidates, merge in variants:
+        peak_lists = {name: [candidates(t, d) for t, d, _ in items] for name, items in sets.items()}
+        values = np.concatenate([v for _, v in peak_lists["tuning"]])
+        grid = np.unique(np.quantile(values[np.isfinite(values)], speaker_changes.THRESHOLD_QUANTILES))
+        lookup = {name: {id(t): p for (t, _, _), p in zip(items, peak_lists[name])} for name, items in sets.items()}
+        every = {id(t): p for name in sets for t, p in ((t, lookup[name][id(t)]) for t, _, _ in sets[name])}
+        best, tuning, tested = tune_and_test(sets, lambda t, d, th: speaker_changes.changes_at(every[id(t)], th),
+                                             grid, collar)
+        report(name, float(best), tuning, tested)
+        for reach in (3.0, 6.0) if merge else ():
+            floor = float(np.quantile(values[np.isfinite(values)], 0.5))
+            merge_grid = np.linspace(0.2, 0.8, 25)
+            best, tuning, tested = tune_and_test(
+                sets, lambda t, d, th: merged_changes(t, d, every[id(t)], min(floor, th), th, reach), merge_grid, collar)
+            report(f"{name}, merge segments of <= {reach:g} s", float(best), tuning, tested)
+    if output:
+        utils.write_json(output, {"rows": rows, "count": count, "collar_s": collar, "code_version": utils.code_version()})
+
+
+if __name__ == "__main__":
+    main()
