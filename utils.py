@@ -199,12 +199,13 @@ def lock_holder(folder):
 
 
 def code_version():
-    """The git commit of the code (with "+changes" when the tree differs from it), or "unknown"."""
+    """The git commit of the code (with "+changes" when the tree differs from it, a new file not yet committed
+    included), or "unknown"."""
     root = Path(__file__).resolve().parent
     try:
         commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True,
                                 timeout=10).stdout.strip()
-        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=root,
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=normal"], cwd=root,
                                capture_output=True, text=True, timeout=10).stdout.strip()
     except (OSError, subprocess.SubprocessError):
         return "unknown"
