@@ -90,6 +90,9 @@ def evaluate(mode, entry, folder, settings):
                    "recipe": constants.RECIPE, "code_version": utils.code_version(),
                    "created": time.strftime("%Y-%m-%d %H:%M:%S")})
     utils.ensure_writable_dir(folder)
+    # the old report goes first and the new one comes last: a kill in between leaves no report (computed again
+    # next time), never an old report beside new plots and cohort
+    (folder / "report.json").unlink(missing_ok=True)
     if "cohort_embeddings" in arrays:  # stage 3's AS-norm (--asnorm) scores against the same cohort
         path = utils.save_array(folder / evaluation.COHORT_FILE, arrays["cohort_embeddings"])
         report["asnorm"]["cohort_file"] = {"file": evaluation.COHORT_FILE, "sha256": utils.file_digest(path)[1]}

@@ -484,7 +484,9 @@ def evaluate(trained, tuning_paths, test_paths, folder, tuning_described="the tu
                          "utterances": tuning_described},
               "num_skipped_files": len(skipped), "skipped_files": skipped}
     utils.ensure_writable_dir(folder)
-    for old in [*folder.glob("speaker_changes_*.png"), folder / EXAMPLE]:  # an earlier evaluation's: not this one's
+    # an earlier evaluation's report first (the new one is written last: a kill leaves none, not a mix), then its
+    # plots and example, which may not be this one's
+    for old in [folder / REPORT, *folder.glob("speaker_changes_*.png"), folder / EXAMPLE]:
         old.unlink(missing_ok=True)
     if shown:  # the first test conversation as audio, to try `detect` on: its true changes are in the report
         import soundfile
