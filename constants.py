@@ -199,6 +199,10 @@ ASNORM_TOP_K = 50  # cohort scores per side
 # are the changes. The threshold is tuned by `evaluate` on conversations of the validation speakers (when there are
 # at least max(CONVERSATION_SPEAKERS); else of the training speakers' test utterances) and stored with the checkpoint's evaluation; `detect --threshold` overrides it.
 CHANGE_WINDOW_S = 1.5  # s of audio on each side of a candidate point
+# The curve: "cosine", the cosine distance of the two sides' mean embeddings; "contrast", that distance less the
+# mean distance between the two halves of each side (how far apart the sides are beyond how far one speaker's
+# stretches of half that length lie apart: a speaker whose embeddings vary more needs a larger step to count).
+CHANGE_CURVE = "cosine"
 CHANGE_HOP_S = 0.05  # s between candidate points
 CHANGE_EMBED_HOP_FRAMES = 3  # frames between the window embeddings of a recording
 CHANGE_MIN_SEGMENT_S = 1.0  # s, the shortest segment: changes closer than this to each other or to an end are dropped
@@ -269,6 +273,7 @@ CHOICES = {  # names whose value must be one of these
     "RECIPE": tuple(RECIPES),  # "default", "original"
     "STREAM_INPUTS": ("auto", "yes", "no"),
     "TRIPLET_SELECTION": ("original", "segments"),
+    "CHANGE_CURVE": ("cosine", "contrast"),
 }
 # The allowed range of every numeric setting: name -> (kind, condition, ...). Kinds: "int", "number" (an int
 # or a finite float; a bool is neither), "ints" and "numbers" (a list whose every entry is one and meets the

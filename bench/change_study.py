@@ -9,7 +9,10 @@ and precision falls from tuning to test. This study builds, from the validation 
 - "long turns": new conversations whose turns hold 2-6 utterances instead of 1-3, the turn lengths of a corpus
   with utterances twice as long;
 and for each detector variant tunes on the first, then reports precision, recall and F1 (0.5 s collar) on the
-other two. The unseen speakers are not read.
+other two. The unseen speakers are not read. Variants: the side length (CHANGE_WINDOW_S), the curve (CHANGE_CURVE
+"cosine" or "contrast"), a spread-normalised distance ("dispersion"), and merging: peaks of at least the curve's
+median, then the change whose two adjacent segments (each up to 3 or 6 s) are closest removed while closer than
+the tuned threshold.
 
     VCTK_CORPUS_PATH=../shared/data/so-dev-vctk092 DEEP_SPEAKER_SPLIT=auto DEEP_SPEAKER_WORKDIR=<work dir> \\
         python bench/change_study.py --run softmax
@@ -51,40 +54,30 @@ def tracks_of(detector, paths, seed, per_turn, count):
         constants.CONVERSATION_UTTERANCES_PER_TURN = saved
 
 
-def window_variant(width):
-    """Changes: the peaks of the curve with CHANGE_WINDOW_S = width, cut at the threshold."""
+def window_variant(width, curve="cosine"):
+    """Changes: the peaks of stage 4's curve with CHANGE_WINDOW_S = width and CHANGE_CURVE = curve, cut at the
+    threshold."""
     def candidates(track, duration):
-        saved = constants.CHANGE_WINDOW_S
-        constants.CHANGE_WINDOW_S = width
+        saved = constants.CHANGE_WINDOW_S, constants.CHANGE_CURVE
+        constants.CHANGE_WINDOW_S, constants.CHANGE_CURVE = width, curve
         try:
             return speaker_changes.peaks(speaker_changes.embedding_curve(track, duration))
         finally:
-            constants.CHANGE_WINDOW_S = saved
+            constants.CHANGE_WINDOW_S, constants.CHANGE_CURVE = saved
     return candidates
 
 
-def contrast_variant(width, kind):
-    """Changes: the peaks of a self-normalised curve, cut at the threshold. "halves": the cosine distance of the two
-    sides less the mean distance between the halves of each side (how far apart the sides are, beyond how far apart
-    one speaker's stretches of half that length are); "dispersion": the squared distance of the sides' mean unit
-    embeddings over their mean spread (1 - |mean|^2 of each side)."""
+def dispersion_variant(width):
+    """Changes: the peaks of the squared distance of the sides' mean unit embeddings over their mean spread
+    (1 - |mean|^2 of each side), cut at the threshold."""
     def candidates(track, duration):
         points = speaker_changes.candidate_points(duration)
         left, right = track.sums(points - width, points), track.sums(points, points + width)
         across = speaker_changes.cosine_distance(left[:, :-1], right[:, :-1], left[:, -1], right[:, -1])
-        if kind == "halves":
-            quarters = [track.sums(points + a * width / 2, points + (a + 1) * width / 2) for a in (-2, -1, 0, 1)]
-            everything = np.full(len(points), np.inf)  # no count rule for the halves; an empty half: no spread
-            within = [np.where((a[:, -1] > 0) & (b[:, -1] > 0),
-                               speaker_changes.cosine_distance(a[:, :-1], b[:, :-1], everything, everything), 0.0)
-                      for a, b in (quarters[:2], quarters[2:])]
-            values = across - 0.5 * (within[0] + within[1])
-        else:
-            n_l, n_r = np.maximum(left[:, -1:], 1), np.maximum(right[:, -1:], 1)
-            m_l, m_r = left[:, :-1] / n_l, right[:, :-1] / n_r
-            spread = 2 - (m_l ** 2).sum(axis=1) - (m_r ** 2).sum(axis=1)
-            values = ((m_l - m_r) ** 2).sum(axis=1) / np.maximum(spread, 1e-6)
-        values = np.where(np.isfinite(across), values, -np.inf)
+        n_l, n_r = np.maximum(left[:, -1:], 1), np.maximum(right[:, -1:], 1)
+        m_l, m_r = left[:, :-1] / n_l, right[:, :-1] / n_r
+        spread = 2 - (m_l ** 2).sum(axis=1) - (m_r ** 2).sum(axis=1)
+        values = np.where(np.isfinite(across), ((m_l - m_r) ** 2).sum(axis=1) / np.maximum(spread, 1e-6), -np.inf)
         return speaker_changes.peaks(speaker_changes.Curve(points, values, duration))
     return candidates
 
@@ -148,8 +141,9 @@ def main(run, count, output):
         print(json.dumps(row))
 
     variants = [(f"window {w:g} s", window_variant(w), w in (1.5, 2.0)) for w in (1.5, 2.0, 2.5)]
-    variants += [(f"window {w:g} s, {kind}", contrast_variant(w, kind), False)
-                 for w in (1.5, 2.0) for kind in ("halves", "dispersion")]
+    variants += [(f"window {w:g} s, contrast (CHANGE_CURVE)", window_variant(w, "contrast"), w == 1.5)
+                 for w in (1.5, 2.0)]
+    variants += [(f"window {w:g} s, dispersion", dispersion_variant(w), False) for w in (1.5, 2.0)]
     for name, candidates, merge in variants:
         peak_lists = {name: [candidates(t, d) for t, d, _ in items] for name, items in sets.items()}
         values = np.concatenate([v for _, v in peak_lists["tuning"]])

@@ -64,9 +64,11 @@ def detect(files, threshold, output, plots, no_plots, run, checkpoint, as_json):
     utils.print_overrides(file=sys.stderr if as_json else None)  # stdout carries only the JSON then
     if output is not None and output.suffix not in (".json", ".csv", ".rttm"):
         raise utils.PipelineError(f"--output {output}: write .json, .csv or .rttm")
-    if threshold is not None and not 0 < threshold <= 2:  # a cosine distance lies in [0, 2]; NaN fails too
-        raise utils.PipelineError(f"--threshold {threshold}: a change threshold is a cosine distance, above 0 and "
-                                  f"at most 2")
+    import constants
+    lowest = 0 if constants.CHANGE_CURVE == "cosine" else -2  # a contrast is a cosine distance less another
+    if threshold is not None and not lowest < threshold <= 2:  # NaN fails too
+        raise utils.PipelineError(f"--threshold {threshold}: a change threshold of the {constants.CHANGE_CURVE} curve "
+                                  f"lies above {lowest} and at most 2")
     if output is not None:
         utils.ensure_writable_dir(output.resolve().parent, f"the folder of --output {output}",
                                   "write the output elsewhere")

@@ -409,7 +409,12 @@ SETTINGS_BEFORE_THEY_EXISTED = {"TRIPLET_SELECTION": "original", "TRIPLET_SOFTMA
 def _check_resumable(run, state, inputs_record, identity, normalize_embeddings, again):
     """Refuse to continue a run under other settings, other inputs, another model or another normalisation flag.
     The triplet stage's settings (TRIPLET_*) do not change a softmax or frozen run: free there."""
-    recorded = {**SETTINGS_BEFORE_THEY_EXISTED, **(run.settings() or {}).get("constants", {})}
+    settings = run.settings()
+    if settings is None or settings.get("run_id") != state.get("run_id"):  # a missing record licenses nothing
+        raise utils.PipelineError(f"the {run.mode} run in {run.folder} has no record of the settings it was trained "
+                                  f"with (settings.json is missing, or of another run): start a new run with "
+                                  f"`{again} --fresh`")
+    recorded = {**SETTINGS_BEFORE_THEY_EXISTED, **settings.get("constants", {})}
     free = FREE_SETTINGS | (set() if run.mode == "triplet" else {k for k in recorded if k.startswith("TRIPLET_")})
     utils.refuse_changed_settings({k: v for k, v in recorded.items() if k not in free},
                                   f"the {run.mode} run in {run.folder}", f"start a new run with `{again} --fresh`")

@@ -119,7 +119,8 @@ def change_curve(curve, threshold, changes, path, truth=None, baseline=None, tit
     `baseline` = (curve, threshold, changes) of another detector, drawn in a second panel."""
     rows = 2 if baseline is not None else 1
     figure, axes = plt.subplots(rows, 1, figsize=(10, 2.6 * rows), sharex=True, squeeze=False)
-    panels = [(curve, threshold, changes, "cosine distance, left vs right")]
+    label = {"cosine": "cosine distance, left vs right", "contrast": "distance beyond each side's spread"}
+    panels = [(curve, threshold, changes, label.get(constants.CHANGE_CURVE, "change curve"))]
     if baseline is not None:
         panels.append((*baseline, "delta-BIC (baseline)"))
     for axis, (values, level, found, label) in zip(axes[:, 0], panels):

@@ -10,7 +10,8 @@ every CHANGE_EMBED_HOP_FRAMES frames, and a frame is voiced when its energy is w
 frames. At candidate points CHANGE_HOP_S apart, the unit window embeddings of the voiced windows within
 CHANGE_WINDOW_S on each side are averaged; the curve is the cosine distance of the two averages (0 where a side
 has less than CHANGE_MIN_VOICED_S of voice: no candidate). Its highest points of at least the threshold, each at least
-CHANGE_MIN_SEGMENT_S from the others and from the ends, are the changes.
+CHANGE_MIN_SEGMENT_S from the others and from the ends, are the changes. With CHANGE_CURVE "contrast" the curve is
+that distance less the mean distance between the halves of each side (a self-normalised step).
 """
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -22,7 +23,7 @@ import utils
 from audio import features
 from ml import change_metrics
 
-CHANGE_SETTINGS = ("CHANGE_WINDOW_S", "CHANGE_HOP_S", "CHANGE_EMBED_HOP_FRAMES", "CHANGE_MIN_SEGMENT_S",
+CHANGE_SETTINGS = ("CHANGE_WINDOW_S", "CHANGE_CURVE", "CHANGE_HOP_S", "CHANGE_EMBED_HOP_FRAMES", "CHANGE_MIN_SEGMENT_S",
                    "CHANGE_MIN_VOICED_S", "CHANGE_VAD_DB", "CHANGE_VAD_QUANTILE")
 # What `evaluate` depends on besides the model: its report is refused (without --force) when one differs.
 EVALUATION_SETTINGS = CHANGE_SETTINGS + ("CONVERSATIONS", "CONVERSATION_SPEAKERS", "CONVERSATION_TURNS",
@@ -140,7 +141,8 @@ def window_centres(starts, frames_per_window=None):
 
 
 def embedding_curve(track, duration):
-    """The cosine distance of the mean voiced window embeddings left and right of every candidate point."""
+    """The cosine distance of the mean voiced window embeddings left and right of every candidate point; with
+    CHANGE_CURVE "contrast", less the mean cosine distance between the halves of each side."""
     points = candidate_points(duration)
     width = constants.CHANGE_WINDOW_S
     values = np.zeros(len(points))
@@ -148,7 +150,20 @@ def embedding_curve(track, duration):
         block = points[i:i + CHUNK_WINDOWS]
         left, right = track.sums(block - width, block), track.sums(block, block + width)
         values[i:i + CHUNK_WINDOWS] = cosine_distance(left[:, :-1], right[:, :-1], left[:, -1], right[:, -1])
+        if constants.CHANGE_CURVE == "contrast":
+            values[i:i + CHUNK_WINDOWS] -= (half_distance(track, block - width, block)
+                                            + half_distance(track, block, block + width)) / 2
     return Curve(points, values, duration, track)
+
+
+def half_distance(track, starts, ends):
+    """The cosine distance between the first and second halves of each span (0 where a half has no voiced window:
+    no spread measured)."""
+    middle = (starts + ends) / 2
+    first, second = track.sums(starts, middle), track.sums(middle, ends)
+    everywhere = np.full(len(starts), np.inf)
+    distance = cosine_distance(first[:, :-1], second[:, :-1], everywhere, everywhere)
+    return np.where((first[:, -1] > 0) & (second[:, -1] > 0), distance, 0.0)
 
 
 def bic_curve(frames, voiced, duration):

@@ -318,3 +318,24 @@ def test_change_detection_settings_never_stop_a_training_run_from_resuming(detec
     monkeypatch.setattr(constants, "CONVERSATIONS", 7)
     result = CliRunner().invoke(load_script("ml/1_train_triplet_softmax_model.py").main, ["--loss_on_softmax"])
     assert result.exit_code == 0 and "nothing to train" in result.output, result.output
+
+
+def test_the_contrast_curve_is_the_step_beyond_each_sides_own_spread(monkeypatch):
+    """By hand: 2-D unit embeddings every 0.1 s; at the point t = 2 s with 1 s sides."""
+    monkeypatch.setattr(constants, "CHANGE_WINDOW_S", 1.0)
+    monkeypatch.setattr(constants, "CHANGE_HOP_S", 0.5)
+    monkeypatch.setattr(constants, "CHANGE_MIN_VOICED_S", 0.0)
+    times = np.arange(0.05, 4.0, 0.1)
+    e1, e2 = np.array([1.0, 0.0]), np.array([0.0, 1.0])
+
+    def value_at_2s(vectors, curve):
+        monkeypatch.setattr(constants, "CHANGE_CURVE", curve)
+        found = speaker_changes.embedding_curve(speaker_changes.Track.of(times, vectors, np.ones(len(times))), 4.0)
+        return found.values[np.argmin(np.abs(found.times - 2.0))]
+
+    clean = np.where((times < 2.0)[:, None], e1, e2)  # one speaker, then another
+    assert value_at_2s(clean, "cosine") == pytest.approx(1.0) and value_at_2s(clean, "contrast") == pytest.approx(1.0)
+    varied = np.where((times < 1.5)[:, None], e1, e2)  # the left side's first half differs from its second
+    cosine = 1 - 0.5 / np.sqrt(0.5)  # mean of the left side (0.5, 0.5) against e2
+    assert value_at_2s(varied, "cosine") == pytest.approx(cosine)
+    assert value_at_2s(varied, "contrast") == pytest.approx(cosine - (1.0 + 0.0) / 2)

@@ -554,3 +554,10 @@ def test_triplet_settings_never_stop_a_softmax_run_but_do_stop_a_triplet_run(sma
     assert "nothing to train" in capsys.readouterr().out
     with pytest.raises(utils.PipelineError, match="TRIPLET_LEARNING_RATE"):
         training.train_triplet(small_inputs, steps=4, normalize_embeddings=True, progress=False)
+
+
+def test_a_run_whose_settings_record_is_gone_is_not_continued_under_any_settings(small_inputs, workdir):
+    training.train_softmax(small_inputs, epochs=1, verbose=0)
+    (workdir / "runs" / "softmax" / "settings.json").unlink()
+    with pytest.raises(utils.PipelineError, match="no record of the settings it was trained with.*--fresh"):
+        training.train_softmax(small_inputs, epochs=2, verbose=0)
