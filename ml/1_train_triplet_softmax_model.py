@@ -59,11 +59,15 @@ def main(loss_on_softmax, loss_on_embeddings, freeze_embedding_weights, normaliz
                                    normalize_embeddings)
         if plan["nothing_to_do"]:  # said before TensorFlow is loaded: a finished run answers in a second
             print(plan["nothing_to_do"])
-            return
+            if loss_on_embeddings or checkpoints.RunFolder(mode).result()[1]:
+                return
         utils.import_tensorflow_quietly()
         from ml import training
         from ml.inputs import load_inputs
         inputs = load_inputs()
+        if plan["nothing_to_do"]:  # killed after its last checkpoint, before its accuracies were recorded
+            training.final_accuracy(inputs, checkpoints.RunFolder(mode), normalize_embeddings)
+            return
         print(f"inputs: {len(inputs.speakers)} speakers, {len(inputs.classes)} classes, {len(inputs.train):,} train / "
               f"{len(inputs.test):,} test windows, normalisation {inputs.norm['method']}")
         if loss_on_embeddings:

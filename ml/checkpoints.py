@@ -74,6 +74,15 @@ class RunFolder:
                                fix=f"Start the run again with `{command(self.mode)} --fresh` (the old run is kept "
                                    f"under runs/archive/)")
 
+    def result(self):
+        """(result.json, whether it is of the run's latest checkpoint: its file and sha256)."""
+        result = utils.read_json(self.folder / "result.json", default={}, what="the run's final test figures",
+                                 fix="It is measured again when it is removed")
+        latest = (self.state() or {}).get("latest")
+        current = latest is not None and result.get("checkpoint") == latest["file"] and \
+            result.get("sha256") == latest["sha256"]
+        return result, current
+
     def settings(self):
         """The settings record of the run, or None."""
         return utils.read_json(self.folder / "settings.json", what=f"the settings record of the {self.mode} run",

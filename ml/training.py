@@ -194,10 +194,8 @@ def final_accuracy(inputs, run, normalize_embeddings, model=None):
     last checkpoint, before this, gets them when the command is run again; never an older checkpoint's)."""
     state = run.state() or {}
     latest = state.get("latest")
-    result = utils.read_json(run.folder / "result.json", default={}, what="the run's final test accuracies",
-                             fix="It is measured again when it is removed")
-    if latest is None or (model is None and result.get("checkpoint") == latest["file"]
-                          and result.get("sha256") == latest["sha256"]):
+    result, current = run.result()
+    if latest is None or (model is None and current):
         return result
     if model is None:
         print(f"{run.mode}: the final test accuracies of {latest['file']} were not recorded (interrupted); "

@@ -519,6 +519,13 @@ def test_a_run_killed_after_its_last_checkpoint_measures_its_accuracy_when_run_a
     assert utils.read_json(workdir / "runs" / "softmax" / "result.json") == again
     training.train_softmax(small_inputs, epochs=2, verbose=0)
     assert "measuring" not in capsys.readouterr().out  # recorded now: read, not measured again
+    # the command does the same (it answers a finished run before loading TensorFlow unless this is missing)
+    (workdir / "runs" / "softmax" / "result.json").unlink()
+    result = CliRunner().invoke(load_script().main, ["--loss_on_softmax", "--epochs", "2"])
+    assert result.exit_code == 0 and "measuring them" in result.output, result.output
+    assert utils.read_json(workdir / "runs" / "softmax" / "result.json") == again
+    again_cli = CliRunner().invoke(load_script().main, ["--loss_on_softmax", "--epochs", "2"])
+    assert "nothing to train" in again_cli.output and "measuring" not in again_cli.output
 
 
 def test_pruned_checkpoints_leave_the_record_before_their_files_go(workdir, monkeypatch):
