@@ -10,9 +10,8 @@ and precision falls from tuning to test. This study builds, from the validation 
   with utterances twice as long;
 and for each detector variant tunes on the first, then reports precision, recall and F1 (0.5 s collar) on the
 other two. The unseen speakers are not read. Variants: the side length (CHANGE_WINDOW_S), the curve (CHANGE_CURVE
-"cosine" or "contrast"), a spread-normalised distance ("dispersion"), and merging: peaks of at least the curve's
-median, then the change whose two adjacent segments (each up to 3 or 6 s) are closest removed while closer than
-the tuned threshold.
+"cosine" or "contrast"), merging (CHANGE_MERGE_REACH_S 0, 3 or 6 s) and a spread-normalised distance
+("dispersion"); each with its threshold tuned as stage 4 tunes it (quantiles of the candidates' strengths).
 
     VCTK_CORPUS_PATH=../shared/data/so-dev-vctk092 DEEP_SPEAKER_SPLIT=auto DEEP_SPEAKER_WORKDIR=<work dir> \\
         python bench/change_study.py --run softmax
@@ -54,16 +53,19 @@ def tracks_of(detector, paths, seed, per_turn, count):
         constants.CONVERSATION_UTTERANCES_PER_TURN = saved
 
 
-def window_variant(width, curve="cosine"):
-    """Changes: the peaks of stage 4's curve with CHANGE_WINDOW_S = width and CHANGE_CURVE = curve, cut at the
-    threshold."""
+def window_variant(width, curve="cosine", reach=0.0):
+    """Changes as stage 4 ranks them with CHANGE_WINDOW_S = width, CHANGE_CURVE = curve and CHANGE_MERGE_REACH_S =
+    reach, cut at the threshold."""
     def candidates(track, duration):
-        saved = constants.CHANGE_WINDOW_S, constants.CHANGE_CURVE
-        constants.CHANGE_WINDOW_S, constants.CHANGE_CURVE = width, curve
+        names = ("CHANGE_WINDOW_S", "CHANGE_CURVE", "CHANGE_MERGE_REACH_S")
+        saved = [getattr(constants, n) for n in names]
+        for name, value in zip(names, (width, curve, reach)):
+            setattr(constants, name, value)
         try:
-            return speaker_changes.peaks(speaker_changes.embedding_curve(track, duration))
+            return speaker_changes.ranked_changes(speaker_changes.embedding_curve(track, duration))
         finally:
-            constants.CHANGE_WINDOW_S, constants.CHANGE_CURVE = saved
+            for name, value in zip(names, saved):
+                setattr(constants, name, value)
     return candidates
 
 
@@ -80,29 +82,6 @@ def dispersion_variant(width):
         values = np.where(np.isfinite(across), ((m_l - m_r) ** 2).sum(axis=1) / np.maximum(spread, 1e-6), -np.inf)
         return speaker_changes.peaks(speaker_changes.Curve(points, values, duration))
     return candidates
-
-
-def merged_changes(track, duration, peak_list, floor, threshold, reach):
-    """The peaks of at least `floor`, then, while the weakest change's two adjacent segments (each at most
-    `reach` s) are closer than `threshold` (cosine distance of their mean embeddings), that change removed."""
-    changes = list(np.sort(peak_list[0][peak_list[1] >= floor]))
-
-    def distance(i):
-        edges = [0.0] + changes + [duration]
-        start, middle, end = max(edges[i], edges[i + 1] - reach), edges[i + 1], min(edges[i + 2], edges[i + 1] + reach)
-        left, right = track.sums([start], [middle]), track.sums([middle], [end])
-        return float(speaker_changes.cosine_distance(left[:, :-1], right[:, :-1], left[:, -1], right[:, -1])[0])
-
-    scores = [distance(i) for i in range(len(changes))]
-    while changes:
-        weakest = int(np.argmin(scores))
-        if scores[weakest] >= threshold:
-            break
-        del changes[weakest], scores[weakest]
-        for i in (weakest - 1, weakest):
-            if 0 <= i < len(changes):
-                scores[i] = distance(i)
-    return np.asarray(changes)
 
 
 def f1_of(found, truths, collar):
@@ -140,25 +119,18 @@ def main(run, count, output):
         rows.append(row)
         print(json.dumps(row))
 
-    variants = [(f"window {w:g} s", window_variant(w), w in (1.5, 2.0)) for w in (1.5, 2.0, 2.5)]
-    variants += [(f"window {w:g} s, contrast (CHANGE_CURVE)", window_variant(w, "contrast"), w == 1.5)
-                 for w in (1.5, 2.0)]
-    variants += [(f"window {w:g} s, dispersion", dispersion_variant(w), False) for w in (1.5, 2.0)]
-    for name, candidates, merge in variants:
-        peak_lists = {name: [candidates(t, d) for t, d, _ in items] for name, items in sets.items()}
-        values = np.concatenate([v for _, v in peak_lists["tuning"]])
+    variants = [(f"window {w:g} s, {curve}, merging {'off' if reach == 0 else f'up to {reach:g} s'}",
+                 window_variant(w, curve, reach))
+                for curve in ("cosine", "contrast") for w in (1.5, 2.0) for reach in (0.0, 3.0, 6.0)]
+    variants += [("window 2.5 s, cosine, merging off", window_variant(2.5))]
+    variants += [(f"window {w:g} s, dispersion", dispersion_variant(w)) for w in (1.5, 2.0)]
+    for name, candidates in variants:
+        ranked = {id(t): candidates(t, d) for items in sets.values() for t, d, _ in items}
+        values = np.concatenate([ranked[id(t)][1] for t, _, _ in sets["tuning"]])
         grid = np.unique(np.quantile(values[np.isfinite(values)], speaker_changes.THRESHOLD_QUANTILES))
-        lookup = {name: {id(t): p for (t, _, _), p in zip(items, peak_lists[name])} for name, items in sets.items()}
-        every = {id(t): p for name in sets for t, p in ((t, lookup[name][id(t)]) for t, _, _ in sets[name])}
-        best, tuning, tested = tune_and_test(sets, lambda t, d, th: speaker_changes.changes_at(every[id(t)], th),
+        best, tuning, tested = tune_and_test(sets, lambda t, d, th: speaker_changes.changes_at(ranked[id(t)], th),
                                              grid, collar)
         report(name, float(best), tuning, tested)
-        for reach in (3.0, 6.0) if merge else ():
-            floor = float(np.quantile(values[np.isfinite(values)], 0.5))
-            merge_grid = np.linspace(0.2, 0.8, 25)
-            best, tuning, tested = tune_and_test(
-                sets, lambda t, d, th: merged_changes(t, d, every[id(t)], min(floor, th), th, reach), merge_grid, collar)
-            report(f"{name}, merge segments of <= {reach:g} s", float(best), tuning, tested)
     if output:
         utils.write_json(output, {"rows": rows, "count": count, "collar_s": collar, "code_version": utils.code_version()})
 

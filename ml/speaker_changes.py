@@ -11,7 +11,9 @@ frames. At candidate points CHANGE_HOP_S apart, the unit window embeddings of th
 CHANGE_WINDOW_S on each side are averaged; the curve is the cosine distance of the two averages (0 where a side
 has less than CHANGE_MIN_VOICED_S of voice: no candidate). Its highest points of at least the threshold, each at least
 CHANGE_MIN_SEGMENT_S from the others and from the ends, are the changes. With CHANGE_CURVE "contrast" the curve is
-that distance less the mean distance between the halves of each side (a self-normalised step).
+that distance less the mean distance between the halves of each side (a self-normalised step). With
+CHANGE_MERGE_REACH_S > 0 every peak is a candidate, and candidates are merged away weakest first, each scored over
+its whole adjacent segments (up to that reach), until the weakest scores at least the threshold (merge_strengths).
 """
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -23,7 +25,7 @@ import utils
 from audio import features
 from ml import change_metrics
 
-CHANGE_SETTINGS = ("CHANGE_WINDOW_S", "CHANGE_CURVE", "CHANGE_HOP_S", "CHANGE_EMBED_HOP_FRAMES", "CHANGE_MIN_SEGMENT_S",
+CHANGE_SETTINGS = ("CHANGE_WINDOW_S", "CHANGE_CURVE", "CHANGE_MERGE_REACH_S", "CHANGE_HOP_S", "CHANGE_EMBED_HOP_FRAMES", "CHANGE_MIN_SEGMENT_S",
                    "CHANGE_MIN_VOICED_S", "CHANGE_VAD_DB", "CHANGE_VAD_QUANTILE")
 # What `evaluate` depends on besides the model: its report is refused (without --force) when one differs.
 EVALUATION_SETTINGS = CHANGE_SETTINGS + ("CONVERSATIONS", "CONVERSATION_SPEAKERS", "CONVERSATION_TURNS",
@@ -83,6 +85,7 @@ class Curve:
     values: np.ndarray
     duration: float
     track: Track = None  # the window embeddings it came from (embedding curves only)
+    ranked: tuple = None  # ranked_changes(curve), kept when the track is dropped
 
 
 def recording(path):
@@ -148,11 +151,7 @@ def embedding_curve(track, duration):
     values = np.zeros(len(points))
     for i in range(0, len(points), CHUNK_WINDOWS):  # a block of points at a time: no (points, size) arrays
         block = points[i:i + CHUNK_WINDOWS]
-        left, right = track.sums(block - width, block), track.sums(block, block + width)
-        values[i:i + CHUNK_WINDOWS] = cosine_distance(left[:, :-1], right[:, :-1], left[:, -1], right[:, -1])
-        if constants.CHANGE_CURVE == "contrast":
-            values[i:i + CHUNK_WINDOWS] -= (half_distance(track, block - width, block)
-                                            + half_distance(track, block, block + width)) / 2
+        values[i:i + CHUNK_WINDOWS] = side_distance(track, block - width, block, block + width)
     return Curve(points, values, duration, track)
 
 
@@ -224,8 +223,63 @@ def peaks(curve):
     return curve.times[kept], curve.values[kept]
 
 
+def ranked_changes(curve):
+    """(times, strengths) of the curve's candidate changes: a change is kept at threshold t when its strength is at
+    least t. Without merging (CHANGE_MERGE_REACH_S = 0, or a curve without embeddings, as delta-BIC's): its peaks.
+    With merging: every peak is a candidate, and the candidates are merged away weakest first (merge_strengths)."""
+    if constants.CHANGE_MERGE_REACH_S <= 0 or curve.track is None:
+        return peaks(curve)
+    times, _ = peaks(curve)
+    times = np.sort(times)
+    return times, merge_strengths(curve.track, times, curve.duration)
+
+
+def merge_strengths(track, times, duration):
+    """Per candidate change, the threshold below which merging keeps it.
+
+    A candidate's score is the curve's value (CHANGE_CURVE) computed over its two adjacent segments, from the
+    candidate before it to the one after (each side at most CHANGE_MERGE_REACH_S): longer than the curve's windows
+    where turns are long, so more reliable. Merging removes the lowest-scoring candidate and scores its neighbours
+    again over their grown segments, until none is left; at threshold t it stops at the first score of at least t.
+    So a candidate is kept at t exactly when t <= the highest score removed up to and including its own removal:
+    that running maximum is its strength, and any threshold is applied without merging again.
+    """
+    reach, count = constants.CHANGE_MERGE_REACH_S, len(times)
+    alive = list(range(count))
+    strengths, highest = np.empty(count), -np.inf
+
+    def score(k):  # k: position in `alive`
+        before = times[alive[k - 1]] if k > 0 else 0.0
+        after = times[alive[k + 1]] if k + 1 < len(alive) else duration
+        at = times[alive[k]]
+        start, end = np.array([max(before, at - reach)]), np.array([min(after, at + reach)])
+        return float(side_distance(track, start, np.array([at]), end)[0])
+
+    scores = [score(k) for k in range(count)]
+    while alive:
+        k = int(np.argmin(scores))
+        highest = max(highest, scores[k])
+        strengths[alive[k]] = highest
+        del alive[k], scores[k]
+        for neighbour in (k - 1, k):
+            if 0 <= neighbour < len(alive):
+                scores[neighbour] = score(neighbour)
+    return strengths
+
+
+def side_distance(track, starts, middles, ends):
+    """The curve's value (CHANGE_CURVE) between the spans [starts, middles) and [middles, ends): the cosine distance
+    of their mean voiced embeddings (-inf where a side has too few voiced windows), with "contrast" less the mean
+    distance between the halves of each span."""
+    left, right = track.sums(starts, middles), track.sums(middles, ends)
+    values = cosine_distance(left[:, :-1], right[:, :-1], left[:, -1], right[:, -1])
+    if constants.CHANGE_CURVE == "contrast":
+        values = values - (half_distance(track, starts, middles) + half_distance(track, middles, ends)) / 2
+    return values
+
+
 def changes_at(peak_list, threshold):
-    """The sorted change times of `peaks(curve)` at `threshold`."""
+    """The sorted change times of `peaks(curve)` (or `ranked_changes(curve)`) at `threshold`."""
     times, values = peak_list
     return np.sort(times[values >= threshold])
 
@@ -309,8 +363,9 @@ class ChangeDetector:
         """The Detection of one audio file."""
         threshold = self.threshold() if threshold is None else threshold
         curve = self.curve(recording(path), str(path))
-        curve.track = None  # ~190 MB an hour of audio: not kept once the curve is made
-        return Detection(str(path), curve, threshold, changes_at(peaks(curve), threshold))
+        ranked = ranked_changes(curve)
+        curve.track = None  # ~190 MB an hour of audio: not kept once the changes are ranked
+        return Detection(str(path), curve, threshold, changes_at(ranked, threshold))
 
 
 def _window_voicing(voiced, starts):
@@ -405,7 +460,7 @@ def conversations(paths_by_speaker, count, seed, skipped=None):
 # ----------------------------------------------------------------------------------------------------
 def tune_threshold(curves, truths, collar):
     """The threshold (a quantile of the curves' peak values) with the best pooled F1 at `collar`, and that F1."""
-    peak_lists = [peaks(c) for c in curves]
+    peak_lists = [_ranked(c) for c in curves]
     values = np.concatenate([v for _, v in peak_lists])
     values = values[np.isfinite(values)]
     if values.size == 0:
@@ -420,9 +475,14 @@ def tune_threshold(curves, truths, collar):
     return best[1], best[0]
 
 
+def _ranked(curve):
+    """The curve's ranked changes, as kept when its track was dropped (else ranked now)."""
+    return curve.ranked if curve.ranked is not None else ranked_changes(curve)
+
+
 def figures(curves, truths, threshold, collars):
     """{collar: {precision, recall, f1}}, purity and coverage, and the detected changes, of curves at threshold."""
-    found = [changes_at(peaks(c), threshold) for c in curves]
+    found = [changes_at(_ranked(c), threshold) for c in curves]
     by_collar = {}
     for collar in collars:
         counts = [change_metrics.detection_counts(t, f, collar) for t, f in zip(truths, found)]
@@ -443,9 +503,12 @@ def conversation_curves(detector, paths_by_speaker, seed, desc, skipped, keep=0)
         start = time.perf_counter()
         curve = detector.curve(conversation.signal, "a conversation")
         spent += time.perf_counter() - start
-        curve.track = None  # 8 MB a conversation: not needed for tuning or figures
+        curve.ranked = ranked_changes(curve)
+        curve.track = None  # 8 MB a conversation: not needed once its changes are ranked
         curves.append(curve)
-        baselines.append(baseline_curve(conversation.signal))
+        baseline = baseline_curve(conversation.signal)
+        baseline.ranked = ranked_changes(baseline)
+        baselines.append(baseline)
         truths.append(conversation.changes)
         if len(kept) < keep:
             kept.append(conversation)

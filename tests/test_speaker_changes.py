@@ -339,3 +339,37 @@ def test_the_contrast_curve_is_the_step_beyond_each_sides_own_spread(monkeypatch
     cosine = 1 - 0.5 / np.sqrt(0.5)  # mean of the left side (0.5, 0.5) against e2
     assert value_at_2s(varied, "cosine") == pytest.approx(cosine)
     assert value_at_2s(varied, "contrast") == pytest.approx(cosine - (1.0 + 0.0) / 2)
+
+
+def test_merging_removes_candidates_weakest_first_and_its_strengths_give_each_thresholds_result(monkeypatch):
+    monkeypatch.setattr(constants, "CHANGE_MERGE_REACH_S", 3.0)
+    monkeypatch.setattr(constants, "CHANGE_MIN_VOICED_S", 0.0)
+    monkeypatch.setattr(constants, "CHANGE_CURVE", "cosine")
+    times = np.arange(0.05, 8.0, 0.1)
+    e1, e2 = np.array([1.0, 0.0]), np.array([0.0, 1.0])
+    track = speaker_changes.Track.of(times, np.where((times < 4.0)[:, None], e1, e2), np.ones(len(times)))
+    # by hand: the candidate at 2 s lies inside the first speaker (0 between [0, 2) and [2, 4)): removed first;
+    # the one at 4 s then scores 1 between [1, 4) and [4, 7)
+    np.testing.assert_allclose(speaker_changes.merge_strengths(track, np.array([2.0, 4.0]), 8.0), [0.0, 1.0], atol=1e-9)
+
+    # on noisy embeddings, keeping the candidates of strength >= t is what merging down to threshold t keeps
+    rng = np.random.default_rng(3)
+    noisy = rng.standard_normal((len(times), 4)) + np.where((times < 4.0)[:, None], 1.0, -1.0) * np.array([1, 0, 0, 0])
+    noisy /= np.linalg.norm(noisy, axis=1, keepdims=True)
+    track = speaker_changes.Track.of(times, noisy, np.ones(len(times)))
+    candidates = np.array([1.2, 2.5, 4.0, 5.3, 6.6])
+    strengths = speaker_changes.merge_strengths(track, candidates, 8.0)
+
+    def merged_down_to(threshold):
+        kept = list(candidates)
+        while kept:
+            edges = [0.0] + kept + [8.0]
+            scores = [speaker_changes.side_distance(track, np.array([max(edges[i], c - 3.0)]), np.array([c]),
+                                                    np.array([min(edges[i + 2], c + 3.0)]))[0]
+                      for i, c in enumerate(kept)]
+            if min(scores) >= threshold:
+                break
+            del kept[int(np.argmin(scores))]
+        return kept
+    for threshold in np.linspace(-0.1, 1.5, 33):
+        assert list(candidates[strengths >= threshold]) == merged_down_to(threshold), threshold
