@@ -202,11 +202,11 @@ CHANGE_WINDOW_S = 1.5  # s of audio on each side of a candidate point
 # The curve: "cosine", the cosine distance of the two sides' mean embeddings; "contrast", that distance less the
 # mean distance between the two halves of each side (how far apart the sides are beyond how far one speaker's
 # stretches of half that length lie apart: a speaker whose embeddings vary more needs a larger step to count).
-CHANGE_CURVE = "cosine"
+CHANGE_CURVE = "contrast"
 # Merging (0 = off: the changes are the curve's peaks of at least the threshold): every peak is a candidate; the
 # candidate whose two adjacent segments (each up to this many s) score lowest on the curve is removed, and its
 # neighbours scored again over their grown segments, until the lowest scores at least the threshold.
-CHANGE_MERGE_REACH_S = 0.0
+CHANGE_MERGE_REACH_S = 3.0
 CHANGE_HOP_S = 0.05  # s between candidate points
 CHANGE_EMBED_HOP_FRAMES = 3  # frames between the window embeddings of a recording
 CHANGE_MIN_SEGMENT_S = 1.0  # s, the shortest segment: changes closer than this to each other or to an end are dropped

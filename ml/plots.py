@@ -120,13 +120,14 @@ def change_curve(curve, threshold, changes, path, truth=None, baseline=None, tit
     rows = 2 if baseline is not None else 1
     figure, axes = plt.subplots(rows, 1, figsize=(10, 2.6 * rows), sharex=True, squeeze=False)
     label = {"cosine": "cosine distance, left vs right", "contrast": "distance beyond each side's spread"}
-    panels = [(curve, threshold, changes, label.get(constants.CHANGE_CURVE, "change curve"))]
+    panels = [(curve, threshold, changes, label.get(constants.CHANGE_CURVE, "change curve"),
+               " (scored over merged segments)" if constants.CHANGE_MERGE_REACH_S > 0 else "")]
     if baseline is not None:
-        panels.append((*baseline, "delta-BIC (baseline)"))
-    for axis, (values, level, found, label) in zip(axes[:, 0], panels):
+        panels.append((*baseline, "delta-BIC (baseline)", ""))
+    for axis, (values, level, found, label, note) in zip(axes[:, 0], panels):
         finite = np.where(np.isfinite(values.values), values.values, np.nan)
         axis.plot(values.times, finite, color="tab:blue", linewidth=1)
-        axis.axhline(level, color="k", linestyle=":", linewidth=1, label=f"threshold {level:.3g}")
+        axis.axhline(level, color="k", linestyle=":", linewidth=1, label=f"threshold {level:.3g}{note}")
         for k, time in enumerate(truth if truth is not None else []):
             axis.axvline(time, color="tab:green", linewidth=3, alpha=0.35, label="true change" if k == 0 else None)
         for k, time in enumerate(found):
