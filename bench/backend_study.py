@@ -25,11 +25,8 @@ utils.import_tensorflow_quietly()
 import keras  # noqa: E402
 
 import constants  # noqa: E402
-from audio import features  # noqa: E402
-from audio.cache import FeatureCache  # noqa: E402
-from audio.corpus import find_corpus, split_speakers  # noqa: E402
+from bench import common  # noqa: E402
 from ml import embeddings, evaluation  # noqa: E402
-from ml.inputs import load_inputs  # noqa: E402
 
 COHORT_UTTERANCES = 1000
 TOP_K = (50, 200)
@@ -52,20 +49,10 @@ def figures(vectors, speakers, cohorts):
 @click.command()
 @click.option("--run", default="softmax", show_default=True, help="The run whose chosen checkpoint is studied.")
 def main(run):
-    inputs = load_inputs()
-    trained = embeddings.load_trained_model(run, settings="inputs")
-    corpus = find_corpus()
-    _, unseen = split_speakers(corpus.speakers)
-    cache = FeatureCache(corpus.root)
-    speaker_of = {u.key: s for s, items in corpus.utterances.items() for u in items}
-
-    def usable(keys):
-        return [k for k in keys if k in speaker_of and cache.has(k) and not features.too_short(cache.num_frames(k))]
+    inputs, trained, cache, speaker_of, usable, groups = common.study_setup(run)
     train_keys = usable(inputs.train.utterance_keys.tolist())
     train_keys = sorted(np.random.default_rng([constants.SEED, 4]).choice(
         train_keys, min(COHORT_UTTERANCES, len(train_keys)), replace=False).tolist())
-    groups = {"validation": usable(inputs.validation.utterance_keys.tolist()) if inputs.validation is not None else [],
-              "unseen": usable([u.key for s in unseen for u in corpus.utterances.get(s, [])])}
     cohort_keys = {"train-split": train_keys, "test-split": usable(inputs.test.utterance_keys.tolist())}
     pool_model = keras.Model(trained.model.input, {"embeddings": trained.model.get_layer("pool").output})
     print(f"{trained.description}; {len(groups['validation'])} validation and {len(groups['unseen'])} unseen "

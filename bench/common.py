@@ -82,3 +82,26 @@ def publish(record, rows, out):
     utils.ensure_writable_dir(out.parent)
     utils.write_json(out, {**record, "table": table, "provenance": provenance()})
     print(f"\nwritten to {out}")
+
+
+def study_setup(run):
+    """What a study of a trained run's embeddings starts from: (inputs, the trained model (as stage 2 loads it), the
+    feature cache, {utterance key: speaker}, `usable(keys)` (the cached keys at least one window long), and
+    {"validation": keys, "unseen": keys})."""
+    from audio import features
+    from audio.cache import FeatureCache
+    from audio.corpus import find_corpus, split_speakers
+    from ml import embeddings
+    from ml.inputs import load_inputs
+    inputs = load_inputs()
+    trained = embeddings.load_trained_model(run, settings="inputs")
+    corpus = find_corpus()
+    _, unseen = split_speakers(corpus.speakers)
+    cache = FeatureCache(corpus.root)
+    speaker_of = {u.key: s for s, items in corpus.utterances.items() for u in items}
+
+    def usable(keys):
+        return [k for k in keys if k in speaker_of and cache.has(k) and not features.too_short(cache.num_frames(k))]
+    groups = {"validation": usable(inputs.validation.utterance_keys.tolist()) if inputs.validation is not None else [],
+              "unseen": usable([u.key for s in unseen for u in corpus.utterances.get(s, [])])}
+    return inputs, trained, cache, speaker_of, usable, groups

@@ -23,10 +23,8 @@ utils.import_tensorflow_quietly()
 
 import constants  # noqa: E402
 from audio import features  # noqa: E402
-from audio.cache import FeatureCache  # noqa: E402
-from audio.corpus import find_corpus, split_speakers  # noqa: E402
+from bench import common  # noqa: E402
 from ml import embeddings, evaluation  # noqa: E402
-from ml.inputs import load_inputs  # noqa: E402
 
 THRESHOLDS_DB = (None, 40.0, 30.0, 20.0)  # None: every window (what stage 2 does)
 
@@ -44,17 +42,7 @@ def voiced_windows(frames, db):
 @click.command()
 @click.option("--run", default="softmax", show_default=True, help="The run whose chosen checkpoint is studied.")
 def main(run):
-    inputs = load_inputs()
-    trained = embeddings.load_trained_model(run, settings="inputs")
-    corpus = find_corpus()
-    _, unseen = split_speakers(corpus.speakers)
-    cache = FeatureCache(corpus.root)
-    speaker_of = {u.key: s for s, items in corpus.utterances.items() for u in items}
-
-    def usable(keys):
-        return [k for k in keys if k in speaker_of and cache.has(k) and not features.too_short(cache.num_frames(k))]
-    groups = {"validation": usable(inputs.validation.utterance_keys.tolist()) if inputs.validation is not None else [],
-              "unseen": usable([u.key for s in unseen for u in corpus.utterances.get(s, [])])}
+    _, trained, cache, speaker_of, _, groups = common.study_setup(run)
     print(f"{trained.description}; {len(groups['validation'])} validation and {len(groups['unseen'])} unseen utterances")
     results = {}
     for group, keys in groups.items():
