@@ -88,7 +88,8 @@ class Checkpoints(keras.callbacks.Callback):
                 self.state["finished"] = {"reason": f"early stopping: val_softmax_accuracy stalled for "
                                                     f"{constants.EARLY_STOPPING_PATIENCE} epochs", "target": self.end}
             metric = checkpoint_metric(logs or {}, self.validation)
-            self.run.save(self.model, self.last_epoch, self.state, metric, callback_state(self.stateful))
+            self.run.save(self.model, self.last_epoch, self.state, metric,
+                          {**callback_state(self.stateful), "generators": generator_states(self.model)})
 
 
 STATEFUL_ATTRIBUTES = {"EarlyStopping": ("wait", "best", "best_epoch"),
@@ -104,6 +105,21 @@ def callback_state(callbacks):
         state[type(callback).__name__] = {k: (None if v is None else float(v) if k == "best" else int(v))
                                           for k, v in values.items()}
     return state
+
+
+def generator_states(model):
+    """{layer name: state} of the random generators of the model's layers that draw (dropout): saved with every
+    checkpoint, so that a resumed run draws what an uninterrupted one would have drawn."""
+    return {layer.name: np.asarray(layer.seed_generator.state.numpy()).tolist() for layer in model.layers
+            if getattr(layer, "seed_generator", None) is not None}
+
+
+def restore_generator_states(model, saved):
+    """Put back the generators' states of generator_states (a checkpoint from before they were saved: none)."""
+    for layer in model.layers:
+        if getattr(layer, "seed_generator", None) is not None and layer.name in (saved or {}):
+            state = layer.seed_generator.state
+            state.assign(np.asarray(saved[layer.name], dtype=state.dtype))
 
 
 class RestoreCallbackState(keras.callbacks.Callback):
@@ -155,6 +171,7 @@ def _train_softmax(inputs, run, plan, mode, freeze, normalize_embeddings, verbos
     if plan["source"] == "own":  # the optimizer's moments and step come back with the weights
         model.optimizer.build(model.trainable_variables)
         entry = run.load_into(model, state)
+        restore_generator_states(model, (entry.get("callbacks") or {}).get("generators"))
         checkpoints.rewind(state, entry)
         start, source = entry["count"], checkpoints.describe(mode, state, entry)
     run.trim_history(start)
@@ -306,6 +323,7 @@ def _train_triplet(inputs, run, plan, normalize_embeddings, progress):
     if plan["source"] == "own":
         _check_same_replicas(run)
         entry = run.load_into(model, state)
+        restore_generator_states(model, (entry.get("callbacks") or {}).get("generators"))
         checkpoints.rewind(state, entry)
         start, source = entry["count"], checkpoints.describe("triplet", state, entry)
     train_step, test_loss_of = _triplet_steps(model)
@@ -358,7 +376,7 @@ def _train_triplet(inputs, run, plan, normalize_embeddings, progress):
                 if stopping:  # recorded with the checkpoint: a kill cannot leave one without the other
                     state["finished"] = {"reason": f"early stopping: no better validation EER in "
                                                    f"{constants.TRIPLET_PATIENCE} checkpoints", "target": end}
-                run.save(model, step, state, metric, {"since_best": since_best})
+                run.save(model, step, state, metric, {"since_best": since_best, "generators": generator_states(model)})
                 if stopping:
                     print(f"triplet: stopped at step {step}: no better validation EER in {constants.TRIPLET_PATIENCE} "
                           f"checkpoints; the best is {state['best']['file']} "

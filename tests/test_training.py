@@ -112,6 +112,9 @@ def test_an_interrupted_softmax_run_ends_where_an_uninterrupted_one_does(small_i
     for key in ("loss", "learning_rate", "val_softmax_accuracy"):
         assert float(rows[-1][key]) == pytest.approx(float(whole_rows[-1][key]), rel=0.05, abs=0.02), key
     assert resumed["window_accuracy"] == pytest.approx(whole["window_accuracy"], abs=0.05)
+    # dropout's random generator came back too: the resumed run's weights are those of the uninterrupted one
+    for a, b in zip(whole["model"].get_weights(), resumed["model"].get_weights()):
+        np.testing.assert_array_equal(a, b)
 
 
 def test_a_killed_triplet_run_resumes_from_its_checkpoint_without_duplicate_rows(small_inputs, workdir, monkeypatch):
@@ -129,9 +132,14 @@ def test_a_killed_triplet_run_resumes_from_its_checkpoint_without_duplicate_rows
         training.train_triplet(small_inputs, steps=10, progress=False)
     assert [int(r["step"]) for r in history_rows("triplet")] == list(range(1, 7))
     assert not list(checkpoints.RunFolder("triplet").folder.rglob(".tmp-*"))
-    training.train_triplet(small_inputs, steps=10, progress=False)  # the same command: to step 10, not 14
+    resumed = training.train_triplet(small_inputs, steps=10, progress=False)  # the same command: to step 10, not 14
     assert [int(r["step"]) for r in history_rows("triplet")] == list(range(1, 11))
     assert utils.read_json(workdir / "runs" / "triplet" / "state.json")["latest"]["count"] == 10
+    monkeypatch.setattr(training.TripletSampler, "batch", real_batch)
+    monkeypatch.setattr(constants, "WORKDIR", str(workdir.parent / "uninterrupted"))
+    whole = training.train_triplet(small_inputs, steps=10, progress=False)
+    for a, b in zip(whole["model"].get_weights(), resumed["model"].get_weights()):  # dropout's draws resumed too
+        np.testing.assert_array_equal(a, b)
 
 
 def test_a_damaged_latest_checkpoint_falls_back_to_the_newest_intact_one(small_inputs, workdir, capsys):
