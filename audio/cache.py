@@ -7,8 +7,9 @@ name and renamed), and never stops for one bad file: those are skipped and repor
 Files are read with numpy's pickle-free loader, so a cache file cannot execute code.
 
 sources.json records, per cached key, the size and modification time (ns) of the audio file it was computed
-from: a corpus file replaced or edited since is computed again by the next build, and `changed` names it to the
-stages that read the cache without building it.
+from, skipped.json the same of each file that gave no features (and why): a corpus file replaced or edited since
+is computed again by the next build, and check_current names changed, added or uncached files to the stages that
+read the cache without building it.
 """
 import hashlib
 import json
@@ -59,6 +60,7 @@ class FeatureCache:
         self.folder = Path(cache_root or utils.work_path("cache")) / f"features-{digest}"
         self._frames = {}  # key -> frames, filled by num_frames
         self._sources = None  # key -> [size, mtime_ns] of its audio when computed (sources.json), read when needed
+        self._skipped = None  # key -> {"stamp", "reason"} of the audio files that gave no features (skipped.json)
 
     def path(self, key):
         """The .npy file of the utterance `key`."""
@@ -75,6 +77,20 @@ class FeatureCache:
                                             what="the feature cache's record of its audio files", fix=REBUILD)
         return self._sources
 
+    def skipped(self):
+        """{key: {"stamp": [size, mtime_ns], "reason": why}} of the audio files the last builds could not use."""
+        if self._skipped is None:
+            self._skipped = utils.read_json(self.folder / "skipped.json", default={},
+                                            what="the feature cache's record of unusable audio files", fix=REBUILD)
+        return self._skipped
+
+    def missing(self, utterances):
+        """The keys of `utterances` that are neither cached nor recorded as unusable, as their audio is now (added to
+        the corpus, or their cache files removed, since the cache was built)."""
+        skipped = self.skipped()
+        return [u.key for u in utterances if not self.has(u.key)
+                and (skipped.get(u.key) or {}).get("stamp") != stamp(u.path)]
+
     def check_current(self, utterances):
         """PipelineError when a cached one of `utterances` was computed from an audio file that has changed since,
         or the cache predates its record of audio files (stages that read the cache without building it)."""
@@ -82,6 +98,12 @@ class FeatureCache:
             raise utils.PipelineError(f"the feature cache {self.folder} has no record of the audio files it was "
                                       f"computed from (made by an older version): run `python ml/0_generate_inputs.py`, "
                                       f"which brings it up to date")
+        missing = self.missing(utterances)
+        if missing:
+            shown = ", ".join(missing[:3]) + (f" and {len(missing) - 3} more" if len(missing) > 3 else "")
+            raise utils.PipelineError(f"{len(missing)} utterance(s) are not in the feature cache ({shown}): added to "
+                                      f"the corpus, or their cache files removed, since it was built; run "
+                                      f"`python ml/0_generate_inputs.py`")
         changed = self.changed(utterances)
         if changed:
             shown = ", ".join(changed[:3]) + (f" and {len(changed) - 3} more" if len(changed) > 3 else "")
@@ -115,7 +137,7 @@ class FeatureCache:
 
         items = [(u, 1.0) for u in utterances] + list(speed_copies)
         report = BuildReport(total=len(items))
-        sources = self.sources()
+        sources, skipped = self.sources(), self.skipped()
         stamps = {}  # taken before computing: a file changed while it is read is computed again next time
         todo = []
         for u, factor in items:
@@ -135,17 +157,24 @@ class FeatureCache:
                     report.built += 1
                     report.audio_seconds += seconds
                     sources[key] = stamps[key]
+                    skipped.pop(key, None)
                 else:
                     report.skipped[key] = reason
                     sources.pop(key, None)
+                    skipped[key] = {"stamp": stamps[key], "reason": reason}
                     self.path(key).unlink(missing_ok=True)  # a file that no longer gives features: none cached
                 if time.monotonic() - last_write > 30:  # a killed build keeps what it recorded
-                    utils.write_json(self.folder / "sources.json", sources)
+                    self._write_records()
                     last_write = time.monotonic()
         finally:
-            utils.write_json(self.folder / "sources.json", sources)
+            self._write_records()
         report.seconds = time.perf_counter() - start
         return report
+
+    def _write_records(self):
+        """sources.json and skipped.json, atomically each."""
+        utils.write_json(self.folder / "sources.json", self.sources())
+        utils.write_json(self.folder / "skipped.json", self.skipped())
 
 
 def stamp(path):

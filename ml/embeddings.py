@@ -78,7 +78,12 @@ def load_trained_model(run=None, checkpoint=None, settings="features", entry=Non
     model = build_model(len(stored["classes"]), normalize_embeddings=state.get("normalize_embeddings", False),
                         input_shape=stored["input_shape"])
     loaded = RunFolder(mode).load_into(model, state, entry, fallback=False)
-    norm = utils.read_json(RunFolder(mode).folder / "norm.json", what="the normalisation statistics of the run",
+    norm_path = RunFolder(mode).folder / "norm.json"
+    if state.get("norm_sha256") and norm_path.is_file() and utils.file_digest(norm_path)[1] != state["norm_sha256"]:
+        raise utils.CorruptFile(f"{norm_path} is not the normalisation the {mode} run was trained with (its sha256 "
+                                f"differs from state.json): restore it, or train the run again with "
+                                f"`{checkpoints.command(mode)} --fresh`")
+    norm = utils.read_json(norm_path, what="the normalisation statistics of the run",
                            keys=("method", "global", "global_per_coefficient", "per_speaker"),
                            fix=f"Train the run again with `{checkpoints.command(mode)} --fresh`")
     if norm is None:

@@ -425,14 +425,19 @@ def load_inputs(folder=None, stream=None):
                 splits[split] = WindowSet(**arrays)
             return splits, data["speakers"].tolist(), data["classes"].tolist()
     splits, speakers, classes = utils.read_checked(folder / "data.npz", read, "the train/test inputs", fix)
-    norm = read_norm(folder)
+    norm = read_norm(folder, record)
     return Inputs(speakers, splits["train"], splits["test"], norm, classes, record["built_from"],
                   splits.get("validation"))
 
 
-def read_norm(folder=None):
-    """The normalisation record of the inputs (norm.json), checked."""
+def read_norm(folder=None, record=None):
+    """The normalisation record of the inputs (norm.json), checked: against the sha256 inputs.json recorded for it
+    (`record`, or the folder's), and its keys."""
     folder = Path(folder or inputs_folder())
+    record = record or read_record(folder) or {}
+    expected = (record.get("files") or {}).get("norm.json")
+    if expected and (folder / "norm.json").is_file() and list(utils.file_digest(folder / "norm.json")) != expected:
+        raise utils.CorruptFile(f"{folder / 'norm.json'} is damaged (its sha256 differs from inputs.json); {REBUILD}")
     norm = utils.read_json(folder / "norm.json", what="the normalisation statistics of the inputs",
                            fix=REBUILD[0].upper() + REBUILD[1:], keys=NORM_KEYS)
     return norm

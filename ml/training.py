@@ -107,6 +107,13 @@ def callback_state(callbacks):
     return state
 
 
+def write_norm(run, norm):
+    """Write the run's norm.json (the statistics it trains with, for inference); its sha256, which state.json
+    records so that a damaged or edited copy is refused (ml/embeddings.py)."""
+    utils.write_json(run.folder / "norm.json", norm)
+    return utils.file_digest(run.folder / "norm.json")[1]
+
+
 def generator_states(model):
     """{layer name: state} of the random generators of the model's layers that draw (dropout): saved with every
     checkpoint, so that a resumed run draws what an uninterrupted one would have drawn."""
@@ -176,7 +183,7 @@ def _train_softmax(inputs, run, plan, mode, freeze, normalize_embeddings, verbos
         start, source = entry["count"], checkpoints.describe(mode, state, entry)
     run.trim_history(start)
     run.write_settings({**plan, "start": start, "replicas": distribution.replicas()})
-    utils.write_json(run.folder / "norm.json", inputs.norm)  # inference normalises as this run was trained
+    state["norm_sha256"] = write_norm(run, inputs.norm)  # inference normalises as this run was trained
     print(f"{mode}: {parameter_summary(model)}, {constants.MODEL}, epochs {start + 1}-{end}, from {source}")
 
     training_batches = WindowBatches(inputs.train, shift_stds=shift_stds(inputs.norm))
@@ -329,7 +336,7 @@ def _train_triplet(inputs, run, plan, normalize_embeddings, progress):
     train_step, test_loss_of = _triplet_steps(model)
     run.trim_history(start)
     run.write_settings({**plan, "start": start, "replicas": distribution.replicas()})
-    utils.write_json(run.folder / "norm.json", inputs.norm)
+    state["norm_sha256"] = write_norm(run, inputs.norm)
     train_batches = triplet_sampler(inputs.train, shift_stds(inputs.norm))
     test_batches = triplet_sampler(inputs.test)
     print(f"triplet: {parameter_summary(model)}, {constants.MODEL}, steps {start + 1}-{end}, from {source}, "

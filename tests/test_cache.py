@@ -128,3 +128,17 @@ def test_a_cache_without_its_record_of_audio_files_is_brought_up_to_date(corpus,
     with pytest.raises(PipelineError, match="no record of the audio files.*0_generate_inputs"):
         older.check_current(all_utterances(corpus))
     assert older.build(all_utterances(corpus), progress=False).built == 20
+
+
+def test_utterances_missing_from_the_cache_are_named_and_unusable_ones_are_not(corpus, workdir):
+    folder = corpus.root / "wav48_silence_trimmed" / "p225"
+    bad = sorted(folder.glob("*_mic1.flac"))[0]
+    bad.write_bytes(b"not audio")  # stage 0 skips it and says so
+    cache = FeatureCache(corpus.root)
+    report = cache.build(all_utterances(corpus), progress=False)
+    assert len(report.skipped) == 1
+    cache.check_current(all_utterances(corpus))  # the skipped one is known: not missing
+    removed = next(u for u in all_utterances(corpus) if cache.has(u.key))
+    cache.path(removed.key).unlink()  # a cache file removed since
+    with pytest.raises(PipelineError, match=r"1 utterance\(s\) are not in the feature cache.*" + removed.key):
+        FeatureCache(corpus.root).check_current(all_utterances(corpus))

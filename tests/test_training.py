@@ -576,3 +576,21 @@ def test_a_run_whose_settings_record_is_gone_is_not_continued_under_any_settings
     (workdir / "runs" / "softmax" / "settings.json").unlink()
     with pytest.raises(utils.PipelineError, match="no record of the settings it was trained with.*--fresh"):
         training.train_softmax(small_inputs, epochs=2, verbose=0)
+
+
+def test_an_edited_norm_json_is_refused_not_used(small_inputs, workdir):
+    """Both copies (the inputs' and the run's) stay valid JSON of the same size: only their sha256 tells."""
+    training.train_softmax(small_inputs, epochs=1, verbose=0)
+    run_norm = workdir / "runs" / "softmax" / "norm.json"
+    embeddings.load_trained_model("softmax")  # intact: loads
+    text = run_norm.read_text()
+    digit = next(i for i, c in enumerate(text) if c.isdigit() and c != "1")
+    run_norm.write_text(text[:digit] + "1" + text[digit + 1:])
+    with pytest.raises(utils.PipelineError, match="not the normalisation the softmax run was trained with"):
+        embeddings.load_trained_model("softmax")
+    inputs_norm = workdir / "inputs" / "norm.json"
+    text = inputs_norm.read_text()
+    digit = next(i for i, c in enumerate(text) if c.isdigit() and c != "1")
+    inputs_norm.write_text(text[:digit] + "1" + text[digit + 1:])
+    with pytest.raises(utils.PipelineError, match="norm.json is damaged.*0_generate_inputs"):
+        ml_inputs.load_inputs()
