@@ -98,18 +98,14 @@ class FeatureCache:
             raise utils.PipelineError(f"the feature cache {self.folder} has no record of the audio files it was "
                                       f"computed from (made by an older version): run `python ml/0_generate_inputs.py`, "
                                       f"which brings it up to date")
-        missing = self.missing(utterances)
-        if missing:
-            shown = ", ".join(missing[:3]) + (f" and {len(missing) - 3} more" if len(missing) > 3 else "")
-            raise utils.PipelineError(f"{len(missing)} utterance(s) are not in the feature cache ({shown}): added to "
-                                      f"the corpus, or their cache files removed, since it was built; run "
-                                      f"`python ml/0_generate_inputs.py`")
-        changed = self.changed(utterances)
-        if changed:
-            shown = ", ".join(changed[:3]) + (f" and {len(changed) - 3} more" if len(changed) > 3 else "")
-            raise utils.PipelineError(f"{len(changed)} corpus file(s) changed since their features were cached "
-                                      f"({shown}): run `python ml/0_generate_inputs.py`, which computes them again "
-                                      f"(and rebuilds the inputs; runs trained on the old ones must be trained again)")
+        for keys, what in ((self.missing(utterances), "utterance(s) are not in the feature cache, added to the corpus or "
+                                                       "their cache files removed since it was built"),
+                           (self.changed(utterances), "corpus file(s) changed since their features were cached, which "
+                                                      "stage 0 computes again (runs trained on them must be trained "
+                                                      "again)")):
+            if keys:
+                shown = ", ".join(keys[:3]) + (f" and {len(keys) - 3} more" if len(keys) > 3 else "")
+                raise utils.PipelineError(f"{len(keys)} {what} ({shown}): run `python ml/0_generate_inputs.py`")
 
     def changed(self, utterances):
         """The keys of `utterances` (corpus Utterances) cached from an audio file that has changed since."""
