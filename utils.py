@@ -32,7 +32,8 @@ def friendly_errors(function=None, *, code=1):
                 print(f"error: {error}", file=sys.stderr)
                 sys.exit(code)
             except OSError as error:
-                if error.errno not in (errno.EACCES, errno.EPERM, errno.ENOSPC, errno.EROFS):
+                if error.errno not in (errno.EACCES, errno.EPERM, errno.ENOSPC, errno.EROFS, errno.ENAMETOOLONG,
+                                       errno.ENOENT, errno.EISDIR, errno.ENOTDIR):
                     raise
                 print(f"error: {error.filename}: {error.strerror}", file=sys.stderr)
                 sys.exit(code)
@@ -75,7 +76,9 @@ def ensure_writable_dir(path, what=None, fix=None):
 def atomic_path(path):
     """Yield a temporary path beside `path`; on success it is renamed to `path`, on failure removed."""
     path = Path(path)
-    tmp = path.with_name(f".tmp-{os.getpid()}-{path.name}")  # keeps the suffix: Keras checks it
+    name = path.name if len(path.name) <= 180 else hashlib.sha1(path.name.encode()).hexdigest()[:16] + "".join(
+        path.suffixes[-2:])[-40:]  # a long name: a short temporary one (the name's limit is the file system's)
+    tmp = path.with_name(f".tmp-{os.getpid()}-{name}")  # keeps the suffix: Keras checks it
     try:
         yield tmp
         os.replace(tmp, path)

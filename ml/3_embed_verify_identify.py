@@ -21,6 +21,7 @@ Writes embed: --output (.npz with "paths" and "embeddings", .csv, or a folder of
 """
 import csv
 import json
+import math
 import sys
 from pathlib import Path
 
@@ -55,6 +56,9 @@ def options(context, **given):
     """The group's options, overridden by those given after the command."""
     merged = dict(context.obj or {})
     merged.update({key: value for key, value in given.items() if value is not None})
+    threshold = merged.get("threshold")
+    if threshold is not None and not math.isfinite(threshold):  # NaN would answer "different" to every pair
+        raise utils.PipelineError(f"--threshold {threshold}: a threshold is a finite score")
     return merged
 
 
@@ -90,23 +94,30 @@ def main(context, run, threshold, as_json, asnorm):
 def embed(context, files, output, run, threshold, as_json, asnorm):
     """Write the embeddings of FILES (audio files, folders, .txt lists)."""
     settings = options(context, run=run, threshold=threshold, as_json=as_json, asnorm=asnorm)
+    kind = output.suffix.lower() if output.suffix.lower() in (".npz", ".csv", ".npy") else "folder"
+    if kind == "folder" and output.exists() and not output.is_dir():
+        raise utils.PipelineError(f"--output {output} is a file: name a .npz, .csv or .npy, or a folder")
+    if kind != "folder" and output.is_dir():
+        raise utils.PipelineError(f"--output {output} is a folder: name a file (.npz, .csv, .npy) or another folder")
+    utils.ensure_writable_dir(output.resolve().parent, f"the folder of --output {output}",
+                              "write the embeddings elsewhere")  # checked before the work, not after
     model = speakers(settings)
     vectors, failed = model.embed_many(named_audio_files(files))
     report_skipped(failed)
     if not vectors:
         raise utils.PipelineError("no file gave an embedding")
     paths, matrix = [str(p) for p in vectors], np.stack(list(vectors.values())).astype(np.float32)
-    if output.suffix == ".npz":
+    if kind == ".npz":
         with utils.atomic_path(output) as tmp:
             with open(tmp, "wb") as handle:
                 np.savez(handle, paths=np.array(paths), embeddings=matrix)
-    elif output.suffix == ".csv":
+    elif kind == ".csv":
         with utils.atomic_path(output) as tmp:
             with open(tmp, "w", newline="") as handle:
                 writer = csv.writer(handle)
                 writer.writerow(["path"] + [f"e{i}" for i in range(matrix.shape[1])])
                 writer.writerows([path] + [f"{v:.6g}" for v in row] for path, row in zip(paths, matrix))
-    elif output.suffix == ".npy":
+    elif kind == ".npy":
         if len(paths) != 1:
             raise utils.PipelineError(f"--output {output} holds one embedding, but {len(paths)} files were embedded: "
                                       f"use a .npz, a .csv or a folder")

@@ -83,7 +83,7 @@ def detect(files, threshold, output, plots, no_plots, run, checkpoint, as_json):
     threshold = detector.threshold()
     made_by = detector.trained.reference
     model_name = f"{made_by['mode']} {Path(made_by['file']).name} (run {made_by['run_id']}), threshold {threshold:.3f}"
-    results, failed, names = [], {}, {}
+    results, failed, names = [], {}, set()
     for path in paths:
         try:
             found = detector.detect(path, threshold)
@@ -113,10 +113,15 @@ def detect(files, threshold, output, plots, no_plots, run, checkpoint, as_json):
 
 
 def unique_name(path, taken):
-    """The file's stem, with -2, -3 ... when an earlier file of this call had the same stem."""
-    count = taken.get(path.stem, 0) + 1
-    taken[path.stem] = count
-    return path.stem if count == 1 else f"{path.stem}-{count}"
+    """The file's RTTM id and plot name: its stem with spaces as "_", then "-2", "-3" ... until no earlier file of
+    this call has it (`taken`: the set of ids given so far, updated)."""
+    stem = path.stem.replace(" ", "_")
+    name, count = stem, 1
+    while name in taken:
+        count += 1
+        name = f"{stem}-{count}"
+    taken.add(name)
+    return name
 
 
 def write_results(results, output):

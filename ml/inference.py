@@ -153,10 +153,13 @@ class Speakers:
         their pooled mean. Unreadable or too short files are skipped and named; a file already enrolled is
         not added twice.
         """
-        if not name or "/" in name or name.startswith(".") or name == UNKNOWN:
-            raise utils.PipelineError(f"{name!r} cannot name a speaker (no '/', no leading '.', not {UNKNOWN!r})")
+        if (not name or "/" in name or name.startswith(".") or name == UNKNOWN or len(name) > 100
+                or not name.isprintable()):
+            raise utils.PipelineError(f"{name!r} cannot name a speaker (no '/', no leading '.', no control "
+                                      f"characters, at most 100 characters, not {UNKNOWN!r})")
         if not paths:
             raise utils.PipelineError("enroll needs at least one audio file")
+        paths = [Path(p).resolve() for p in paths]  # one recording, one name: however the path was written
         with utils.folder_lock(self.gallery, "the gallery"):
             record = self._record()
             known = [] if replace else record["speakers"].get(name, {}).get("files", [])
@@ -227,9 +230,16 @@ class Speakers:
         return rows
 
     def enrolled(self):
-        """{name: pooled embedding} of the gallery, each checked."""
-        record = self._record()
-        return {name: embeddings.pool(self._rows(name, record)) for name in sorted(record["speakers"])}
+        """{name: pooled embedding} of the gallery, each checked. An enroll that finishes while this reads replaces
+        a rows file: the record is read again (a few times) rather than the gallery called damaged."""
+        for attempt in range(5):
+            record = self._record()
+            try:
+                return {name: embeddings.pool(self._rows(name, record)) for name in sorted(record["speakers"])}
+            except utils.CorruptFile:
+                if attempt == 4 or self._record() == record:  # the record did not change: the damage is real
+                    raise
+                time.sleep(0.05)
 
     def identify(self, path, gallery=None):
         """(best-matching enrolled name, or "unknown" below the threshold; {name: score} best first).

@@ -371,3 +371,37 @@ def test_embeddings_into_a_folder_keep_one_file_per_recording_and_their_model(sp
     np.save(tmp_path / "loose" / "x.npy", np.zeros(3))
     loose = CliRunner().invoke(script, ["embed", str(same_stem), "--output", str(tmp_path / "loose")])
     assert loose.exit_code == 2 and "no embeddings.json describes" in loose.output
+
+
+def test_a_recording_named_two_ways_is_enrolled_once_and_odd_names_are_refused(speakers, tmp_path, monkeypatch):
+    _, corpus = speakers
+    enrolled = Speakers(gallery=tmp_path / "gallery", threshold=0.5)
+    path = corpus.utterances["p229"][0].path
+    enrolled.enroll("p229", [path])
+    monkeypatch.chdir(path.parent)
+    enrolled.enroll("p229", [Path(path.name)])  # the same file, relative to here
+    assert enrolled.listing() == {"p229": 1}
+    for name in ("x\ny", "a" * 101):
+        with pytest.raises(utils.PipelineError, match="cannot name a speaker"):
+            enrolled.enroll(name, [path])
+
+
+def test_stage_3_refuses_a_nan_threshold_and_a_bad_output_before_embedding(speakers, trained, tmp_path):
+    _, corpus = speakers
+    script = load_script("ml/3_embed_verify_identify.py").main
+    path = str(corpus.utterances["p229"][0].path)
+    nan = CliRunner().invoke(script, ["verify", path, path, "--threshold", "nan"])
+    assert nan.exit_code == 2 and "a threshold is a finite score" in nan.output
+    (tmp_path / "d.npz").mkdir()
+    folder = CliRunner().invoke(script, ["embed", path, "--output", str(tmp_path / "d.npz")])
+    assert folder.exit_code == 2 and "is a folder" in folder.output and "Traceback" not in folder.output
+    upper = CliRunner().invoke(script, ["embed", path, "--output", str(tmp_path / "new" / "E.NPZ")])
+    assert upper.exit_code == 0, upper.output
+    with np.load(tmp_path / "new" / "E.NPZ") as saved:  # an .npz (the folder made), whatever the suffix's case
+        assert saved["embeddings"].shape == (1, constants.EMBEDDING_SIZE)
+
+
+def test_a_file_name_near_the_file_systems_limit_is_written_atomically(tmp_path):
+    target = tmp_path / ("b" * 246 + ".json")
+    utils.write_json(target, {"a": 1})
+    assert json.loads(target.read_text()) == {"a": 1} and not list(tmp_path.glob(".tmp-*"))

@@ -2,6 +2,7 @@
 detection on a demo conversation with a briefly trained model, the command line and bad inputs."""
 import importlib.util
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -375,3 +376,10 @@ def test_merging_removes_candidates_weakest_first_and_its_strengths_give_each_th
         return kept
     for threshold in np.linspace(-0.1, 1.5, 33):
         assert list(candidates[strengths >= threshold]) == merged_down_to(threshold), threshold
+
+
+def test_every_file_of_a_detect_call_gets_its_own_id_and_plot_name():
+    script = load_script("ml/4_detect_speaker_changes.py")
+    taken = set()
+    names = [script.unique_name(Path(p), taken) for p in ("a/x.wav", "b/x-2.wav", "c/x.wav", "a/a b.wav", "b/a_b.wav")]
+    assert len(set(names)) == 5 and names[:2] == ["x", "x-2"] and all(" " not in n for n in names)
