@@ -87,6 +87,17 @@ def atomic_path(path):
             tmp.unlink()
 
 
+def unused_name(stem, taken, suffix=""):
+    """`stem + suffix`, or with "-2", "-3" ... before the suffix, the first that is not in the set `taken` (which
+    then holds it): one output per input, whatever names the inputs share."""
+    name, count = stem + suffix, 1
+    while name in taken:
+        count += 1
+        name = f"{stem}-{count}{suffix}"
+    taken.add(name)
+    return name
+
+
 def save_array(path, array):
     """Write `array` as a pickle-free .npy file, atomically."""
     import numpy as np

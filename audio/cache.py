@@ -109,7 +109,8 @@ class FeatureCache:
 
     def changed(self, utterances):
         """The keys of `utterances` (corpus Utterances) cached from an audio file that has changed since."""
-        return [u.key for u in utterances if u.key in self.sources() and self.sources()[u.key] != stamp(u.path)]
+        sources = self.sources()
+        return [u.key for u in utterances if u.key in sources and sources[u.key] != stamp(u.path)]
 
     def load(self, key):
         """(frames, 39) float32 features of the utterance `key` (pickle-free)."""

@@ -31,7 +31,7 @@ utils.import_tensorflow_quietly()
 
 import constants  # noqa: E402
 from audio.corpus import find_corpus  # noqa: E402
-from ml import change_metrics, speaker_changes  # noqa: E402
+from ml import speaker_changes  # noqa: E402
 from ml.inputs import load_inputs  # noqa: E402
 
 SETS = {"tuning": ([15, 0], None), "same turns": ([15, 2], None), "long turns": ([15, 3], [2, 6])}
@@ -84,18 +84,20 @@ def dispersion_variant(width):
     return candidates
 
 
-def f1_of(found, truths, collar):
-    counts = [change_metrics.detection_counts(t, f, collar) for t, f in zip(truths, found)]
-    return change_metrics.precision_recall_f1(counts)
-
-
-def tune_and_test(sets, detect, grid, collar):
-    """Tune `detect(track, duration, parameter)` over `grid` on the tuning set; (parameter, tuning F1, {set: P/R/F1})."""
-    tracks = sets["tuning"]
-    best = max(grid, key=lambda p: f1_of([detect(t, d, p) for t, d, _ in tracks], [c for *_, c in tracks], collar)[2])
-    tuning = f1_of([detect(t, d, best) for t, d, _ in tracks], [c for *_, c in tracks], collar)[2]
-    return best, tuning, {name: f1_of([detect(t, d, best) for t, d, _ in items], [c for *_, c in items], collar)
-                          for name, items in sets.items() if name != "tuning"}
+def tune_and_test(sets, candidates, collar):
+    """Stage 4's tuning (speaker_changes.tune_threshold) of the changes `candidates(track, duration)` ranks, on the
+    tuning set; (threshold, tuning F1, {other set: [precision, recall, F1]}) at `collar`."""
+    curves = {}
+    for name, items in sets.items():
+        curves[name] = [speaker_changes.Curve(np.zeros(0), np.zeros(0), d, ranked=candidates(t, d)) for t, d, _ in items]
+    truths = {name: [c for *_, c in items] for name, items in sets.items()}
+    threshold, tuning = speaker_changes.tune_threshold(curves["tuning"], truths["tuning"], collar)
+    tested = {}
+    for name in sets:
+        if name != "tuning":
+            figure = speaker_changes.figures(curves[name], truths[name], threshold, [collar])[0][f"{collar:g}"]
+            tested[name] = [figure["precision"], figure["recall"], figure["f1"]]
+    return threshold, tuning, tested
 
 
 @click.command()
@@ -125,12 +127,7 @@ def main(run, count, output):
     variants += [("window 2.5 s, cosine, merging off", window_variant(2.5))]
     variants += [(f"window {w:g} s, dispersion", dispersion_variant(w)) for w in (1.5, 2.0)]
     for name, candidates in variants:
-        ranked = {id(t): candidates(t, d) for items in sets.values() for t, d, _ in items}
-        values = np.concatenate([ranked[id(t)][1] for t, _, _ in sets["tuning"]])
-        grid = np.unique(np.quantile(values[np.isfinite(values)], speaker_changes.THRESHOLD_QUANTILES))
-        best, tuning, tested = tune_and_test(sets, lambda t, d, th: speaker_changes.changes_at(ranked[id(t)], th),
-                                             grid, collar)
-        report(name, float(best), tuning, tested)
+        report(name, *tune_and_test(sets, candidates, collar))
     if output:
         utils.write_json(output, {"rows": rows, "count": count, "collar_s": collar, "code_version": utils.code_version()})
 

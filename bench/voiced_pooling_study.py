@@ -24,19 +24,16 @@ utils.import_tensorflow_quietly()
 import constants  # noqa: E402
 from audio import features  # noqa: E402
 from bench import common  # noqa: E402
-from ml import embeddings, evaluation  # noqa: E402
+from ml import embeddings, evaluation, speaker_changes  # noqa: E402
 
 THRESHOLDS_DB = (None, 40.0, 30.0, 20.0)  # None: every window (what stage 2 does)
 
 
 def voiced_windows(frames, db):
     """Per window of `frames` (raw, c0 = log energy), whether at least half its frames are within `db` of the loud
-    ones."""
-    energy = frames[:, 0]
-    voiced = energy >= np.quantile(energy, constants.CHANGE_VAD_QUANTILE) - db * np.log(10) / 10
+    ones: change detection's rule (ml/speaker_changes.py)."""
     starts = features.window_starts(len(frames))
-    counts = np.concatenate([[0], np.cumsum(voiced)])
-    return (counts[starts + constants.FRAMES_PER_WINDOW] - counts[starts]) * 2 >= constants.FRAMES_PER_WINDOW
+    return speaker_changes.window_voicing(speaker_changes.voiced_frames(frames, db), starts)
 
 
 @click.command()

@@ -151,16 +151,12 @@ def write_folder(folder, paths, matrix, model):
                                   f"write them into another folder")
     files = dict(manifest["files"]) if manifest else {}  # .npy name -> audio path
     utils.write_json(folder / MANIFEST, {"model": model, "files": files})  # the folder is this model's from now on
-    named = {source: name for name, source in files.items()}
+    named, taken = {source: name for name, source in files.items()}, set(files)
     for path, row in zip(paths, matrix):
         name = named.get(path)
         if name is None:
-            stem, count = Path(path).stem, 1
-            name = f"{stem}.npy"
-            while name in files:
-                count += 1
-                name = f"{stem}-{count}.npy"
-            files[name], named[path] = path, name
+            name = named[path] = utils.unused_name(Path(path).stem, taken, ".npy")
+            files[name] = path
         utils.save_array(folder / name, row)
     utils.write_json(folder / MANIFEST, {"model": model, "files": files})
 

@@ -115,13 +115,7 @@ def detect(files, threshold, output, plots, no_plots, run, checkpoint, as_json):
 def unique_name(path, taken):
     """The file's RTTM id and plot name: its stem with spaces as "_", then "-2", "-3" ... until no earlier file of
     this call has it (`taken`: the set of ids given so far, updated)."""
-    stem = path.stem.replace(" ", "_")
-    name, count = stem, 1
-    while name in taken:
-        count += 1
-        name = f"{stem}-{count}"
-    taken.add(name)
-    return name
+    return utils.unused_name(path.stem.replace(" ", "_"), taken)
 
 
 def write_results(results, output):

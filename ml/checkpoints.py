@@ -32,14 +32,9 @@ FREE_SETTINGS = {"CORPUS_PATH", "WORKDIR", "NUM_WORKERS", "SOFTMAX_MAX_EPOCHS", 
                  "MAX_IMPOSTOR_TRIALS", "DCF_P_TARGET", "DCF_COST_MISS", "DCF_COST_FALSE_ALARM", "PROJECTION",
                  "DEMO_NUM_SPEAKERS", "DEMO_UTTERANCES_PER_SPEAKER", "DEMO_SAMPLE_RATE", "DEMO_LAYOUT",
                  "DEMO_SEED", "CPU_DEVICES", "STREAM_INPUTS", "INPUTS_MEMORY_BUDGET_MB", "ASNORM_COHORT_UTTERANCES",
-                 "ASNORM_TOP_K",
-                 # speaker change detection (stage 4) uses a trained model, it does not change one
-                 "CHANGE_WINDOW_S", "CHANGE_CURVE", "CHANGE_MERGE_REACH_S", "CHANGE_HOP_S", "CHANGE_EMBED_HOP_FRAMES",
-                 "CHANGE_MIN_SEGMENT_S",
-                 "CHANGE_MIN_VOICED_S", "CHANGE_VAD_DB", "CHANGE_VAD_QUANTILE", "CONVERSATIONS",
-                 "CONVERSATION_SPEAKERS", "CONVERSATION_TURNS", "CONVERSATION_UTTERANCES_PER_TURN",
-                 "CONVERSATION_PAUSE_S", "CONVERSATION_NOISE", "CHANGE_COLLARS_S", "CONVERSATION_PLOTS",
-                 "BIC_PENALTY"}
+                 "ASNORM_TOP_K"}
+# Speaker change detection (stage 4: CHANGE_*, CONVERSATION*, BIC_PENALTY) uses a trained model, it changes none.
+FREE_SETTINGS |= {name for name in vars(constants) if name.startswith(("CHANGE_", "CONVERSATION"))} | {"BIC_PENALTY"}
 
 
 def command(mode, normalize_embeddings=None):

@@ -25,7 +25,8 @@ import utils
 from audio import features
 from ml import change_metrics
 
-CHANGE_SETTINGS = ("CHANGE_WINDOW_S", "CHANGE_CURVE", "CHANGE_MERGE_REACH_S", "CHANGE_HOP_S", "CHANGE_EMBED_HOP_FRAMES", "CHANGE_MIN_SEGMENT_S",
+CHANGE_SETTINGS = ("CHANGE_WINDOW_S", "CHANGE_CURVE", "CHANGE_MERGE_REACH_S", "CHANGE_HOP_S", "CHANGE_EMBED_HOP_FRAMES",
+                   "CHANGE_MIN_SEGMENT_S",
                    "CHANGE_MIN_VOICED_S", "CHANGE_VAD_DB", "CHANGE_VAD_QUANTILE")
 # What `evaluate` depends on besides the model: its report is refused (without --force) when one differs.
 EVALUATION_SETTINGS = CHANGE_SETTINGS + ("CONVERSATIONS", "CONVERSATION_SPEAKERS", "CONVERSATION_TURNS",
@@ -110,11 +111,12 @@ def check_recording(signal, name):
         raise utils.PipelineError(f"{name}: all-silent (peak {peak:.1e} < SILENCE_PEAK {constants.SILENCE_PEAK})")
 
 
-def voiced_frames(frames):
-    """Per frame, whether its energy (c0, the log energy) is within CHANGE_VAD_DB of the loud frames'."""
+def voiced_frames(frames, db=None):
+    """Per frame, whether its energy (c0, the log energy) is within `db` (default CHANGE_VAD_DB) of the loud
+    frames'."""
     energy = frames[:, 0]
     loud = np.quantile(energy, constants.CHANGE_VAD_QUANTILE)
-    return energy >= loud - constants.CHANGE_VAD_DB * np.log(10) / 10
+    return energy >= loud - (constants.CHANGE_VAD_DB if db is None else db) * np.log(10) / 10
 
 
 def candidate_points(duration):
@@ -356,7 +358,7 @@ class ChangeDetector:
         frames = features.mfcc_frames_in_blocks(signal)
         voiced = voiced_frames(frames)
         starts, vectors = window_track(self.model, frames, self.norm)
-        track = Track.of(window_centres(starts), vectors, _window_voicing(voiced, starts))
+        track = Track.of(window_centres(starts), vectors, window_voicing(voiced, starts))
         return embedding_curve(track, len(signal) / constants.SAMPLE_RATE)
 
     def detect(self, path, threshold=None):
@@ -368,7 +370,7 @@ class ChangeDetector:
         return Detection(str(path), curve, threshold, changes_at(ranked, threshold))
 
 
-def _window_voicing(voiced, starts):
+def window_voicing(voiced, starts):
     """Whether each window (starting at `starts`) has at least half of its frames voiced."""
     counts = np.concatenate([[0], np.cumsum(voiced)])
     ends = np.minimum(starts + constants.FRAMES_PER_WINDOW, len(voiced))
