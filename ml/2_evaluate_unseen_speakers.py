@@ -51,8 +51,9 @@ def main(run, checkpoint, force):
         settings = utils.settings_snapshot(EVALUATION_SETTINGS)
         again = f"python ml/2_evaluate_unseen_speakers.py --run {mode}" + (f" --checkpoint {checkpoint}" if checkpoint
                                                                           else "") + " --force"
-        report = None if force else checkpoints.existing_evaluation(folder / "report.json", mode, state, entry,
-                                                                   settings, again, "stage 3", keys=REPORT_KEYS)
+        report = None if force else checkpoints.existing_evaluation(
+            folder / "report.json", mode, state, entry, settings, again, "stage 3", keys=REPORT_KEYS,
+            unseen=record["built_from"].get("unseen_sources_digest"))
         if report is not None:
             summary(report, folder, start)
             return
@@ -87,6 +88,8 @@ def evaluate(mode, entry, folder, settings):
                    "num_training_speakers": len(inputs.speakers), "num_classes": len(trained.classes),
                    "checkpoint": trained.reference, "run": trained.mode, "settings": settings,
                    "checkpoint_metric": trained.entry.get("metric"),
+                   # which unseen audio: a report of other audio is not shown as this checkpoint's (existing_evaluation)
+                   "unseen_sources_digest": inputs.record.get("unseen_sources_digest"),
                    "recipe": constants.RECIPE, "code_version": utils.code_version(),
                    "created": time.strftime("%Y-%m-%d %H:%M:%S")})
     utils.ensure_writable_dir(folder)

@@ -162,7 +162,8 @@ def evaluate(run, checkpoint, force):
                  + (f" --checkpoint {checkpoint}" if checkpoint else "") + " --force")
         report = None if force else checkpoints.existing_evaluation(
             folder / REPORT, mode, state, entry, settings, again, "detect",
-            keys=("checkpoint", "settings", "threshold", "f1", "created"))
+            keys=("checkpoint", "settings", "threshold", "f1", "created"),
+            unseen=record["built_from"].get("unseen_sources_digest"))
         if report is None:
             report = compute(mode, entry, folder, settings)
     summary(report, folder, start)
@@ -187,7 +188,8 @@ def compute(mode, entry, folder, settings):
     report = speaker_changes.evaluate(trained, tuning, test, folder, described)
     report.update({"checkpoint": trained.reference, "run": mode, "settings": settings, "recipe": constants.RECIPE,
                    "code_version": utils.code_version(), "created": time.strftime("%Y-%m-%d %H:%M:%S"),
-                   "checkpoint_file": checkpoints.describe(mode, trained.state, trained.entry)})
+                   "checkpoint_file": checkpoints.describe(mode, trained.state, trained.entry),
+                   "unseen_sources_digest": inputs.record.get("unseen_sources_digest")})  # the conversations' audio
     utils.write_json(folder / speaker_changes.REPORT, report)
     return report
 

@@ -434,9 +434,12 @@ def _check_resumable(run, state, inputs_record, identity, normalize_embeddings, 
 
 def _check_inputs(state, inputs_record, what, fix):
     """Refuse when `state` was trained on other inputs than the current ones, naming a setting that differs."""
-    from ml.inputs import same_inputs
+    from ml.inputs import EARLIER_RECORD, RESTORE, earlier_record_changed, same_inputs
     if same_inputs(state.get("inputs"), inputs_record):
         return
+    if earlier_record_changed(state.get("inputs"), inputs_record):
+        raise utils.PipelineError(f"{what} may have been trained on other inputs than those in "
+                                  f"{utils.work_path('inputs')} ({EARLIER_RECORD}): retrain with `{fix}`, or {RESTORE}")
     then = (state.get("inputs") or {}).get("settings", {})
     now = (inputs_record or {}).get("settings", {})
     changed = sorted(name for name in set(then) | set(now) if then.get(name) != now.get(name))
@@ -562,7 +565,11 @@ def resolve_checkpoint(run=None, checkpoint=None):
 
 def check_trained_on(mode, state, record):
     """PipelineError unless the run was trained on the inputs of `record` (inputs.json, as checked_record reads it)."""
-    from ml.inputs import same_inputs
+    from ml.inputs import EARLIER_RECORD, RESTORE, earlier_record_changed, same_inputs
+    if earlier_record_changed(state.get("inputs"), record["built_from"]):
+        raise utils.PipelineError(
+            f"the {mode} run may have been trained on other inputs than those in {utils.work_path('inputs')} "
+            f"({EARLIER_RECORD}): retrain it with `{command(mode)} --fresh` (and the modes after it), or {RESTORE}")
     if not same_inputs(state.get("inputs"), record["built_from"]):
         raise utils.PipelineError(
             f"the {mode} run was trained on other inputs than those in {utils.work_path('inputs')} (rebuilt "
@@ -570,11 +577,16 @@ def check_trained_on(mode, state, record):
             f"(and the modes after it), or rebuild the inputs it was trained on")
 
 
-def existing_evaluation(path, mode, state, entry, settings, again, used_by, keys=()):
+def existing_evaluation(path, mode, state, entry, settings, again, used_by, keys=(), unseen=None):
     """The evaluation record at `path` when it is of this checkpoint and these `settings` (announced: it is
     shown again, not computed anew); None when there is none, or it is of another checkpoint. One of this
     checkpoint with other settings is refused: its threshold is what `used_by` uses, never replaced unasked
-    (`again` is the command that replaces it)."""
+    (`again` is the command that replaces it).
+
+    `unseen` is the current inputs' "unseen_sources_digest", which the report records as "unseen_sources_digest": a
+    report of unseen speakers' audio that has changed since is refused the same way. A run is not refused for that
+    change (ml/inputs.py, same_inputs), so this is where it is noticed. Reports without the record (earlier
+    versions) are taken as they are: the runs of those versions were refused after any change of audio."""
     report = utils.read_json(path, what="an evaluation report", fix=f"Compute it again with `{again}`", keys=keys)
     if report is None or report.get("checkpoint") != checkpoint_reference(mode, state, entry):
         return None
@@ -583,6 +595,10 @@ def existing_evaluation(path, mode, state, entry, settings, again, used_by, keys
         raise utils.PipelineError(f"{path} holds an evaluation of this checkpoint with other settings "
                                   f"({', '.join(changed)}); its threshold is the one {used_by} uses. Replace it "
                                   f"with `{again}`, or restore the settings")
+    if unseen is not None and report.get("unseen_sources_digest", unseen) != unseen:
+        raise utils.PipelineError(f"{path} holds an evaluation of this checkpoint on unseen speakers' audio that has "
+                                  f"changed since (stage 0 rebuilt the inputs for it); its threshold is the one "
+                                  f"{used_by} uses. Replace it with `{again}`")
     print(f"model: {describe(mode, state, entry)}\nalready evaluated with these settings ({report['created']}); "
           f"shown again (--force computes it anew)")
     return report

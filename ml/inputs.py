@@ -270,30 +270,91 @@ def inputs_folder():
     return utils.work_path("inputs")
 
 
+# Digests of every speaker's utterances and audio files, the unseen speakers' too: all that earlier versions recorded,
+# kept so that their runs are still recognised (same_inputs).
+ALL_SPEAKER_DIGESTS = ("utterances_digest", "sources_digest")
+# The same split in two: what a run trains on, and the unseen speakers' utterances, which only evaluation reads.
+SPLIT_DIGESTS = ("training_sources_digest", "unseen_sources_digest")
+
+
 def expected_record(cache, corpus, train_speakers, unseen_speakers, validation_speakers=(), plan=None):
-    """What the inputs built now would be made of; inputs whose record matches it are current."""
+    """What the inputs built now would be made of; inputs whose record matches it are current.
+
+    Each digest names utterances and, with "sources", the audio file (size, time) each was cached from: a replaced
+    or damaged file gives other inputs. "training_sources_digest" covers what a run trains on (the training and
+    validation speakers' utterances and the speed copies), "unseen_sources_digest" the unseen speakers' (read by
+    evaluation only), and "utterances_digest" and "sources_digest" all of them, as earlier versions recorded.
+    """
     keys = usable_utterances(cache, corpus, train_speakers + unseen_speakers + list(validation_speakers))
     plan = speed_copies.plan(cache, corpus, train_speakers) if plan is None else plan
     copies = speed_copies.classes(cache, plan)
-    listed = [k for s in sorted(keys) for k in keys[s]] + [k for name in copies for k in copies[name]]
-    digest = hashlib.sha1("\n".join(listed).encode()).hexdigest()
+    copied = [k for name in copies for k in copies[name]]
+    listed = [k for s in sorted(keys) for k in keys[s]] + copied
+    unseen = [k for s in sorted(keys) if s in unseen_speakers for k in keys[s]]
+    trained = [k for s in sorted(keys) if s not in unseen_speakers for k in keys[s]] + copied
     recorded = cache.sources()  # each key's audio file (size, time) as cached: a replaced file gives other inputs
-    sources = hashlib.sha1("\n".join(f"{k} {recorded.get(k)}" for k in listed).encode()).hexdigest()
+
+    def digest(lines):
+        return hashlib.sha1("\n".join(lines).encode()).hexdigest()
+
+    def sources(listed_keys):
+        return digest(f"{k} {recorded.get(k)}" for k in listed_keys)
+
     return {"settings": utils.settings_snapshot(INPUT_SETTINGS + tuple(features.feature_settings())),
             "cache": cache.folder.name,
             "train_speakers": list(train_speakers), "unseen_speakers": list(unseen_speakers),
             "validation_speakers": list(validation_speakers),
-            "utterances_digest": digest, "sources_digest": sources}
+            "utterances_digest": digest(listed), "sources_digest": sources(listed),
+            "training_sources_digest": sources(trained), "unseen_sources_digest": sources(unseen)}
+
+
+def _without(record, names):
+    """`record` less the keys `names`."""
+    return {k: v for k, v in record.items() if k not in names}
 
 
 def same_inputs(trained_on, built_from):
     """Whether a run trained on inputs recorded as `trained_on` was trained on the inputs `built_from` describes.
-    A run recorded before the inputs named their audio files (no "sources_digest") is judged on the rest."""
+
+    A run is what it was trained on: the settings, the speakers, and the training and validation speakers'
+    utterances and audio files ("training_sources_digest"). The unseen speakers' audio is no part of it: stage 0
+    rebuilds the inputs when an unseen file goes bad or is replaced, and that must not make every run trained on the
+    very same frames start again; stage 2 checks the unseen utterances against the cache and refuses a report of
+    other unseen audio. The exception is per_speaker normalisation: the run keeps each unseen speaker's statistics
+    (its norm.json) and evaluates with them, so there the unseen audio stays part of it.
+
+    Records of earlier versions digest every speaker's audio at once ("utterances_digest", "sources_digest"): they
+    match while those do, and a change to any file, an unseen one too, makes them differ (they cannot tell which;
+    earlier_record_changed names that case). One recorded before the inputs named their audio files (no
+    "sources_digest") is judged on the rest.
+    """
     if trained_on == built_from:
         return True
-    return (isinstance(trained_on, dict) and isinstance(built_from, dict) and "sources_digest" not in trained_on
-            and {k: v for k, v in built_from.items() if k != "sources_digest"} == trained_on)
+    if not (isinstance(trained_on, dict) and isinstance(built_from, dict)):
+        return False
+    if "training_sources_digest" in trained_on:
+        ignored = set(ALL_SPEAKER_DIGESTS)
+        if (trained_on.get("settings") or {}).get("NORMALIZATION") != "per_speaker":
+            ignored.add("unseen_sources_digest")
+        return _without(trained_on, ignored) == _without(built_from, ignored)
+    ignored = set(SPLIT_DIGESTS) | ({"sources_digest"} if "sources_digest" not in trained_on else set())
+    return _without(built_from, ignored) == trained_on
 
+
+def earlier_record_changed(trained_on, built_from):
+    """Whether `trained_on`, recorded by an earlier version, differs from `built_from` in its all-speaker digests
+    alone: some corpus file changed, maybe only an unseen speaker's, which that record cannot tell apart."""
+    if not (isinstance(trained_on, dict) and isinstance(built_from, dict)) or "training_sources_digest" in trained_on \
+            or same_inputs(trained_on, built_from):
+        return False
+    return _without(built_from, SPLIT_DIGESTS + ALL_SPEAKER_DIGESTS) == _without(trained_on, ALL_SPEAKER_DIGESTS)
+
+
+EARLIER_RECORD = ("its record of them, written by an earlier version, digests every speaker's audio, the unseen "
+                  "speakers' too, and a corpus file has changed since, so it cannot tell whether its training audio "
+                  "did")
+RESTORE = ("restore the changed corpus file as it was (its modification time too, as `cp -p` keeps it) and run "
+           "`python ml/0_generate_inputs.py`")
 
 REBUILD = "rebuild them with `python ml/0_generate_inputs.py --force`"
 NORM_KEYS = ("method", "global", "global_per_coefficient", "per_speaker")
@@ -328,6 +389,8 @@ def stale_reason(record, folder=None):
     if built_from != record:
         settings = [n for n, *_ in utils.settings_mismatches(built_from.get("settings", {}))]
         changed = sorted(k for k in record if built_from.get(k) != record[k])
+        if not settings and set(changed) <= set(SPLIT_DIGESTS) and "training_sources_digest" not in built_from:
+            return "an earlier version recorded them without telling the training speakers' audio from the unseen ones'"
         return f"they were built from other {', '.join(settings) or ', '.join(changed)}"
     if not stored.get("files"):
         return "inputs.json records no files"

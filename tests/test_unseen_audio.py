@@ -1,0 +1,206 @@
+"""A run is what it trained on: an unseen speaker's audio file that goes bad or is replaced (and the inputs stage 0
+rebuilds for it) leaves the trained runs usable, a training speaker's file does not, and stage 2 still notices the
+unseen change (in the cache before stage 0 has run, in its report's record after)."""
+import importlib.util
+import json
+import shutil
+
+import pytest
+from click.testing import CliRunner
+
+import constants
+import utils
+from audio.cache import FeatureCache
+from audio.corpus import find_corpus, split_speakers
+from audio.demo_corpus import write_demo_corpus
+from ml import checkpoints
+from ml import inputs as ml_inputs
+
+SETTINGS = {"NUM_WORKERS": 1, "SPLIT": "auto", "NUM_SPEAKERS_CLASSIFICATION_TASK": 4, "MAX_COUNT_PER_CLASS": 30,
+            "BATCH_SIZE": 120, "SPEED_PERTURBATION": [], "SOFTMAX_SCHEDULE_EPOCHS": 2, "SOFTMAX_WARMUP_STEPS": 2}
+TRAIN = "ml/1_train_triplet_softmax_model.py"
+
+
+def script(path, *arguments):
+    spec = importlib.util.spec_from_file_location(path.replace("/", "_"), path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return CliRunner().invoke(module.main, list(arguments))
+
+
+def ran(result):
+    assert result.exit_code == 0, result.output + repr(result.exception)
+    return result.output
+
+
+def refused(result):
+    assert result.exit_code == 1, result.output
+    return " ".join((str(result.exception or "") + result.output).split())
+
+
+@pytest.fixture(scope="module")
+def pristine(tmp_path_factory):
+    """A demo corpus of 6 speakers (2 training, 2 validation, 2 unseen), its inputs (stage 0), a softmax run trained
+    for one epoch of two (stage 1) and its evaluation (stage 2); a copy of corpus and work dir to start each test from."""
+    root = tmp_path_factory.mktemp("unseen")
+    with pytest.MonkeyPatch.context() as patch:
+        for name, value in {**SETTINGS, "WORKDIR": str(root / "work"), "CORPUS_PATH": str(root / "corpus")}.items():
+            patch.setattr(constants, name, value)
+        write_demo_corpus(root / "corpus", num_speakers=6, utterances_per_speaker=4, progress=False)
+        assert "2 training, 2 validation, 2 unseen" in ran(script("ml/0_generate_inputs.py"))
+        ran(script(TRAIN, "--loss_on_softmax", "--epochs", "1"))
+        ran(script("ml/2_evaluate_unseen_speakers.py"))
+    for name in ("corpus", "work"):  # copy2: the audio files keep their times, so the cache's stamps still match
+        shutil.copytree(root / name, root / "pristine" / name, copy_function=shutil.copy2)
+    return root
+
+
+@pytest.fixture
+def pipeline(pristine, tmp_path, monkeypatch):
+    """The pristine corpus and work dir, restored in place (the cache is named after the corpus path): (corpus, split)."""
+    for name in ("corpus", "work"):
+        shutil.rmtree(pristine / name, ignore_errors=True)
+        shutil.copytree(pristine / "pristine" / name, pristine / name, copy_function=shutil.copy2)
+    for name, value in {**SETTINGS, "WORKDIR": str(pristine / "work"), "CORPUS_PATH": str(pristine / "corpus")}.items():
+        monkeypatch.setattr(constants, name, value)
+    corpus = find_corpus()
+    train, unseen = split_speakers(corpus.speakers)
+    training, validation = ml_inputs.split_validation(train)
+    assert len(training) == len(validation) == len(unseen) == 2
+    return corpus, {"training": training, "validation": validation, "unseen": unseen}
+
+
+def corrupt(path):
+    path.write_bytes(b"not audio at all")  # as a truncated download or a bad disk leaves it
+
+
+def replace(path):
+    """Other audio under the same name: another utterance of the same speaker."""
+    other = next(p for p in sorted(path.parent.iterdir()) if p != path and p.suffix == path.suffix)
+    path.write_bytes(other.read_bytes())
+
+
+def first_file(corpus, speaker):
+    return corpus.utterances[speaker][0].path
+
+
+def softmax_state():
+    return checkpoints.RunFolder("softmax").state()
+
+
+@pytest.mark.parametrize("change", [corrupt, replace])
+def test_an_unseen_speakers_file_changed_and_the_inputs_rebuilt_leave_the_trained_run_usable(pipeline, change):
+    corpus, speakers = pipeline
+    change(first_file(corpus, speakers["unseen"][0]))
+    rebuilt = ran(script("ml/0_generate_inputs.py"))
+    assert "inputs: building them" in rebuilt, rebuilt
+    record = ml_inputs.checked_record()
+    checkpoints.check_trained_on("softmax", softmax_state(), record)  # stages 2 and 4 accept it
+    assert "nothing to train" in ran(script(TRAIN, "--loss_on_softmax", "--epochs", "1"))  # accepted, and complete
+    ran(script(TRAIN, "--loss_on_softmax", "--epochs", "2"))  # it goes on from its checkpoint, not anew
+    state = softmax_state()
+    assert state["latest"]["count"] == 2 and [c["count"] for c in state["checkpoints"]] == [1, 2]
+
+
+@pytest.mark.parametrize("role", ["training", "validation"])
+@pytest.mark.parametrize("change", [corrupt, replace])
+def test_a_training_or_validation_speakers_file_changed_still_makes_the_run_refused(pipeline, change, role):
+    corpus, speakers = pipeline
+    change(first_file(corpus, speakers[role][0]))
+    assert "inputs: building them" in ran(script("ml/0_generate_inputs.py"))
+    with pytest.raises(utils.PipelineError, match="softmax run was trained on other inputs"):
+        checkpoints.check_trained_on("softmax", softmax_state(), ml_inputs.checked_record())
+    message = refused(script(TRAIN, "--loss_on_softmax", "--epochs", "2"))
+    assert "was trained on other inputs" in message and "--fresh" in message
+    assert "trained on other inputs" in refused(script("ml/2_evaluate_unseen_speakers.py", "--force"))
+
+
+def test_stage_2_notices_a_changed_unseen_file_before_and_after_stage_0(pipeline):
+    corpus, speakers = pipeline
+    report_file = checkpoints.RunFolder("softmax").folder / "evaluation" / "epoch-000001" / "report.json"
+    before = json.loads(report_file.read_text())
+    assert before["num_unseen_utterances"] == 8
+    corrupt(first_file(corpus, speakers["unseen"][0]))
+    # before stage 0: the cache is older than the file, and an evaluation refuses to use it
+    message = refused(script("ml/2_evaluate_unseen_speakers.py", "--force"))
+    assert "1 corpus file(s) changed since their features were cached" in message and "0_generate_inputs" in message
+    ran(script("ml/0_generate_inputs.py"))
+    # after stage 0: the report of the old audio is not shown as this checkpoint's, nor replaced unasked (stage 3
+    # takes its threshold from it)
+    message = refused(script("ml/2_evaluate_unseen_speakers.py"))
+    assert "unseen speakers' audio" in message and "--force" in message
+    assert json.loads(report_file.read_text()) == before
+    output = ran(script("ml/2_evaluate_unseen_speakers.py", "--force"))
+    after = json.loads(report_file.read_text())
+    assert after["num_unseen_utterances"] == 7 and "EER = " in output
+    assert after["unseen_sources_digest"] == ml_inputs.checked_record()["built_from"]["unseen_sources_digest"]
+    assert "already evaluated" in ran(script("ml/2_evaluate_unseen_speakers.py"))  # its own record: shown again
+
+
+def legacy(record):
+    """A record as the previous version wrote it: digests of every speaker's utterances and audio files only."""
+    return {k: v for k, v in record.items() if k not in ml_inputs.SPLIT_DIGESTS}
+
+
+def test_a_run_recorded_by_the_previous_version_is_accepted_while_nothing_changed_and_told_apart_when_a_file_did(
+        pipeline):
+    corpus, speakers = pipeline
+    record = ml_inputs.checked_record()["built_from"]
+    old = legacy(record)
+    cache = FeatureCache(corpus.root)
+    # the previous version's own all-speaker digests, unchanged: its runs are still recognised, and so are those
+    # recorded before the inputs named their audio files
+    assert ml_inputs.same_inputs(old, record)
+    oldest = {k: v for k, v in old.items() if k != "sources_digest"}
+    for earlier in (old, oldest):
+        checkpoints.check_trained_on("softmax", dict(softmax_state(), inputs=earlier), {"built_from": record})
+    # inputs that the previous version built are rebuilt once (the same frames), saying why
+    stored = json.loads((ml_inputs.inputs_folder() / "inputs.json").read_text())
+    (ml_inputs.inputs_folder() / "inputs.json").write_text(json.dumps(dict(stored, built_from=old)))
+    assert "an earlier version recorded them" in ml_inputs.stale_reason(record)
+    assert old["sources_digest"] == ml_inputs.expected_record(
+        cache, corpus, speakers["training"], speakers["unseen"], speakers["validation"])["sources_digest"]
+    corrupt(first_file(corpus, speakers["unseen"][0]))
+    ran(script("ml/0_generate_inputs.py"))
+    now = ml_inputs.checked_record()
+    assert ml_inputs.same_inputs(record, now["built_from"])  # recorded by this version: only the unseen audio changed
+    assert not ml_inputs.same_inputs(old, now["built_from"])  # the old record cannot tell which file changed
+    state = dict(softmax_state(), inputs=old)
+    with pytest.raises(utils.PipelineError) as error:
+        checkpoints.check_trained_on("softmax", state, now)
+    message = str(error.value)
+    assert "earlier version" in message and "unseen" in message and "--fresh" in message
+    assert "0_generate_inputs.py" in message and "\n" not in message
+    with pytest.raises(utils.PipelineError, match="earlier version.*--fresh"):
+        checkpoints._check_inputs(state, now["built_from"], "the softmax run", checkpoints.command("softmax") + " --fresh")
+
+
+def test_under_per_speaker_normalisation_the_unseen_audio_stays_part_of_the_run():
+    """The run keeps the per-speaker statistics of every unseen speaker (its norm.json) and evaluates with them."""
+    base = {"settings": {"NORMALIZATION": "global"}, "utterances_digest": "a", "sources_digest": "b",
+            "training_sources_digest": "t", "unseen_sources_digest": "u"}
+    unseen_changed = dict(base, utterances_digest="a2", sources_digest="b2", unseen_sources_digest="u2")
+    assert ml_inputs.same_inputs(base, unseen_changed)
+    assert not ml_inputs.same_inputs(base, dict(unseen_changed, training_sources_digest="t2"))
+    per_speaker = {**base, "settings": {"NORMALIZATION": "per_speaker"}}
+    assert not ml_inputs.same_inputs(per_speaker, {**unseen_changed, "settings": {"NORMALIZATION": "per_speaker"}})
+    assert ml_inputs.same_inputs(per_speaker, dict(per_speaker))
+
+
+def test_an_evaluation_report_of_other_unseen_audio_is_refused_and_one_of_an_earlier_version_is_shown(workdir, tmp_path):
+    """Stages 2 and 4 (existing_evaluation): a report records the unseen audio it measured."""
+    state, entry = {"run_id": "r1"}, {"count": 1, "sha256": "s", "file": "weights/epoch-000001.weights.h5"}
+    report = {"checkpoint": checkpoints.checkpoint_reference("softmax", state, entry), "settings": {"SEED": 1},
+              "created": "then", "unseen_sources_digest": "u1"}
+    path = tmp_path / "report.json"
+
+    def existing(recorded, unseen):
+        path.write_text(json.dumps(recorded))
+        return checkpoints.existing_evaluation(path, "softmax", state, entry, {"SEED": 1}, "again --force", "stage 3",
+                                               unseen=unseen)
+
+    assert existing(report, "u1") == report
+    with pytest.raises(utils.PipelineError, match="unseen speakers' audio that has changed since.*again --force"):
+        existing(report, "u2")
+    earlier = {k: v for k, v in report.items() if k != "unseen_sources_digest"}
+    assert existing(earlier, "u2") == earlier  # an earlier version's: its run was refused after any change of audio
