@@ -207,6 +207,11 @@ CHANGE_CURVE = "contrast"
 # candidate whose two adjacent segments (each up to this many s) score lowest on the curve is removed, and its
 # neighbours scored again over their grown segments, until the lowest scores at least the threshold.
 CHANGE_MERGE_REACH_S = 3.0
+# Clustering (0 = off): the segments between candidates are clustered over the whole recording (average linkage of
+# their mean embeddings), and a candidate's strength is (its merging or peak strength + this weight x how far apart
+# its two segments' clusters stay) / (1 + weight): the recording's other turns of the same speakers help decide.
+CHANGE_CLUSTER_WEIGHT = 1.0
+CHANGE_CLUSTER_SEGMENTS = 400  # segments clustered at once; longer recordings in overlapping blocks (memory ~ this^2)
 CHANGE_HOP_S = 0.05  # s between candidate points
 CHANGE_EMBED_HOP_FRAMES = 3  # frames between the window embeddings of a recording
 CHANGE_MIN_SEGMENT_S = 1.0  # s, the shortest segment: changes closer than this to each other or to an end are dropped
@@ -363,6 +368,8 @@ RANGES = {
     "CHANGE_WINDOW_S": ("number", "> 0", ">= FRAMES_PER_WINDOW * FRAME_STEP_S"),  # at least one window
     "CHANGE_HOP_S": ("number", "> 0", "<= CHANGE_MIN_SEGMENT_S"),  # at least one candidate per segment
     "CHANGE_MERGE_REACH_S": ("number", ">= 0"),
+    "CHANGE_CLUSTER_WEIGHT": ("number", ">= 0"),
+    "CHANGE_CLUSTER_SEGMENTS": ("int", ">= 4"),
     "CHANGE_EMBED_HOP_FRAMES": ("int", ">= 1"),
     "CHANGE_MIN_SEGMENT_S": ("number", "> 0"),
     "CHANGE_MIN_VOICED_S": ("number", ">= 0", "<= CHANGE_WINDOW_S"),

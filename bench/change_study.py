@@ -1,5 +1,5 @@
 """Change-detection variants, judged without the unseen speakers: does a threshold tuned on one kind of
-conversation hold on conversations with longer turns?
+conversation hold on conversations with longer turns, and on conversations of similar voices?
 
 Stage 4 tunes its threshold on conversations of the validation speakers and measures on the unseen speakers'.
 On the dev corpus the unseen speakers read longer utterances (6.5 s against 3.5 s), so their turns are longer,
@@ -8,10 +8,14 @@ and precision falls from tuning to test. This study builds, from the validation 
 - "same turns": new conversations of the same kind (another seed);
 - "long turns": new conversations whose turns hold 2-6 utterances instead of 1-3, the turn lengths of a corpus
   with utterances twice as long;
+- "similar voices": conversations among validation speakers of the same gender and age group (adult from 18,
+  as the corpus's speaker-info.txt gives them; groups of at least two speakers), the harder case of a real
+  conversation; left out when the corpus has no such information or groups;
 and for each detector variant tunes on the first, then reports precision, recall and F1 (0.5 s collar) on the
-other two. The unseen speakers are not read. Variants: the side length (CHANGE_WINDOW_S), the curve (CHANGE_CURVE
-"cosine" or "contrast"), merging (CHANGE_MERGE_REACH_S 0, 3 or 6 s) and a spread-normalised distance
-("dispersion"); each with its threshold tuned as stage 4 tunes it (quantiles of the candidates' strengths).
+others. The unseen speakers are not read. Variants: the side length (CHANGE_WINDOW_S), the curve (CHANGE_CURVE
+"cosine" or "contrast"), merging (CHANGE_MERGE_REACH_S 0, 3 or 6 s), clustering (CHANGE_CLUSTER_WEIGHT 0 = off,
+0.25 to 2) and a spread-normalised distance ("dispersion"); each with its threshold tuned as stage 4 tunes it
+(quantiles of the candidates' strengths).
 
     VCTK_CORPUS_PATH=../shared/data/so-dev-vctk092 DEEP_SPEAKER_SPLIT=auto DEEP_SPEAKER_WORKDIR=<work dir> \\
         python bench/change_study.py --run softmax
@@ -35,6 +39,7 @@ from ml import speaker_changes  # noqa: E402
 from ml.inputs import load_inputs  # noqa: E402
 
 SETS = {"tuning": ([15, 0], None), "same turns": ([15, 2], None), "long turns": ([15, 3], [2, 6])}
+SIMILAR_SEED = [15, 4]
 
 
 def tracks_of(detector, paths, seed, per_turn, count):
@@ -53,13 +58,38 @@ def tracks_of(detector, paths, seed, per_turn, count):
         constants.CONVERSATION_UTTERANCES_PER_TURN = saved
 
 
-def window_variant(width, curve="cosine", reach=0.0):
-    """Changes as stage 4 ranks them with CHANGE_WINDOW_S = width, CHANGE_CURVE = curve and CHANGE_MERGE_REACH_S =
-    reach, cut at the threshold."""
+def similar_groups(corpus, paths):
+    """{(gender, "adult"/"child"): {speaker: paths}} of the speakers of `paths` by the corpus's speaker-info.txt
+    (columns ID, AGE, GENDER), groups of at least two speakers; {} without that file."""
+    info = next((f for f in (Path(corpus.root) / "speaker-info.txt", Path(corpus.root).parent / "speaker-info.txt")
+                 if f.is_file()), None)
+    if info is None:
+        return {}
+    groups = {}
+    for line in info.read_text(errors="replace").splitlines()[1:]:
+        fields = line.split()
+        if len(fields) >= 3 and fields[0] in paths and fields[1].isdigit():
+            key = (fields[2].upper(), "adult" if int(fields[1]) >= 18 else "child")
+            groups.setdefault(key, {})[fields[0]] = paths[fields[0]]
+    return {key: members for key, members in sorted(groups.items()) if len(members) >= 2}
+
+
+def similar_tracks(detector, groups, count):
+    """The tracks of `count` conversations shared out among the similar-voice groups (a seed each)."""
+    out = []
+    for k, members in enumerate(groups.values()):
+        share = count // len(groups) + (k < count % len(groups))
+        out += tracks_of(detector, members, SIMILAR_SEED + [k], None, share)
+    return out
+
+
+def window_variant(width, curve="cosine", reach=0.0, cluster=0.0):
+    """Changes as stage 4 ranks them with CHANGE_WINDOW_S = width, CHANGE_CURVE = curve, CHANGE_MERGE_REACH_S =
+    reach and CHANGE_CLUSTER_WEIGHT = cluster, cut at the threshold."""
     def candidates(track, duration):
-        names = ("CHANGE_WINDOW_S", "CHANGE_CURVE", "CHANGE_MERGE_REACH_S")
+        names = ("CHANGE_WINDOW_S", "CHANGE_CURVE", "CHANGE_MERGE_REACH_S", "CHANGE_CLUSTER_WEIGHT")
         saved = [getattr(constants, n) for n in names]
-        for name, value in zip(names, (width, curve, reach)):
+        for name, value in zip(names, (width, curve, reach, cluster)):
             setattr(constants, name, value)
         try:
             return speaker_changes.ranked_changes(speaker_changes.embedding_curve(track, duration))
@@ -112,24 +142,33 @@ def main(run, count, output):
     paths, described = speaker_changes.tuning_speakers(corpus, inputs)
     print(f"{described}: {len(paths)} speakers; model {detector.source}")
     sets = {name: tracks_of(detector, paths, seed, per_turn, count) for name, (seed, per_turn) in SETS.items()}
+    groups = similar_groups(corpus, paths)
+    if groups:
+        print("similar voices: " + "; ".join(f"{' '.join(key)}: {', '.join(members)}" for key, members in groups.items()))
+        sets["similar voices"] = similar_tracks(detector, groups, count)
     collar = constants.CHANGE_COLLARS_S[0]
     rows = []
 
     def report(name, parameter, tuning, tested):
         row = {"variant": name, "parameter": parameter, "tuning_f1": tuning,
-               **{f"{k} P/R/F1": [round(x, 3) for x in v] for k, v in tested.items()}}
+               **{f"{k} P/R/F1": [round(x, 3) for x in v] for k, v in tested.items()},
+               "mean F1": round(float(np.mean([v[2] for v in tested.values()])), 4)}
         rows.append(row)
         print(json.dumps(row))
 
-    variants = [(f"window {w:g} s, {curve}, merging {'off' if reach == 0 else f'up to {reach:g} s'}",
-                 window_variant(w, curve, reach))
+    def merging(reach):
+        return "off" if reach == 0 else f"up to {reach:g} s"
+    variants = [(f"window {w:g} s, {curve}, merging {merging(reach)}", window_variant(w, curve, reach))
                 for curve in ("cosine", "contrast") for w in (1.5, 2.0) for reach in (0.0, 3.0, 6.0)]
     variants += [("window 2.5 s, cosine, merging off", window_variant(2.5))]
     variants += [(f"window {w:g} s, dispersion", dispersion_variant(w)) for w in (1.5, 2.0)]
+    variants += [(f"window 1.5 s, contrast, merging {merging(reach)}, clustering weight {c:g}",
+                  window_variant(1.5, "contrast", reach, c)) for reach in (3.0, 0.0) for c in (0.25, 0.5, 1.0, 2.0)]
     for name, candidates in variants:
         report(name, *tune_and_test(sets, candidates, collar))
     if output:
-        utils.write_json(output, {"rows": rows, "count": count, "collar_s": collar, "code_version": utils.code_version()})
+        utils.write_json(output, {"rows": rows, "count": count, "collar_s": collar, "code_version": utils.code_version(),
+                                  "similar_voices": {" ".join(k): list(v) for k, v in groups.items()}})
 
 
 if __name__ == "__main__":

@@ -114,6 +114,13 @@ def _is_number(value):
         return False
 
 
+def _strength_note():
+    """How the detected changes were scored beyond the curve drawn (merging, clustering), for the threshold's label."""
+    parts = (["merged segments"] if constants.CHANGE_MERGE_REACH_S > 0 else []) + \
+        (["clusters"] if constants.CHANGE_CLUSTER_WEIGHT > 0 else [])
+    return f" (scored over {' and '.join(parts)})" if parts else ""
+
+
 def change_curve(curve, threshold, changes, path, truth=None, baseline=None, title=None):
     """The change curve of a recording, its threshold and detected changes (and the true ones when known);
     `baseline` = (curve, threshold, changes) of another detector, drawn in a second panel."""
@@ -121,7 +128,7 @@ def change_curve(curve, threshold, changes, path, truth=None, baseline=None, tit
     figure, axes = plt.subplots(rows, 1, figsize=(10, 2.6 * rows), sharex=True, squeeze=False)
     label = {"cosine": "cosine distance, left vs right", "contrast": "distance beyond each side's spread"}
     panels = [(curve, threshold, changes, label.get(constants.CHANGE_CURVE, "change curve"),
-               " (scored over merged segments)" if constants.CHANGE_MERGE_REACH_S > 0 else "")]
+               _strength_note())]
     if baseline is not None:
         panels.append((*baseline, "delta-BIC (baseline)", ""))
     for axis, (values, level, found, label, note) in zip(axes[:, 0], panels):

@@ -14,6 +14,9 @@ CHANGE_MIN_SEGMENT_S from the others and from the ends, are the changes. With CH
 that distance less the mean distance between the halves of each side (a self-normalised step). With
 CHANGE_MERGE_REACH_S > 0 every peak is a candidate, and candidates are merged away weakest first, each scored over
 its whole adjacent segments (up to that reach), until the weakest scores at least the threshold (merge_strengths).
+With CHANGE_CLUSTER_WEIGHT > 0 the segments between candidates are also clustered over the whole recording, and a
+candidate's strength adds how far apart its two segments' clusters stay (cluster_strengths): a speaker heard
+earlier in the recording is recognised again, with more of its speech than one side holds.
 """
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -25,8 +28,8 @@ import utils
 from audio import features
 from ml import change_metrics
 
-CHANGE_SETTINGS = ("CHANGE_WINDOW_S", "CHANGE_CURVE", "CHANGE_MERGE_REACH_S", "CHANGE_HOP_S", "CHANGE_EMBED_HOP_FRAMES",
-                   "CHANGE_MIN_SEGMENT_S",
+CHANGE_SETTINGS = ("CHANGE_WINDOW_S", "CHANGE_CURVE", "CHANGE_MERGE_REACH_S", "CHANGE_CLUSTER_WEIGHT",
+                   "CHANGE_CLUSTER_SEGMENTS", "CHANGE_HOP_S", "CHANGE_EMBED_HOP_FRAMES", "CHANGE_MIN_SEGMENT_S",
                    "CHANGE_MIN_VOICED_S", "CHANGE_VAD_DB", "CHANGE_VAD_QUANTILE")
 # What `evaluate` depends on besides the model: its report is refused (without --force) when one differs.
 EVALUATION_SETTINGS = CHANGE_SETTINGS + ("CONVERSATIONS", "CONVERSATION_SPEAKERS", "CONVERSATION_TURNS",
@@ -228,12 +231,89 @@ def peaks(curve):
 def ranked_changes(curve):
     """(times, strengths) of the curve's candidate changes: a change is kept at threshold t when its strength is at
     least t. Without merging (CHANGE_MERGE_REACH_S = 0, or a curve without embeddings, as delta-BIC's): its peaks.
-    With merging: every peak is a candidate, and the candidates are merged away weakest first (merge_strengths)."""
-    if constants.CHANGE_MERGE_REACH_S <= 0 or curve.track is None:
+    With merging: every peak is a candidate, and the candidates are merged away weakest first (merge_strengths).
+    With CHANGE_CLUSTER_WEIGHT w > 0 (embedding curves): (that strength + w x cluster_strengths) / (1 + w), the
+    local evidence and the whole recording's."""
+    if curve.track is None:
         return peaks(curve)
-    times, _ = peaks(curve)
-    times = np.sort(times)
-    return times, merge_strengths(curve.track, times, curve.duration)
+    times, values = peaks(curve)
+    order = np.argsort(times, kind="stable")
+    times, strengths = times[order], values[order]
+    if constants.CHANGE_MERGE_REACH_S > 0:
+        strengths = merge_strengths(curve.track, times, curve.duration)
+    weight = constants.CHANGE_CLUSTER_WEIGHT
+    if weight > 0 and len(times):
+        strengths = (strengths + weight * cluster_strengths(curve.track, times, curve.duration, strengths)) / (1 + weight)
+    return times, strengths
+
+
+def cluster_strengths(track, times, duration, local):
+    """Per candidate change (sorted `times`), how far apart the speakers on its two sides stay when the segments
+    between candidates are clustered over the whole recording: the recording's other turns of the same speakers
+    help decide (a speaker heard before is recognised again).
+
+    Segments with fewer voiced windows than a side needs are first joined to a neighbour, across the candidate
+    weaker by `local` (those candidates get -inf: never a change). The segments are then clustered bottom-up, the
+    two closest clusters joined first, a cluster's distance to another the mean cosine distance of their segments'
+    mean embeddings (average linkage). A candidate's strength is the largest joining distance up to the join that
+    puts its two segments in one cluster: the candidates kept at threshold t are those whose segments are still
+    apart when every join below t is made. Recordings of more than CHANGE_CLUSTER_SEGMENTS segments are clustered in
+    overlapping blocks of that many (half a block apart), each candidate scored in the block it lies nearest the
+    middle of: memory and time per block stay bounded however long the recording.
+    """
+    times = np.asarray(times, float)
+    strengths = np.full(len(times), -np.inf)
+    keep = list(range(len(times)))
+    need = min_windows()
+    while True:
+        edges = np.concatenate([[0.0], times[keep], [duration]])
+        sums = track.sums(edges[:-1], edges[1:])
+        weak = np.flatnonzero(sums[:, -1] < need)
+        if len(weak) == 0 or not keep:
+            break
+        options = [j for j in (weak[0] - 1, weak[0]) if 0 <= j < len(keep)]
+        del keep[min(options, key=lambda j: local[keep[j]])]
+    if not keep:
+        return strengths
+    means = sums[:, :-1] / sums[:, -1:]
+    count, block = len(means), constants.CHANGE_CLUSTER_SEGMENTS
+    starts = [0] if count <= block else sorted(set(range(0, count - block, block // 2)) | {count - block})
+    centres = np.asarray(starts) + min(block, count) / 2
+    nearest = np.abs(np.arange(count - 1)[:, None] + 1 - centres[None, :]).argmin(axis=1)  # boundary j: after segment j
+    kept = np.empty(count - 1)
+    for k, first in enumerate(starts):
+        mine = np.flatnonzero(nearest == k)
+        if len(mine):
+            kept[mine] = _average_linkage_strengths(means[first:first + block])[mine - first]
+    strengths[keep] = kept
+    return strengths
+
+
+def _average_linkage_strengths(means):
+    """Per boundary between consecutive rows of `means` (segments), the running maximum of the joining distances
+    of average-linkage clustering (cosine distances) up to the join that puts its two segments in one cluster."""
+    count = len(means)
+    if count < 2:
+        return np.zeros(0)
+    unit = means / np.maximum(np.linalg.norm(means, axis=1, keepdims=True), 1e-12)
+    distance = 1 - unit @ unit.T
+    np.fill_diagonal(distance, np.inf)
+    sizes = np.ones(count)
+    label = np.arange(count)
+    found, highest = np.full(count - 1, np.nan), -np.inf
+    for _ in range(count - 1):
+        a, b = np.unravel_index(np.argmin(distance), distance.shape)
+        a, b = min(a, b), max(a, b)
+        highest = max(highest, distance[a, b])
+        joined = np.isnan(found) & (np.minimum(label[:-1], label[1:]) == a) & (np.maximum(label[:-1], label[1:]) == b)
+        found[joined] = highest
+        merged = (sizes[a] * distance[a] + sizes[b] * distance[b]) / (sizes[a] + sizes[b])  # Lance-Williams
+        distance[a], distance[:, a] = merged, merged
+        distance[a, a] = np.inf
+        distance[b], distance[:, b] = np.inf, np.inf
+        sizes[a] += sizes[b]
+        label[label == b] = a
+    return found
 
 
 def merge_strengths(track, times, duration):

@@ -383,3 +383,101 @@ def test_every_file_of_a_detect_call_gets_its_own_id_and_plot_name():
     taken = set()
     names = [script.unique_name(Path(p), taken) for p in ("a/x.wav", "b/x-2.wav", "c/x.wav", "a/a b.wav", "b/a_b.wav")]
     assert len(set(names)) == 5 and names[:2] == ["x", "x-2"] and all(" " not in n for n in names)
+
+
+def _segment_track(segment_vectors, seconds=2.0, voiced=None):
+    """A track of one window every 0.1 s whose segments of `seconds` each hold one vector (a row)."""
+    segment_vectors = np.asarray(segment_vectors, float)
+    times = np.arange(0.05, seconds * len(segment_vectors), 0.1)
+    index = np.minimum((times // seconds).astype(int), len(segment_vectors) - 1)
+    return speaker_changes.Track.of(times, segment_vectors[index], np.ones(len(times)) if voiced is None else voiced)
+
+
+def test_clustering_recognises_a_speaker_heard_before(monkeypatch):
+    monkeypatch.setattr(constants, "CHANGE_MIN_VOICED_S", 0.0)
+    e1, e2 = [1.0, 0.0], [0.0, 1.0]
+    # by hand, segments A A B A: the two first join at 0; the last A joins them at 0 (not adjacent: no candidate);
+    # B joins at distance 1, which both candidates around it get
+    track = _segment_track([e1, e1, e2, e1])
+    np.testing.assert_allclose(speaker_changes.cluster_strengths(track, [2.0, 4.0, 6.0], 8.0, np.zeros(3)),
+                               [0.0, 1.0, 1.0], atol=1e-12)
+
+
+def test_cluster_strengths_give_each_thresholds_clustering(monkeypatch):
+    """Keeping the candidates of strength >= t is what average-linkage clustering stopped at t keeps apart,
+    computed here from scratch at every t."""
+    monkeypatch.setattr(constants, "CHANGE_MIN_VOICED_S", 0.0)
+    rng = np.random.default_rng(11)
+    for _ in range(5):
+        speakers = rng.standard_normal((3, 6))
+        vectors = speakers[rng.integers(0, 3, 9)] + 0.6 * rng.standard_normal((9, 6))
+        vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
+        track = _segment_track(vectors)
+        candidates = np.arange(1, 9) * 2.0
+        strengths = speaker_changes.cluster_strengths(track, candidates, 18.0, np.zeros(8))
+        unit = vectors / np.linalg.norm(vectors, axis=1, keepdims=True)
+        between = 1 - unit @ unit.T
+
+        def apart_at(threshold, between=between):
+            clusters = [[i] for i in range(9)]
+            while len(clusters) > 1:
+                pairs = [(between[np.ix_(a, b)].mean(), i, j) for i, a in enumerate(clusters)
+                         for j, b in enumerate(clusters) if i < j]
+                distance, i, j = min(pairs)
+                if distance >= threshold:
+                    break
+                clusters[i] += clusters.pop(j)
+            label = {s: k for k, members in enumerate(clusters) for s in members}
+            return [label[k] != label[k + 1] for k in range(8)]
+        for threshold in np.unique(strengths) + 1e-9:  # just above each strength: the clusterings differ there
+            assert list(strengths >= threshold) == apart_at(threshold), threshold
+        assert list(strengths >= strengths.min() - 1e-9) == apart_at(strengths.min() - 1e-9)
+
+
+def test_a_segment_too_short_to_judge_is_joined_across_its_weaker_candidate(monkeypatch):
+    monkeypatch.setattr(constants, "CHANGE_MIN_VOICED_S", 0.3)
+    e1, e2 = [1.0, 0.0], [0.0, 1.0]
+    voiced = np.ones(80)
+    voiced[40:60] = 0  # the third segment, [4, 6) s, is silent
+    track = _segment_track([e1, e2, e1, e2], voiced=voiced)
+    local = np.array([0.9, 0.2, 0.5])  # the silent segment's candidates: 4 s (0.2) is weaker than 6 s (0.5)
+    strengths = speaker_changes.cluster_strengths(track, [2.0, 4.0, 6.0], 8.0, local)
+    assert strengths[1] == -np.inf and np.isfinite(strengths[[0, 2]]).all()
+
+
+def test_long_recordings_are_clustered_in_bounded_blocks(monkeypatch):
+    monkeypatch.setattr(constants, "CHANGE_MIN_VOICED_S", 0.0)
+    rng = np.random.default_rng(5)
+    vectors = rng.standard_normal((40, 6))
+    track = _segment_track(vectors / np.linalg.norm(vectors, axis=1, keepdims=True))
+    candidates, duration = np.arange(1, 40) * 2.0, 80.0
+    whole = speaker_changes.cluster_strengths(track, candidates, duration, np.zeros(39))
+    monkeypatch.setattr(constants, "CHANGE_CLUSTER_SEGMENTS", 40)  # one block: the same
+    np.testing.assert_array_equal(speaker_changes.cluster_strengths(track, candidates, duration, np.zeros(39)), whole)
+    seen = []
+    original = speaker_changes._average_linkage_strengths
+    monkeypatch.setattr(speaker_changes, "_average_linkage_strengths", lambda means: seen.append(len(means))
+                        or original(means))
+    monkeypatch.setattr(constants, "CHANGE_CLUSTER_SEGMENTS", 10)
+    blocked = speaker_changes.cluster_strengths(track, candidates, duration, np.zeros(39))
+    assert max(seen) == 10 and len(seen) == 7 and np.isfinite(blocked).all()
+    # the candidates nearest the first block's middle are scored by that block alone
+    first = original(track.sums(np.arange(10) * 2.0, np.arange(1, 11) * 2.0)[:, :-1])
+    np.testing.assert_allclose(blocked[:6], first[:6])
+
+
+def test_ranked_changes_add_the_cluster_strength_to_the_local_one(monkeypatch):
+    monkeypatch.setattr(constants, "CHANGE_MIN_VOICED_S", 0.0)
+    monkeypatch.setattr(constants, "CHANGE_CURVE", "cosine")
+    rng = np.random.default_rng(2)
+    speakers = rng.standard_normal((2, 8))
+    vectors = speakers[np.array([0, 1, 0, 1, 1, 0])] + 0.3 * rng.standard_normal((6, 8))
+    track = _segment_track(vectors / np.linalg.norm(vectors, axis=1, keepdims=True), seconds=4.0)
+    curve = speaker_changes.embedding_curve(track, 24.0)
+    monkeypatch.setattr(constants, "CHANGE_CLUSTER_WEIGHT", 0.0)
+    times, local = speaker_changes.ranked_changes(curve)
+    monkeypatch.setattr(constants, "CHANGE_CLUSTER_WEIGHT", 0.5)
+    same_times, combined = speaker_changes.ranked_changes(curve)
+    np.testing.assert_array_equal(times, same_times)
+    clustered = speaker_changes.cluster_strengths(track, times, 24.0, local)
+    np.testing.assert_allclose(combined, (local + 0.5 * clustered) / 1.5)
