@@ -224,6 +224,10 @@ CONVERSATIONS = 100  # conversations evaluated (and as many for tuning)
 CONVERSATION_SPEAKERS = [2, 4]  # speakers per conversation: from, to (inclusive)
 CONVERSATION_TURNS = [8, 20]  # turns per conversation: from, to; consecutive turns have different speakers
 CONVERSATION_UTTERANCES_PER_TURN = [1, 3]  # utterances per turn: from, to
+# The threshold is tuned on CONVERSATIONS conversations like the test's and as many more whose turns hold this many
+# utterances (from, to): it then holds for turns longer than the test's too. Equal to CONVERSATION_UTTERANCES_PER_TURN:
+# all tuning conversations like the test's.
+CONVERSATION_TUNING_LONG_TURNS = [2, 6]
 CONVERSATION_PAUSE_S = [0.1, 0.5]  # s of silence between utterances: from, to (uniform)
 CONVERSATION_NOISE = 1e-4  # std of the background noise added to the whole conversation (full scale = 1)
 CHANGE_COLLARS_S = [0.5, 0.25]  # s; a detected change within this of a true one is a hit; the first one tunes
@@ -379,6 +383,7 @@ RANGES = {
     "CONVERSATION_SPEAKERS": ("ints", "from-to", ">= 2"),
     "CONVERSATION_TURNS": ("ints", "from-to", ">= 2"),
     "CONVERSATION_UTTERANCES_PER_TURN": ("ints", "from-to", ">= 1"),
+    "CONVERSATION_TUNING_LONG_TURNS": ("ints", "from-to", ">= 1"),
     "CONVERSATION_PAUSE_S": ("numbers", "from-to", ">= 0"),
     "CONVERSATION_NOISE": ("number", ">= 0", "< 1"),
     "CHANGE_COLLARS_S": ("numbers", "non-empty", "> 0"),

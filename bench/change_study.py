@@ -4,7 +4,9 @@ conversation hold on conversations with longer turns, and on conversations of si
 Stage 4 tunes its threshold on conversations of the validation speakers and measures on the unseen speakers'.
 On the dev corpus the unseen speakers read longer utterances (6.5 s against 3.5 s), so their turns are longer,
 and precision falls from tuning to test. This study builds, from the validation speakers only:
-- the tuning conversations stage 4 tunes on (same seed, same settings);
+- the tuning conversations stage 4 tunes on (same seeds, same settings: like the test's, and as many with
+  CONVERSATION_TUNING_LONG_TURNS utterances per turn; with --test-turns-only the first half alone, as stage 4 tuned
+  up to `cf6b846`);
 - "same turns": new conversations of the same kind (another seed);
 - "long turns": new conversations whose turns hold 2-6 utterances instead of 1-3, the turn lengths of a corpus
   with utterances twice as long;
@@ -38,24 +40,20 @@ from audio.corpus import find_corpus  # noqa: E402
 from ml import speaker_changes  # noqa: E402
 from ml.inputs import load_inputs  # noqa: E402
 
-SETS = {"tuning": ([15, 0], None), "same turns": ([15, 2], None), "long turns": ([15, 3], [2, 6])}
+SETS = {"same turns": ([15, 2], None), "long turns": ([15, 3], [2, 6])}
 SIMILAR_SEED = [15, 4]
 
 
 def tracks_of(detector, paths, seed, per_turn, count):
-    """[(track, duration, true changes)] of `count` seeded conversations."""
-    saved = constants.CONVERSATION_UTTERANCES_PER_TURN
-    if per_turn:
-        constants.CONVERSATION_UTTERANCES_PER_TURN = per_turn
-    try:
-        out = []
-        for conversation in utils.progress(speaker_changes.conversations(paths, count, [constants.SEED] + seed),
-                                           total=count, desc=f"conversations {seed}", unit="conversation"):
-            curve = detector.curve(conversation.signal, "a conversation")
-            out.append((curve.track, curve.duration, np.asarray(conversation.changes)))
-        return out
-    finally:
-        constants.CONVERSATION_UTTERANCES_PER_TURN = saved
+    """[(track, duration, true changes)] of `count` seeded conversations (`per_turn` utterances per turn, default
+    CONVERSATION_UTTERANCES_PER_TURN)."""
+    out = []
+    for conversation in utils.progress(speaker_changes.conversations(paths, count, [constants.SEED] + seed,
+                                                                     per_turn=per_turn),
+                                       total=count, desc=f"conversations {seed}", unit="conversation"):
+        curve = detector.curve(conversation.signal, "a conversation")
+        out.append((curve.track, curve.duration, np.asarray(conversation.changes)))
+    return out
 
 
 def similar_groups(corpus, paths):
@@ -135,13 +133,18 @@ def tune_and_test(sets, candidates, collar):
 @click.option("--count", default=100, show_default=True, help="Conversations per set.")
 @click.option("--output", type=click.Path(dir_okay=False, path_type=Path), default=None,
               help="Write the figures as JSON here too.")
-def main(run, count, output):
+@click.option("--test-turns-only", is_flag=True,
+              help="Tune on conversations like the test's only (stage 4 before it tuned on longer turns too).")
+def main(run, count, output, test_turns_only):
     corpus = find_corpus()
     inputs = load_inputs()
     detector = speaker_changes.ChangeDetector(run=run)
     paths, described = speaker_changes.tuning_speakers(corpus, inputs)
     print(f"{described}: {len(paths)} speakers; model {detector.source}")
-    sets = {name: tracks_of(detector, paths, seed, per_turn, count) for name, (seed, per_turn) in SETS.items()}
+    like_test, longer = speaker_changes.TUNING_SEEDS
+    sets = {"tuning": tracks_of(detector, paths, like_test, None, count)
+            + ([] if test_turns_only else tracks_of(detector, paths, longer, constants.CONVERSATION_TUNING_LONG_TURNS, count))}
+    sets.update({name: tracks_of(detector, paths, seed, per_turn, count) for name, (seed, per_turn) in SETS.items()})
     groups = similar_groups(corpus, paths)
     if groups:
         print("similar voices: " + "; ".join(f"{' '.join(key)}: {', '.join(members)}" for key, members in groups.items()))
@@ -168,7 +171,8 @@ def main(run, count, output):
         report(name, *tune_and_test(sets, candidates, collar))
     if output:
         utils.write_json(output, {"rows": rows, "count": count, "collar_s": collar, "code_version": utils.code_version(),
-                                  "similar_voices": {" ".join(k): list(v) for k, v in groups.items()}})
+                                  "similar_voices": {" ".join(k): list(v) for k, v in groups.items()},
+                                  "tuned_on_test_turns_only": test_turns_only})
 
 
 if __name__ == "__main__":

@@ -12,9 +12,9 @@ the checkpoint, or --threshold. Errors (a file that cannot be read, is all-silen
 CHANGE_WINDOW_S windows) are one line each; the other files go on. Exit code 2 when no file could be used.
 
 evaluate: CONVERSATIONS seeded synthetic conversations of the unseen speakers (2-4 speakers, 8-20 turns of 1-3
-utterances, short pauses), and as many to tune the threshold on, of the validation speakers (held out of
-training) when there are enough for the largest conversation, else of the training speakers' test utterances:
-the unseen speakers choose nothing.
+utterances, short pauses), and twice as many to tune the threshold on (half of them with longer turns, of
+CONVERSATION_TUNING_LONG_TURNS utterances), of the validation speakers (held out of training) when there are enough
+for the largest conversation, else of the training speakers' test utterances: the unseen speakers choose nothing.
 Reports precision, recall and F1 of the change points within each collar,
 segment purity and coverage, beside the delta-BIC baseline tuned the same way. Writes
 runs/<run>/evaluation/<checkpoint>/speaker_changes.json and speaker_changes_<k>.png; an evaluation with the

@@ -33,7 +33,8 @@ CHANGE_SETTINGS = ("CHANGE_WINDOW_S", "CHANGE_CURVE", "CHANGE_MERGE_REACH_S", "C
                    "CHANGE_MIN_VOICED_S", "CHANGE_VAD_DB", "CHANGE_VAD_QUANTILE")
 # What `evaluate` depends on besides the model: its report is refused (without --force) when one differs.
 EVALUATION_SETTINGS = CHANGE_SETTINGS + ("CONVERSATIONS", "CONVERSATION_SPEAKERS", "CONVERSATION_TURNS",
-                                         "CONVERSATION_UTTERANCES_PER_TURN", "CONVERSATION_PAUSE_S",
+                                         "CONVERSATION_UTTERANCES_PER_TURN", "CONVERSATION_TUNING_LONG_TURNS",
+                                         "CONVERSATION_PAUSE_S",
                                          "CONVERSATION_NOISE", "CHANGE_COLLARS_S", "BIC_PENALTY", "SEED", "SPLIT",
                                          "NUM_SPEAKERS_CLASSIFICATION_TASK", "CORPUS_PATH")
 REPORT = "speaker_changes.json"
@@ -483,15 +484,16 @@ def _draw(bounds, rng):
     return int(rng.integers(bounds[0], bounds[1] + 1))
 
 
-def conversations(paths_by_speaker, count, seed, skipped=None):
+def conversations(paths_by_speaker, count, seed, skipped=None, per_turn=None):
     """`count` seeded Conversations (a generator) from {speaker: [audio paths]}; speakers with no usable file
     are dropped, and unusable files go into the dict `skipped` as {path: reason}.
 
     Each: CONVERSATION_SPEAKERS speakers, CONVERSATION_TURNS turns (the next speaker any other one of the
-    conversation), CONVERSATION_UTTERANCES_PER_TURN utterances per turn (their voiced part), pauses of
-    CONVERSATION_PAUSE_S, background noise of CONVERSATION_NOISE over everything.
+    conversation), `per_turn` (default CONVERSATION_UTTERANCES_PER_TURN) utterances per turn (their voiced part),
+    pauses of CONVERSATION_PAUSE_S, background noise of CONVERSATION_NOISE over everything.
     """
     skipped = {} if skipped is None else skipped
+    per_turn = per_turn or constants.CONVERSATION_UTTERANCES_PER_TURN
     rng = np.random.default_rng(seed)
     speakers = sorted(s for s, paths in paths_by_speaker.items() if paths)
     if len(speakers) < 2:
@@ -522,7 +524,7 @@ def conversations(paths_by_speaker, count, seed, skipped=None):
                 pieces.append(np.zeros(pause, np.float32))
                 position += pause
             start = position
-            for number in range(_draw(constants.CONVERSATION_UTTERANCES_PER_TURN, rng)):
+            for number in range(_draw(per_turn, rng)):
                 if number:
                     pause = int(rng.uniform(*constants.CONVERSATION_PAUSE_S) * rate)
                     pieces.append(np.zeros(pause, np.float32))
@@ -575,12 +577,13 @@ def figures(curves, truths, threshold, collars):
     return by_collar, purity, coverage, found
 
 
-def conversation_curves(detector, paths_by_speaker, seed, desc, skipped, keep=0):
+def conversation_curves(detector, paths_by_speaker, seed, desc, skipped, keep=0, per_turn=None):
     """(embedding curves, delta-BIC curves, true changes, the first `keep` conversations, seconds spent on the
-    embedding curves) of CONVERSATIONS seeded conversations."""
+    embedding curves) of CONVERSATIONS seeded conversations (`per_turn` utterances per turn, as conversations())."""
     import time
     curves, baselines, truths, kept, spent = [], [], [], [], 0.0
-    for conversation in utils.progress(conversations(paths_by_speaker, constants.CONVERSATIONS, seed, skipped),
+    for conversation in utils.progress(conversations(paths_by_speaker, constants.CONVERSATIONS, seed, skipped,
+                                                     per_turn),
                                        total=constants.CONVERSATIONS, desc=desc, unit="conversation"):
         start = time.perf_counter()
         curve = detector.curve(conversation.signal, "a conversation")
@@ -616,6 +619,23 @@ def tuning_speakers(corpus, inputs):
     return tuning, described
 
 
+TUNING_SEEDS = ([15, 0], [15, 6])  # the tuning conversations like the test's, and those with longer turns
+
+
+def tuning_curves(detector, paths_by_speaker, skipped):
+    """(embedding curves, delta-BIC curves, true changes) of the tuning conversations: CONVERSATIONS like the test's,
+    and as many whose turns hold CONVERSATION_TUNING_LONG_TURNS utterances. A threshold tuned on both holds for
+    turns longer than the test's too (how long a user's turns are is not known)."""
+    curves, baselines, truths = [], [], []
+    for seed, per_turn, desc in ((TUNING_SEEDS[0], None, "tuning conversations"),
+                                 (TUNING_SEEDS[1], constants.CONVERSATION_TUNING_LONG_TURNS,
+                                  "tuning conversations, longer turns")):
+        found = conversation_curves(detector, paths_by_speaker, [constants.SEED] + seed, desc, skipped,
+                                    per_turn=per_turn)
+        curves, baselines, truths = curves + found[0], baselines + found[1], truths + found[2]
+    return curves, baselines, truths
+
+
 def evaluate(trained, tuning_paths, test_paths, folder, tuning_described="the tuning speakers' utterances"):
     """Tune the thresholds on conversations of `tuning_paths`, measure on those of `test_paths` (both
     {speaker: [paths]}), write the plots into `folder`; the report (a dict)."""
@@ -623,8 +643,7 @@ def evaluate(trained, tuning_paths, test_paths, folder, tuning_described="the tu
     detector = ChangeDetector(trained=trained)
     collars = constants.CHANGE_COLLARS_S
     skipped = {}
-    tuning, tuning_bic, tuning_truths, _, _ = conversation_curves(
-        detector, tuning_paths, [constants.SEED, 15, 0], "tuning conversations", skipped)
+    tuning, tuning_bic, tuning_truths = tuning_curves(detector, tuning_paths, skipped)
     threshold, tuning_f1 = tune_threshold(tuning, tuning_truths, collars[0])
     bic_threshold, bic_tuning_f1 = tune_threshold(tuning_bic, tuning_truths, collars[0])
     curves, bic, truths, shown, spent = conversation_curves(
@@ -640,6 +659,8 @@ def evaluate(trained, tuning_paths, test_paths, folder, tuning_described="the tu
                            "purity": bic_purity, "coverage": bic_coverage, "threshold": bic_threshold,
                            "by_collar": bic_by_collar},
               "tuning": {"speakers": len(tuning_paths), "num_conversations": len(tuning), "f1": tuning_f1,
+                         "utterances_per_turn": [constants.CONVERSATION_UTTERANCES_PER_TURN,
+                                                 constants.CONVERSATION_TUNING_LONG_TURNS],
                          "baseline_f1": bic_tuning_f1,
                          "utterances": tuning_described},
               "num_skipped_files": len(skipped), "skipped_files": skipped}

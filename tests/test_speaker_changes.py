@@ -276,6 +276,9 @@ def test_evaluate_tunes_on_training_speakers_reports_every_key_and_is_shown_agai
     assert set(report["baseline"]) >= {"precision", "recall", "f1"} and report["num_conversations"] == 4
     # 2 validation speakers cannot make a 4-speaker conversation: the training speakers' test utterances tune
     assert report["tuning"]["speakers"] == TRAINING_SPEAKERS - 2 and "test utterances" in report["tuning"]["utterances"]
+    # tuned on conversations like the test's and as many with longer turns
+    assert report["tuning"]["num_conversations"] == 8 and report["tuning"]["utterances_per_turn"] == [
+        constants.CONVERSATION_UTTERANCES_PER_TURN, constants.CONVERSATION_TUNING_LONG_TURNS]
     assert report["num_speakers"] == UNSEEN_SPEAKERS and report["by_collar"].keys() == \
         {"0.5", "0.25"}
     assert (folder / "speaker_changes_1.png").exists() and not (folder / "speaker_changes_2.png").exists()
@@ -481,3 +484,14 @@ def test_ranked_changes_add_the_cluster_strength_to_the_local_one(monkeypatch):
     np.testing.assert_array_equal(times, same_times)
     clustered = speaker_changes.cluster_strengths(track, times, 24.0, local)
     np.testing.assert_allclose(combined, (local + 0.5 * clustered) / 1.5)
+
+
+def test_conversations_hold_the_utterances_per_turn_asked_for(tone_corpus, monkeypatch):
+    drawn = []
+    original = features.voice_only
+    monkeypatch.setattr(features, "voice_only", lambda signal: drawn.append(1) or original(signal))
+    paths = {s.name: sorted(s.glob("*_mic1.flac")) for s in (tone_corpus / "wav48_silence_trimmed").iterdir()}
+    for per_turn in ([1, 1], [4, 4]):
+        drawn.clear()
+        conversation = next(speaker_changes.conversations(paths, 1, [7], per_turn=per_turn))
+        assert len(drawn) == per_turn[0] * len(conversation.turns)
