@@ -47,6 +47,23 @@ def command(mode, normalize_embeddings=None):
     return f"{SCRIPT} {flags}{' --normalize_embeddings' if normalize_embeddings else ''}"
 
 
+SKIP_WARNINGS = ("Skipping variable loading", "could not be loaded", "Skipping nested container")
+
+
+def _load_weights_reporting_skips(model, path):
+    """Load `path` into `model`; the messages of the variables Keras skipped instead of loading (it only warns: a
+    resumed run would go on with fresh optimizer moments or layers, silently)."""
+    import warnings
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        model.load_weights(path)
+    skipped = [str(w.message).strip() for w in caught if any(s in str(w.message) for s in SKIP_WARNINGS)]
+    for w in caught:  # the other warnings as they would have been
+        if not any(s in str(w.message) for s in SKIP_WARNINGS):
+            warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
+    return skipped
+
+
 class RunFolder:
     """<workdir>/runs/<mode>: checkpoints, history.csv, settings.json and state.json of one mode."""
 
@@ -155,10 +172,14 @@ class RunFolder:
             try:
                 if not self.intact(candidate):
                     raise utils.CorruptFile(f"{path} is missing, or its size or sha256 differs from the record")
-                utils.read_checked(path, model.load_weights, "a checkpoint")
+                skipped = utils.read_checked(path, lambda p: _load_weights_reporting_skips(model, p), "a checkpoint")
             except utils.PipelineError as error:
                 damaged.append((path, str(error)))
                 continue
+            if skipped:  # intact, but not this model's (or optimizer's) variables: every checkpoint of the run alike
+                raise utils.PipelineError(
+                    f"{path} does not fit the model and optimizer built now (Keras: {skipped[0]}): the settings it was "
+                    f"trained with differ; restore them, or start the run again with `{command(self.mode)} --fresh`")
             for path_damaged, _ in damaged:
                 print(f"warning: the checkpoint {path_damaged} is damaged; using {path} "
                       f"({self.unit} {candidate['count']}) instead", file=sys.stderr)

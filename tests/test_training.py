@@ -594,3 +594,20 @@ def test_an_edited_norm_json_is_refused_not_used(small_inputs, workdir):
     inputs_norm.write_text(text[:digit] + "1" + text[digit + 1:])
     with pytest.raises(utils.PipelineError, match="norm.json is damaged.*0_generate_inputs"):
         ml_inputs.load_inputs()
+
+
+def test_a_checkpoint_whose_optimizer_state_keras_would_skip_is_refused(small_inputs, workdir, monkeypatch):
+    """Keras only warns when a weights file's optimizer variables do not match the optimizer's, and goes on with fresh
+    moments: the resumed run would silently differ from an uninterrupted one."""
+    training.train_softmax(small_inputs, epochs=1, verbose=0)
+    import keras
+    adam = keras.optimizers.Adam
+    monkeypatch.setattr(keras.optimizers, "Adam", lambda rate: keras.optimizers.SGD(rate, momentum=0.9))
+    with pytest.raises(utils.PipelineError, match="does not fit the model and optimizer.*Skipping variable loading.*"
+                                                  "--fresh"):
+        training.train_softmax(small_inputs, epochs=2, verbose=0)
+    monkeypatch.setattr(keras.optimizers, "Adam", adam)  # as trained: it loads, and goes on
+    checkpoint = workdir / "runs" / "softmax" / "weights" / "epoch-000001.weights.h5"
+    assert checkpoints._load_weights_reporting_skips(embeddings.load_trained_model("softmax").model, checkpoint) == []
+    training.train_softmax(small_inputs, epochs=2, verbose=0)
+    assert [int(r["epoch"]) for r in history_rows("softmax")] == [0, 1]
