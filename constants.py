@@ -210,7 +210,7 @@ CHANGE_MERGE_REACH_S = 3.0
 # Clustering (0 = off): the segments between candidates are clustered over the whole recording (average linkage of
 # their mean embeddings), and a candidate's strength is (its merging or peak strength + this weight x how far apart
 # its two segments' clusters stay) / (1 + weight): the recording's other turns of the same speakers help decide.
-CHANGE_CLUSTER_WEIGHT = 1.0
+CHANGE_CLUSTER_WEIGHT = 0.5
 CHANGE_CLUSTER_SEGMENTS = 400  # segments clustered at once; longer recordings in overlapping blocks (memory ~ this^2)
 CHANGE_HOP_S = 0.05  # s between candidate points
 CHANGE_EMBED_HOP_FRAMES = 3  # frames between the window embeddings of a recording
