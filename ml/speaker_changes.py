@@ -433,10 +433,10 @@ class ChangeDetector:
                   f"{self.trained.mode} --force`, or give --threshold")
         return float(report["threshold"])
 
-    def curve(self, signal, name="the recording"):
-        """The change curve of a signal at SAMPLE_RATE (checked first)."""
+    def curve(self, signal, name="the recording", frames=None):
+        """The change curve of a signal at SAMPLE_RATE (checked first); `frames`: its MFCC frames, when made already."""
         check_recording(signal, name)
-        frames = features.mfcc_frames_in_blocks(signal)
+        frames = features.mfcc_frames_in_blocks(signal) if frames is None else frames
         voiced = voiced_frames(frames)
         starts, vectors = window_track(self.model, frames, self.norm)
         track = Track.of(window_centres(starts), vectors, window_voicing(voiced, starts))
@@ -458,9 +458,9 @@ def window_voicing(voiced, starts):
     return (counts[ends] - counts[starts]) * 2 >= constants.FRAMES_PER_WINDOW
 
 
-def baseline_curve(signal):
-    """The delta-BIC curve of a signal (no learned embedding)."""
-    frames = features.mfcc_frames_in_blocks(signal)
+def baseline_curve(signal, frames=None):
+    """The delta-BIC curve of a signal (no learned embedding); `frames`: its MFCC frames, when made already."""
+    frames = features.mfcc_frames_in_blocks(signal) if frames is None else frames
     return bic_curve(frames, voiced_frames(frames), len(signal) / constants.SAMPLE_RATE)
 
 
@@ -586,12 +586,13 @@ def conversation_curves(detector, paths_by_speaker, seed, desc, skipped, keep=0,
                                                      per_turn),
                                        total=constants.CONVERSATIONS, desc=desc, unit="conversation"):
         start = time.perf_counter()
-        curve = detector.curve(conversation.signal, "a conversation")
+        frames = features.mfcc_frames_in_blocks(conversation.signal)  # made once, for both detectors
+        curve = detector.curve(conversation.signal, "a conversation", frames)
         curve.ranked = ranked_changes(curve)  # part of detection: timed with the curve
         spent += time.perf_counter() - start
         curve.track = None  # 8 MB a conversation: not needed once its changes are ranked
         curves.append(curve)
-        baseline = baseline_curve(conversation.signal)
+        baseline = baseline_curve(conversation.signal, frames)
         baseline.ranked = ranked_changes(baseline)
         baselines.append(baseline)
         truths.append(conversation.changes)
