@@ -64,20 +64,14 @@ def main(run, checkpoint, force):
 def evaluate(mode, entry, folder, settings):
     """Compute the evaluation of the run's checkpoint, write report.json and the plots into `folder`."""
     utils.import_tensorflow_quietly()
-    from audio.cache import FeatureCache
     from audio.corpus import find_corpus, split_speakers
     from ml import embeddings, evaluation, plots
-    from ml.inputs import load_inputs
+    from ml.inputs import corpus_cache, load_inputs
 
     corpus = find_corpus()
     _, unseen_speakers = split_speakers(corpus.speakers)
     inputs = load_inputs()
-    cache = FeatureCache(corpus.root)
-    if inputs.record.get("cache") != cache.folder.name:
-        raise utils.PipelineError(f"the corpus at {corpus.root} (VCTK_CORPUS_PATH) is not the one the inputs were "
-                                  f"built from (another path or other feature settings): point VCTK_CORPUS_PATH at "
-                                  f"that corpus, or rebuild the inputs with `python ml/0_generate_inputs.py` and "
-                                  f"retrain")
+    cache = corpus_cache(corpus, inputs)
     trained = embeddings.load_trained_model(mode, entry=entry, settings="inputs")
     print(f"model: {trained.description}")
     window, utterance = evaluation.closed_set_accuracy(trained.model, inputs)

@@ -265,6 +265,19 @@ def build_inputs(cache, corpus, train_speakers, unseen_speakers, progress=True, 
 # ----------------------------------------------------------------------------------------------------
 # Saving and loading
 # ----------------------------------------------------------------------------------------------------
+def corpus_cache(corpus, inputs):
+    """The feature cache of `corpus` (a FeatureCache); PipelineError when it is not the cache the inputs were built
+    from (another corpus path, or other feature settings)."""
+    from audio.cache import FeatureCache
+    cache = FeatureCache(corpus.root)
+    if inputs.record.get("cache") != cache.folder.name:
+        raise utils.PipelineError(f"the corpus at {corpus.root} (VCTK_CORPUS_PATH) is not the one the inputs were "
+                                  f"built from (another path or other feature settings): point VCTK_CORPUS_PATH at "
+                                  f"that corpus, or rebuild the inputs with `python ml/0_generate_inputs.py` and "
+                                  f"retrain")
+    return cache
+
+
 def inputs_folder():
     """The inputs folder of the work directory."""
     return utils.work_path("inputs")

@@ -142,6 +142,16 @@ def legacy(record):
     return {k: v for k, v in record.items() if k not in ml_inputs.SPLIT_DIGESTS}
 
 
+def test_stage_4_refuses_conversations_of_audio_changed_since_stage_0(pipeline):
+    """Stage 4 builds its conversations from the corpus's audio itself: audio replaced since the inputs were built
+    would be evaluated under the record of the old (the report's unseen digest), silently."""
+    corpus, speakers = pipeline
+    replace(first_file(corpus, speakers["unseen"][0]))
+    message = refused(script("ml/4_detect_speaker_changes.py", "evaluate"))
+    assert "1 corpus file(s) changed since their features were cached" in message and "0_generate_inputs" in message
+    assert not list(checkpoints.RunFolder("softmax").folder.rglob("speaker_changes.json"))
+
+
 def test_a_run_recorded_by_the_previous_version_is_accepted_while_nothing_changed_and_told_apart_when_a_file_did(
         pipeline):
     corpus, speakers = pipeline
