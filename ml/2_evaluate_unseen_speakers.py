@@ -19,7 +19,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run as a script 
 import constants  # noqa: E402
 import utils  # noqa: E402
 from ml import checkpoints  # noqa: E402
-from ml.inputs import checked_record  # noqa: E402
+from ml.inputs import check_corpus_unchanged, checked_record  # noqa: E402
 
 RUNS = ("frozen", "triplet", "softmax")
 REPORT_KEYS = ("checkpoint", "settings", "created", "eer", "eer_threshold")
@@ -51,6 +51,8 @@ def main(run, checkpoint, force):
         settings = utils.settings_snapshot(EVALUATION_SETTINGS)
         again = f"python ml/2_evaluate_unseen_speakers.py --run {mode}" + (f" --checkpoint {checkpoint}" if checkpoint
                                                                           else "") + " --force"
+        if not force:  # a stored report describes the corpus as stage 0 last saw it
+            check_corpus_unchanged()
         report = None if force else checkpoints.existing_evaluation(
             folder / "report.json", mode, state, entry, settings, again, "stage 3", keys=REPORT_KEYS,
             unseen=record["built_from"].get("unseen_sources_digest"))

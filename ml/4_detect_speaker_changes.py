@@ -150,7 +150,7 @@ def evaluate(run, checkpoint, force):
     utils.stop_cleanly_on_termination()
     utils.print_overrides()
     from ml import checkpoints
-    from ml.inputs import checked_record
+    from ml.inputs import check_corpus_unchanged, checked_record
     from ml.speaker_changes import EVALUATION_SETTINGS, REPORT
     record = checked_record()
     mode, state, entry = checkpoints.resolve_checkpoint(run, checkpoint)
@@ -160,6 +160,8 @@ def evaluate(run, checkpoint, force):
         settings = utils.settings_snapshot(EVALUATION_SETTINGS)
         again = (f"python ml/4_detect_speaker_changes.py evaluate --run {mode}"
                  + (f" --checkpoint {checkpoint}" if checkpoint else "") + " --force")
+        if not force:  # a stored report describes the corpus as stage 0 last saw it
+            check_corpus_unchanged()
         report = None if force else checkpoints.existing_evaluation(
             folder / REPORT, mode, state, entry, settings, again, "detect",
             keys=("checkpoint", "settings", "threshold", "f1", "created"),

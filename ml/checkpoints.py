@@ -618,8 +618,8 @@ def existing_evaluation(path, mode, state, entry, settings, again, used_by, keys
                                   f"with `{again}`, or restore the settings")
     if unseen is not None and report.get("unseen_sources_digest", unseen) != unseen:
         raise utils.PipelineError(f"{path} holds an evaluation of this checkpoint on unseen speakers' audio that has "
-                                  f"changed since (stage 0 rebuilt the inputs for it); its threshold is the one "
-                                  f"{used_by} uses. Replace it with `{again}`")
+                                  f"changed since (stage 0 rebuilt the inputs for it): its figures are of the old audio. Replace it with "
+                                  f"`{again}`")
     print(f"model: {describe(mode, state, entry)}\nalready evaluated with these settings ({report['created']}); "
           f"shown again (--force computes it anew)")
     return report

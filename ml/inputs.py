@@ -278,6 +278,16 @@ def corpus_cache(corpus, inputs):
     return cache
 
 
+def check_corpus_unchanged():
+    """PipelineError naming stage 0 when a corpus file was added, removed from the cache, or changed since stage 0
+    cached the features: the inputs' record (and so a stored report's) cannot know it yet, so stages 2 and 4 do not
+    show a stored report as current (they check the files they read when they compute a new one)."""
+    from audio.cache import FeatureCache
+    from audio.corpus import find_corpus
+    corpus = find_corpus()
+    FeatureCache(corpus.root).check_current([u for us in corpus.utterances.values() for u in us])
+
+
 def inputs_folder():
     """The inputs folder of the work directory."""
     return utils.work_path("inputs")

@@ -454,9 +454,6 @@ def test_long_recordings_are_clustered_in_bounded_blocks(monkeypatch):
     vectors = rng.standard_normal((40, 6))
     track = _segment_track(vectors / np.linalg.norm(vectors, axis=1, keepdims=True))
     candidates, duration = np.arange(1, 40) * 2.0, 80.0
-    whole = speaker_changes.cluster_strengths(track, candidates, duration, np.zeros(39))
-    monkeypatch.setattr(constants, "CHANGE_CLUSTER_SEGMENTS", 40)  # one block: the same
-    np.testing.assert_array_equal(speaker_changes.cluster_strengths(track, candidates, duration, np.zeros(39)), whole)
     seen = []
     original = speaker_changes._average_linkage_strengths
     monkeypatch.setattr(speaker_changes, "_average_linkage_strengths", lambda means: seen.append(len(means))
@@ -495,3 +492,14 @@ def test_conversations_hold_the_utterances_per_turn_asked_for(tone_corpus, monke
         drawn.clear()
         conversation = next(speaker_changes.conversations(paths, 1, [7], per_turn=per_turn))
         assert len(drawn) == per_turn[0] * len(conversation.turns)
+
+
+def test_the_tuning_sets_have_their_own_seeds_and_the_second_the_long_turns(monkeypatch):
+    calls = []
+    monkeypatch.setattr(speaker_changes, "conversation_curves",
+                        lambda detector, paths, seed, desc, skipped, keep=0, per_turn=None:
+                        calls.append((tuple(seed), per_turn)) or ([], [], [], [], 0.0))
+    speaker_changes.tuning_curves(None, {}, {})
+    seeds = [seed for seed, _ in calls]
+    assert len(set(seeds)) == 2 and (constants.SEED, 15, 1) not in seeds  # nor the test conversations' seed
+    assert [per_turn for _, per_turn in calls] == [None, constants.CONVERSATION_TUNING_LONG_TURNS]

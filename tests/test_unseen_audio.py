@@ -152,6 +152,25 @@ def test_stage_4_refuses_conversations_of_audio_changed_since_stage_0(pipeline):
     assert not list(checkpoints.RunFolder("softmax").folder.rglob("speaker_changes.json"))
 
 
+def test_stored_reports_are_not_shown_as_current_once_the_corpus_changed(pipeline, monkeypatch):
+    """Before stage 0 has seen the change the inputs' digests cannot know it; after, the reports' own record of the
+    unseen audio tells them apart (stage 2's and stage 4's alike)."""
+    corpus, speakers = pipeline
+    monkeypatch.setattr(constants, "CONVERSATIONS", 2)
+    ran(script("ml/4_detect_speaker_changes.py", "evaluate"))
+    assert "shown again" in ran(script("ml/4_detect_speaker_changes.py", "evaluate"))
+    corrupt(first_file(corpus, speakers["unseen"][0]))
+    for stage in (("ml/2_evaluate_unseen_speakers.py",), ("ml/4_detect_speaker_changes.py", "evaluate")):
+        message = refused(script(*stage))
+        assert "1 corpus file(s) changed since their features were cached" in message, message
+    ran(script("ml/0_generate_inputs.py"))
+    for stage in (("ml/2_evaluate_unseen_speakers.py",), ("ml/4_detect_speaker_changes.py", "evaluate")):
+        message = refused(script(*stage))
+        assert "unseen speakers' audio that has changed since" in message and "--force" in message, message
+    assert "shown again" not in ran(script("ml/4_detect_speaker_changes.py", "evaluate", "--force"))
+    assert "shown again" in ran(script("ml/4_detect_speaker_changes.py", "evaluate"))
+
+
 def test_a_run_recorded_by_the_previous_version_is_accepted_while_nothing_changed_and_told_apart_when_a_file_did(
         pipeline):
     corpus, speakers = pipeline
