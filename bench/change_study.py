@@ -9,7 +9,8 @@ and precision falls from tuning to test. This study builds, from the validation 
   up to `cf6b846`);
 - "same turns": new conversations of the same kind (another seed);
 - "long turns": new conversations whose turns hold 2-6 utterances instead of 1-3, the turn lengths of a corpus
-  with utterances twice as long;
+  with utterances twice as long (since stage 4 tunes on such turns too, no longer beyond what it tuned on);
+- "longer turns": 4-10 utterances per turn, beyond anything tuned on;
 - "similar voices": conversations among validation speakers of the same gender and age group (adult from 18,
   as the corpus's speaker-info.txt gives them; groups of at least two speakers), the harder case of a real
   conversation; left out when the corpus has no such information or groups;
@@ -40,7 +41,7 @@ from audio.corpus import find_corpus  # noqa: E402
 from ml import speaker_changes  # noqa: E402
 from ml.inputs import load_inputs  # noqa: E402
 
-SETS = {"same turns": ([15, 2], None), "long turns": ([15, 3], [2, 6])}
+SETS = {"same turns": ([15, 2], None), "long turns": ([15, 3], [2, 6]), "longer turns": ([15, 7], [4, 10])}
 SIMILAR_SEED = [15, 4]
 
 
