@@ -123,9 +123,10 @@ def _strength_note():
 
 def change_curve(curve, threshold, changes, path, truth=None, baseline=None, title=None):
     """The change curve of a recording, its threshold and detected changes (and the true ones when known);
-    `baseline` = (curve, threshold, changes) of another detector, drawn in a second panel."""
+    `baseline` = (curve, threshold, changes) of another detector, drawn in a second panel. With merging or clustering
+    the threshold applies to the candidates' strengths (curve.ranked), drawn as dots beside the curve."""
     rows = 2 if baseline is not None else 1
-    figure, axes = plt.subplots(rows, 1, figsize=(10, 2.6 * rows), sharex=True, squeeze=False)
+    figure, axes = plt.subplots(rows, 1, figsize=(12.5, 2.6 * rows), sharex=True, squeeze=False)
     label = {"cosine": "cosine distance, left vs right", "contrast": "distance beyond each side's spread"}
     panels = [(curve, threshold, changes, label.get(constants.CHANGE_CURVE, "change curve"),
                _strength_note())]
@@ -134,13 +135,18 @@ def change_curve(curve, threshold, changes, path, truth=None, baseline=None, tit
     for axis, (values, level, found, label, note) in zip(axes[:, 0], panels):
         finite = np.where(np.isfinite(values.values), values.values, np.nan)
         axis.plot(values.times, finite, color="tab:blue", linewidth=1)
+        if note and getattr(values, "ranked", None) is not None:  # the threshold cuts these, not the curve
+            times, strengths = values.ranked
+            shown = np.isfinite(strengths)
+            axis.plot(times[shown], strengths[shown], "o", markersize=3, color="tab:orange",
+                      label="candidate change: its strength")
         axis.axhline(level, color="k", linestyle=":", linewidth=1, label=f"threshold {level:.3g}{note}")
         for k, time in enumerate(truth if truth is not None else []):
             axis.axvline(time, color="tab:green", linewidth=3, alpha=0.35, label="true change" if k == 0 else None)
         for k, time in enumerate(found):
             axis.axvline(time, color="tab:red", linestyle="--", linewidth=1, label="detected" if k == 0 else None)
         axis.set_ylabel(label, fontsize=8)
-        axis.legend(loc="upper right", fontsize=7)
+        axis.legend(loc="upper left", bbox_to_anchor=(1.005, 1.0), fontsize=7)  # beside the panel: hides no change
     axes[0, 0].set_title(title or "speaker change detection")
     axes[-1, 0].set_xlabel("time (s)")
     axes[-1, 0].set_xlim(0, curve.duration)

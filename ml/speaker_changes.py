@@ -447,7 +447,7 @@ class ChangeDetector:
         threshold = self.threshold() if threshold is None else threshold
         curve = self.curve(recording(path), str(path))
         ranked = ranked_changes(curve)
-        curve.track = None  # ~190 MB an hour of audio: not kept once the changes are ranked
+        curve.track, curve.ranked = None, ranked  # the track: ~190 MB an hour of audio, not kept once ranked
         return Detection(str(path), curve, threshold, changes_at(ranked, threshold))
 
 
