@@ -51,8 +51,8 @@ def main(run, checkpoint, force):
         settings = utils.settings_snapshot(EVALUATION_SETTINGS)
         again = f"python ml/2_evaluate_unseen_speakers.py --run {mode}" + (f" --checkpoint {checkpoint}" if checkpoint
                                                                           else "") + " --force"
-        if not force:  # a stored report describes the corpus as stage 0 last saw it
-            check_corpus_unchanged()
+        # a report, stored or new, describes the corpus as stage 0 last saw it
+        check_corpus_unchanged(record["built_from"])
         report = None if force else checkpoints.existing_evaluation(
             folder / "report.json", mode, state, entry, settings, again, "stage 3", keys=REPORT_KEYS,
             unseen=record["built_from"].get("unseen_sources_digest"))
@@ -73,7 +73,7 @@ def evaluate(mode, entry, folder, settings):
     corpus = find_corpus()
     _, unseen_speakers = split_speakers(corpus.speakers)
     inputs = load_inputs()
-    cache = corpus_cache(corpus, inputs)
+    cache = corpus_cache(corpus, inputs.record)
     trained = embeddings.load_trained_model(mode, entry=entry, settings="inputs")
     print(f"model: {trained.description}")
     window, utterance = evaluation.closed_set_accuracy(trained.model, inputs)

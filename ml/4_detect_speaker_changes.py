@@ -160,8 +160,8 @@ def evaluate(run, checkpoint, force):
         settings = utils.settings_snapshot(EVALUATION_SETTINGS)
         again = (f"python ml/4_detect_speaker_changes.py evaluate --run {mode}"
                  + (f" --checkpoint {checkpoint}" if checkpoint else "") + " --force")
-        if not force:  # a stored report describes the corpus as stage 0 last saw it
-            check_corpus_unchanged()
+        # a report, stored or new, describes the corpus as stage 0 last saw it
+        check_corpus_unchanged(record["built_from"])
         report = None if force else checkpoints.existing_evaluation(
             folder / REPORT, mode, state, entry, settings, again, "detect",
             keys=("checkpoint", "settings", "threshold", "f1", "created"),
@@ -178,7 +178,7 @@ def compute(mode, entry, folder, settings):
     from audio.corpus import find_corpus, split_speakers
     from ml import checkpoints, speaker_changes
     from ml.inference import label_free_model
-    from ml.inputs import corpus_cache, load_inputs
+    from ml.inputs import load_inputs
 
     corpus = find_corpus()
     _, unseen = split_speakers(corpus.speakers)
@@ -186,12 +186,6 @@ def compute(mode, entry, folder, settings):
     trained = label_free_model(mode, settings="inputs", entry=entry)
     print(f"model: {trained.description}")
     tuning, described = speaker_changes.tuning_speakers(corpus, inputs)
-    # the conversations are made of the corpus's audio itself: it must still be the audio the inputs (and the report's
-    # record of it) were built from
-    wanted = {str(p) for paths in tuning.values() for p in paths} | {str(u.path) for s in unseen
-                                                                     for u in corpus.utterances.get(s, [])}
-    corpus_cache(corpus, inputs).check_current([u for us in corpus.utterances.values() for u in us
-                                                if str(u.path) in wanted])
     test = {s: [u.path for u in corpus.utterances.get(s, [])] for s in unseen}
     report = speaker_changes.evaluate(trained, tuning, test, folder, described)
     report.update({"checkpoint": trained.reference, "run": mode, "settings": settings, "recipe": constants.RECIPE,

@@ -57,9 +57,11 @@ def _load_weights_reporting_skips(model, path):
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         model.load_weights(path)
-    skipped = [str(w.message).strip() for w in caught if any(s in str(w.message) for s in SKIP_WARNINGS)]
-    for w in caught:  # the other warnings as they would have been
-        if not any(s in str(w.message) for s in SKIP_WARNINGS):
+    skipped = []
+    for w in caught:
+        if any(s in str(w.message) for s in SKIP_WARNINGS):
+            skipped.append(str(w.message).strip())
+        else:  # the other warnings as they would have been
             warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
     return skipped
 
@@ -453,14 +455,16 @@ def _check_resumable(run, state, inputs_record, identity, normalize_embeddings, 
                                   f"a new one with `{again} --fresh`")
 
 
-def _check_inputs(state, inputs_record, what, fix):
-    """Refuse when `state` was trained on other inputs than the current ones, naming a setting that differs."""
+def _check_inputs(state, inputs_record, what, fix, after=""):
+    """Refuse when `state` was trained on other inputs than the current ones, naming a setting that differs; the
+    message names `fix` (a command), then `after`."""
     from ml.inputs import EARLIER_RECORD, RESTORE, earlier_record_changed, same_inputs
     if same_inputs(state.get("inputs"), inputs_record):
         return
     if earlier_record_changed(state.get("inputs"), inputs_record):
         raise utils.PipelineError(f"{what} may have been trained on other inputs than those in "
-                                  f"{utils.work_path('inputs')} ({EARLIER_RECORD}): retrain with `{fix}`, or {RESTORE}")
+                                  f"{utils.work_path('inputs')} ({EARLIER_RECORD}): retrain with `{fix}`{after}, or "
+                                  f"{RESTORE}")
     then = (state.get("inputs") or {}).get("settings", {})
     now = (inputs_record or {}).get("settings", {})
     changed = sorted(name for name in set(then) | set(now) if then.get(name) != now.get(name))
@@ -471,7 +475,7 @@ def _check_inputs(state, inputs_record, what, fix):
     else:
         why = "the same settings, but from another corpus path, other utterances or other speakers"
     raise utils.PipelineError(f"{what} was trained on other inputs than those in {utils.work_path('inputs')} "
-                              f"({why}): retrain with `{fix}`, or rebuild the inputs it was trained on")
+                              f"({why}): retrain with `{fix}`{after}, or rebuild the inputs it was trained on")
 
 
 def _check_predecessor_unchanged(mode, state, again, other=""):
@@ -586,16 +590,7 @@ def resolve_checkpoint(run=None, checkpoint=None):
 
 def check_trained_on(mode, state, record):
     """PipelineError unless the run was trained on the inputs of `record` (inputs.json, as checked_record reads it)."""
-    from ml.inputs import EARLIER_RECORD, RESTORE, earlier_record_changed, same_inputs
-    if earlier_record_changed(state.get("inputs"), record["built_from"]):
-        raise utils.PipelineError(
-            f"the {mode} run may have been trained on other inputs than those in {utils.work_path('inputs')} "
-            f"({EARLIER_RECORD}): retrain it with `{command(mode)} --fresh` (and the modes after it), or {RESTORE}")
-    if not same_inputs(state.get("inputs"), record["built_from"]):
-        raise utils.PipelineError(
-            f"the {mode} run was trained on other inputs than those in {utils.work_path('inputs')} (rebuilt "
-            f"since, with other settings or utterances): retrain it with `{command(mode)} --fresh` "
-            f"(and the modes after it), or rebuild the inputs it was trained on")
+    _check_inputs(state, record["built_from"], f"the {mode} run", f"{command(mode)} --fresh", " (and the modes after it)")
 
 
 def existing_evaluation(path, mode, state, entry, settings, again, used_by, keys=(), unseen=None):
@@ -618,8 +613,8 @@ def existing_evaluation(path, mode, state, entry, settings, again, used_by, keys
                                   f"with `{again}`, or restore the settings")
     if unseen is not None and report.get("unseen_sources_digest", unseen) != unseen:
         raise utils.PipelineError(f"{path} holds an evaluation of this checkpoint on unseen speakers' audio that has "
-                                  f"changed since (stage 0 rebuilt the inputs for it): its figures are of the old audio. Replace it with "
-                                  f"`{again}`")
+                                  f"changed since (stage 0 rebuilt the inputs for it): its figures are of the old "
+                                  f"audio. Replace it with `{again}`")
     print(f"model: {describe(mode, state, entry)}\nalready evaluated with these settings ({report['created']}); "
           f"shown again (--force computes it anew)")
     return report

@@ -265,12 +265,12 @@ def build_inputs(cache, corpus, train_speakers, unseen_speakers, progress=True, 
 # ----------------------------------------------------------------------------------------------------
 # Saving and loading
 # ----------------------------------------------------------------------------------------------------
-def corpus_cache(corpus, inputs):
+def corpus_cache(corpus, built_from):
     """The feature cache of `corpus` (a FeatureCache); PipelineError when it is not the cache the inputs were built
-    from (another corpus path, or other feature settings)."""
+    from (`built_from`, inputs.json's record: another corpus path, or other feature settings)."""
     from audio.cache import FeatureCache
     cache = FeatureCache(corpus.root)
-    if inputs.record.get("cache") != cache.folder.name:
+    if (built_from or {}).get("cache") != cache.folder.name:
         raise utils.PipelineError(f"the corpus at {corpus.root} (VCTK_CORPUS_PATH) is not the one the inputs were "
                                   f"built from (another path or other feature settings): point VCTK_CORPUS_PATH at "
                                   f"that corpus, or rebuild the inputs with `python ml/0_generate_inputs.py` and "
@@ -278,14 +278,14 @@ def corpus_cache(corpus, inputs):
     return cache
 
 
-def check_corpus_unchanged():
-    """PipelineError naming stage 0 when a corpus file was added, removed from the cache, or changed since stage 0
-    cached the features: the inputs' record (and so a stored report's) cannot know it yet, so stages 2 and 4 do not
-    show a stored report as current (they check the files they read when they compute a new one)."""
-    from audio.cache import FeatureCache
+def check_corpus_unchanged(built_from):
+    """PipelineError naming the fix when the corpus is not the one the inputs were built from (corpus_cache), or a
+    corpus file was added, removed from the cache, or changed since stage 0 cached the features: the inputs' record
+    (and so a report's) cannot know it yet. Stages 2 and 4 call it before they show a stored report or compute one
+    (stage 4's conversations are made of the corpus's audio itself)."""
     from audio.corpus import find_corpus
     corpus = find_corpus()
-    FeatureCache(corpus.root).check_current([u for us in corpus.utterances.values() for u in us])
+    corpus_cache(corpus, built_from).check_current([u for us in corpus.utterances.values() for u in us])
 
 
 def inputs_folder():
