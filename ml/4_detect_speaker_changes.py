@@ -161,17 +161,17 @@ def evaluate(run, checkpoint, force):
         again = (f"python ml/4_detect_speaker_changes.py evaluate --run {mode}"
                  + (f" --checkpoint {checkpoint}" if checkpoint else "") + " --force")
         # a report, stored or new, describes the corpus as stage 0 last saw it
-        check_corpus_unchanged(record["built_from"])
+        audio = check_corpus_unchanged(record["built_from"])
         report = None if force else checkpoints.existing_evaluation(
             folder / REPORT, mode, state, entry, settings, again, "detect",
             keys=("checkpoint", "settings", "threshold", "f1", "created"),
-            unseen=record["built_from"].get("unseen_sources_digest"))
+            unseen=record["built_from"].get("unseen_sources_digest"), audio=audio)
         if report is None:
-            report = compute(mode, entry, folder, settings)
+            report = compute(mode, entry, folder, settings, audio)
     summary(report, folder, start)
 
 
-def compute(mode, entry, folder, settings):
+def compute(mode, entry, folder, settings, audio):
     """Run the evaluation of the checkpoint and write its report."""
     utils.import_tensorflow_quietly()
     import constants
@@ -191,7 +191,8 @@ def compute(mode, entry, folder, settings):
     report.update({"checkpoint": trained.reference, "run": mode, "settings": settings, "recipe": constants.RECIPE,
                    "code_version": utils.code_version(), "created": time.strftime("%Y-%m-%d %H:%M:%S"),
                    "checkpoint_file": checkpoints.describe(mode, trained.state, trained.entry),
-                   "unseen_sources_digest": inputs.record.get("unseen_sources_digest")})  # the conversations' audio
+                   "unseen_sources_digest": inputs.record.get("unseen_sources_digest"),  # the conversations' audio,
+                   "corpus_audio_digest": audio})  # short files too, which the inputs leave out
     utils.write_json(folder / speaker_changes.REPORT, report)
     return report
 

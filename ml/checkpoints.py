@@ -593,7 +593,7 @@ def check_trained_on(mode, state, record):
     _check_inputs(state, record["built_from"], f"the {mode} run", f"{command(mode)} --fresh", " (and the modes after it)")
 
 
-def existing_evaluation(path, mode, state, entry, settings, again, used_by, keys=(), unseen=None):
+def existing_evaluation(path, mode, state, entry, settings, again, used_by, keys=(), unseen=None, audio=None):
     """The evaluation record at `path` when it is of this checkpoint and these `settings` (announced: it is
     shown again, not computed anew); None when there is none, or it is of another checkpoint. One of this
     checkpoint with other settings is refused: its threshold is what `used_by` uses, never replaced unasked
@@ -602,7 +602,11 @@ def existing_evaluation(path, mode, state, entry, settings, again, used_by, keys
     `unseen` is the current inputs' "unseen_sources_digest", which the report records as "unseen_sources_digest": a
     report of unseen speakers' audio that has changed since is refused the same way. A run is not refused for that
     change (ml/inputs.py, same_inputs), so this is where it is noticed. Reports without the record (earlier
-    versions) are taken as they are: the runs of those versions were refused after any change of audio."""
+    versions) are taken as they are: the runs of those versions were refused after any change of audio.
+
+    `audio` is the digest of every corpus file now (inputs.check_corpus_unchanged), which a report made of the
+    corpus's audio itself (stage 4's conversations) records as "corpus_audio_digest"; a report of other audio is
+    refused the same way (reports without the record are taken as they are)."""
     report = utils.read_json(path, what="an evaluation report", fix=f"Compute it again with `{again}`", keys=keys)
     if report is None or report.get("checkpoint") != checkpoint_reference(mode, state, entry):
         return None
@@ -615,6 +619,10 @@ def existing_evaluation(path, mode, state, entry, settings, again, used_by, keys
         raise utils.PipelineError(f"{path} holds an evaluation of this checkpoint on unseen speakers' audio that has "
                                   f"changed since (stage 0 rebuilt the inputs for it): its figures are of the old "
                                   f"audio. Replace it with `{again}`")
+    if audio is not None and report.get("corpus_audio_digest", audio) != audio:
+        raise utils.PipelineError(f"{path} holds an evaluation of this checkpoint made of corpus audio that has "
+                                  f"changed since (a file added, removed or replaced, some of which the inputs leave "
+                                  f"out): its figures are of the old audio. Replace it with `{again}`")
     print(f"model: {describe(mode, state, entry)}\nalready evaluated with these settings ({report['created']}); "
           f"shown again (--force computes it anew)")
     return report

@@ -282,10 +282,24 @@ def check_corpus_unchanged(built_from):
     """PipelineError naming the fix when the corpus is not the one the inputs were built from (corpus_cache), or a
     corpus file was added, removed from the cache, or changed since stage 0 cached the features: the inputs' record
     (and so a report's) cannot know it yet. Stages 2 and 4 call it before they show a stored report or compute one
-    (stage 4's conversations are made of the corpus's audio itself)."""
+    (stage 4's conversations are made of the corpus's audio itself).
+
+    Returns the digest of every corpus file as it is now (key, size, time: corpus_audio_digest). Stage 4 records it,
+    because its conversations also read files the inputs leave out (utterances too short for a window), which no
+    digest of the inputs covers."""
     from audio.corpus import find_corpus
     corpus = find_corpus()
-    corpus_cache(corpus, built_from).check_current([u for us in corpus.utterances.values() for u in us])
+    utterances = [u for us in corpus.utterances.values() for u in us]
+    corpus_cache(corpus, built_from).check_current(utterances)
+    return corpus_audio_digest(utterances)
+
+
+def corpus_audio_digest(utterances):
+    """A digest of `utterances` (corpus Utterances) and their audio files (size, time) as they are now: another
+    digest when one is added, removed or replaced, whether or not the inputs use it."""
+    from audio.cache import stamp
+    lines = sorted(f"{u.key} {stamp(u.path)}" for u in utterances)
+    return hashlib.sha1("\n".join(lines).encode()).hexdigest()
 
 
 def inputs_folder():

@@ -171,6 +171,30 @@ def test_stored_reports_are_not_shown_as_current_once_the_corpus_changed(pipelin
     assert "shown again" in ran(script("ml/4_detect_speaker_changes.py", "evaluate"))
 
 
+def test_a_stored_change_report_is_refused_once_a_file_the_inputs_leave_out_joins_its_conversations(pipeline,
+                                                                                                  monkeypatch):
+    """An utterance too short for a window is in no digest of the inputs, yet stage 4's conversations draw from every
+    file of a speaker: one added (and cached by stage 0) changes them, and the report of the old ones is refused."""
+    import soundfile
+    corpus, speakers = pipeline
+    monkeypatch.setattr(constants, "CONVERSATIONS", 2)
+    ran(script("ml/4_detect_speaker_changes.py", "evaluate"))
+    record = ml_inputs.checked_record()["built_from"]
+    source = first_file(corpus, speakers["unseen"][0])
+    samples, rate = soundfile.read(source)
+    added = source.with_name(source.name.replace("_001", "_999"))
+    assert added != source
+    soundfile.write(added, samples[:int(0.05 * rate)], rate)  # too short for a window
+    assert "1 utterance(s) are not in the feature cache" in refused(script("ml/4_detect_speaker_changes.py", "evaluate"))
+    ran(script("ml/0_generate_inputs.py"))
+    assert ml_inputs.checked_record()["built_from"]["unseen_sources_digest"] == record["unseen_sources_digest"]
+    message = refused(script("ml/4_detect_speaker_changes.py", "evaluate"))
+    assert "corpus audio that has changed since" in message and "--force" in message, message
+    assert "already evaluated" in ran(script("ml/2_evaluate_unseen_speakers.py"))  # stage 2 never reads that file
+    ran(script("ml/4_detect_speaker_changes.py", "evaluate", "--force"))
+    assert "shown again" in ran(script("ml/4_detect_speaker_changes.py", "evaluate"))
+
+
 def test_a_run_recorded_by_the_previous_version_is_accepted_while_nothing_changed_and_told_apart_when_a_file_did(
         pipeline):
     corpus, speakers = pipeline
