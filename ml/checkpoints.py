@@ -61,9 +61,13 @@ def _load_weights_reporting_skips(model, path):
     for w in caught:
         if any(s in str(w.message) for s in SKIP_WARNINGS):
             skipped.append(str(w.message).strip())
-        else:  # the other warnings as they would have been
+        elif (key := (w.category, str(w.message), w.filename, w.lineno)) not in _REEMITTED:
+            _REEMITTED.add(key)  # the other warnings once, as the default filter shows them (not on every load)
             warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
     return skipped
+
+
+_REEMITTED = set()  # (category, text, file, line) of the warnings a weights load has passed on
 
 
 class RunFolder:

@@ -611,3 +611,21 @@ def test_a_checkpoint_whose_optimizer_state_keras_would_skip_is_refused(small_in
     assert checkpoints._load_weights_reporting_skips(embeddings.load_trained_model("softmax").model, checkpoint) == []
     training.train_softmax(small_inputs, epochs=2, verbose=0)
     assert [int(r["epoch"]) for r in history_rows("softmax")] == [0, 1]
+
+
+def test_a_weights_load_passes_other_warnings_on_once_and_keeps_keras_skips_for_its_refusal():
+    """The skip messages are the load's result; any other warning is passed on as the default filter shows it, once per
+    place, not again on every load."""
+    import warnings
+
+    class Model:
+        def load_weights(self, path):
+            warnings.warn("Skipping variable loading for optimizer 'adam', because it has 2 variables", UserWarning)
+            warnings.warn(f"an unrelated notice {id(Model)}", UserWarning)
+
+    with warnings.catch_warnings(record=True) as shown:
+        warnings.simplefilter("default")
+        first = checkpoints._load_weights_reporting_skips(Model(), "any.weights.h5")
+        second = checkpoints._load_weights_reporting_skips(Model(), "any.weights.h5")
+    assert first == second == ["Skipping variable loading for optimizer 'adam', because it has 2 variables"]
+    assert [str(w.message) for w in shown] == [f"an unrelated notice {id(Model)}"]
