@@ -64,7 +64,7 @@ def main(loss_on_softmax, loss_on_embeddings, freeze_embedding_weights, normaliz
         utils.import_tensorflow_quietly()
         from ml import training
         from ml.inputs import load_inputs
-        inputs = load_inputs()
+        inputs = load_inputs(expected=record)  # not inputs stage 0 rebuilt since the check
         if plan["nothing_to_do"]:  # killed after its last checkpoint, before its accuracies were recorded
             training.final_accuracy(inputs, checkpoints.RunFolder(mode), normalize_embeddings)
             return

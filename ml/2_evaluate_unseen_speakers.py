@@ -52,18 +52,18 @@ def main(run, checkpoint, force):
         again = f"python ml/2_evaluate_unseen_speakers.py --run {mode}" + (f" --checkpoint {checkpoint}" if checkpoint
                                                                           else "") + " --force"
         # a report, stored or new, describes the corpus as stage 0 last saw it
-        check_corpus_unchanged(record["built_from"])
+        audio = check_corpus_unchanged(record["built_from"])
         report = None if force else checkpoints.existing_evaluation(
             folder / "report.json", mode, state, entry, settings, again, "stage 3", keys=REPORT_KEYS,
-            unseen=record["built_from"].get("unseen_sources_digest"))
+            unseen=record["built_from"].get("unseen_sources_digest"), audio=audio)
         if report is not None:
             summary(report, folder, start)
             return
-        report = evaluate(mode, entry, folder, settings)
+        report = evaluate(mode, entry, folder, settings, record, audio)
     summary(report, folder, start)
 
 
-def evaluate(mode, entry, folder, settings):
+def evaluate(mode, entry, folder, settings, record, audio):
     """Compute the evaluation of the run's checkpoint, write report.json and the plots into `folder`."""
     utils.import_tensorflow_quietly()
     from audio.corpus import find_corpus, split_speakers
@@ -72,7 +72,7 @@ def evaluate(mode, entry, folder, settings):
 
     corpus = find_corpus()
     _, unseen_speakers = split_speakers(corpus.speakers)
-    inputs = load_inputs()
+    inputs = load_inputs(expected=record)
     cache = corpus_cache(corpus, inputs.record)
     trained = embeddings.load_trained_model(mode, entry=entry, settings="inputs")
     print(f"model: {trained.description}")
@@ -86,6 +86,7 @@ def evaluate(mode, entry, folder, settings):
                    "checkpoint_metric": trained.entry.get("metric"),
                    # which unseen audio: a report of other audio is not shown as this checkpoint's (existing_evaluation)
                    "unseen_sources_digest": inputs.record.get("unseen_sources_digest"),
+                   "corpus_audio_digest": audio,  # the corpus as evaluated: files removed since stage 0 too
                    "recipe": constants.RECIPE, "code_version": utils.code_version(),
                    "created": time.strftime("%Y-%m-%d %H:%M:%S")})
     utils.ensure_writable_dir(folder)

@@ -167,11 +167,11 @@ def evaluate(run, checkpoint, force):
             keys=("checkpoint", "settings", "threshold", "f1", "created"),
             unseen=record["built_from"].get("unseen_sources_digest"), audio=audio)
         if report is None:
-            report = compute(mode, entry, folder, settings, audio)
+            report = compute(mode, entry, folder, settings, record, audio)
     summary(report, folder, start)
 
 
-def compute(mode, entry, folder, settings, audio):
+def compute(mode, entry, folder, settings, record, audio):
     """Run the evaluation of the checkpoint and write its report."""
     utils.import_tensorflow_quietly()
     import constants
@@ -182,7 +182,7 @@ def compute(mode, entry, folder, settings, audio):
 
     corpus = find_corpus()
     _, unseen = split_speakers(corpus.speakers)
-    inputs = load_inputs()
+    inputs = load_inputs(expected=record)
     trained = label_free_model(mode, settings="inputs", entry=entry)
     print(f"model: {trained.description}")
     tuning, described = speaker_changes.tuning_speakers(corpus, inputs)

@@ -608,9 +608,10 @@ def existing_evaluation(path, mode, state, entry, settings, again, used_by, keys
     change (ml/inputs.py, same_inputs), so this is where it is noticed. Reports without the record (earlier
     versions) are taken as they are: the runs of those versions were refused after any change of audio.
 
-    `audio` is the digest of every corpus file now (inputs.check_corpus_unchanged), which a report made of the
-    corpus's audio itself (stage 4's conversations) records as "corpus_audio_digest"; a report of other audio is
-    refused the same way (reports without the record are taken as they are)."""
+    `audio` is the digest of every corpus file now (inputs.check_corpus_unchanged), which the reports of stages 2 and
+    4 record as "corpus_audio_digest" (stage 2 reads the unseen utterances from the corpus and cache, stage 4 makes its
+    conversations of the corpus's audio): a report of other audio, a file removed since or one the inputs leave out,
+    is refused the same way (reports without the record are taken as they are)."""
     report = utils.read_json(path, what="an evaluation report", fix=f"Compute it again with `{again}`", keys=keys)
     if report is None or report.get("checkpoint") != checkpoint_reference(mode, state, entry):
         return None

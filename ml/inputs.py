@@ -284,11 +284,23 @@ def check_corpus_unchanged(built_from):
     (and so a report's) cannot know it yet. Stages 2 and 4 call it before they show a stored report or compute one
     (stage 4's conversations are made of the corpus's audio itself).
 
-    Returns the digest of every corpus file as it is now (key, size, time: corpus_audio_digest). Stage 4 records it,
-    because its conversations also read files the inputs leave out (utterances too short for a window), which no
-    digest of the inputs covers."""
-    from audio.corpus import find_corpus
+    Speakers added or removed refuse too when they change the split (SPLIT "auto" takes them in sorted order): the
+    unseen speakers evaluated would not be the inputs' ones.
+
+    Returns the digest of every corpus file as it is now (key, size, time: corpus_audio_digest). The reports of
+    stages 2 and 4 record it: a file removed since stage 0 is in no digest of the inputs yet, and stage 4's
+    conversations also read files the inputs leave out (utterances too short for a window)."""
+    from audio.corpus import find_corpus, split_speakers
     corpus = find_corpus()
+    train, unseen = split_speakers(corpus.speakers)
+    train, validation = split_validation(train)
+    built = {k: list((built_from or {}).get(k) or []) for k in ("train_speakers", "unseen_speakers", "validation_speakers")}
+    if built != {"train_speakers": train, "unseen_speakers": unseen, "validation_speakers": validation}:
+        raise utils.PipelineError(f"the corpus's speakers changed since stage 0 built the inputs (the split is now "
+                                  f"{len(train)} training, {len(validation)} validation, {len(unseen)} unseen against "
+                                  f"{len(built['train_speakers'])}, {len(built['validation_speakers'])}, "
+                                  f"{len(built['unseen_speakers'])}): restore the corpus, or run "
+                                  f"`python ml/0_generate_inputs.py` and retrain")
     utterances = [u for us in corpus.utterances.values() for u in us]
     corpus_cache(corpus, built_from).check_current(utterances)
     return corpus_audio_digest(utterances)
@@ -491,12 +503,32 @@ def streams(folder=None, record=None):
     return frames > constants.INPUTS_MEMORY_BUDGET_MB * 1e6
 
 
-def load_inputs(folder=None, stream=None):
+def load_inputs(folder=None, stream=None, expected=None):
     """The Inputs saved in `folder` (default: the work directory's); PipelineError if there are none, if they
     were built with other settings than the current ones, or if a file is damaged. With `stream` (default:
-    streams()), each split's frames are memory-mapped, not read into memory."""
+    streams()), each split's frames are memory-mapped, not read into memory.
+
+    `expected` is the inputs.json record a command checked before (checked_record): inputs that stage 0 rebuilt
+    since, or rebuilds while they load, are refused, not used under the record of the old ones."""
     folder = Path(folder or inputs_folder())
+    rebuilt = utils.PipelineError(f"the inputs in {folder} were rebuilt (python ml/0_generate_inputs.py) after this "
+                                  f"command checked them: run it again")
     record = checked_record(folder)
+    if expected is not None and record != expected:
+        raise rebuilt
+    try:
+        inputs = _load_checked(folder, record, stream)
+    except utils.PipelineError:
+        if read_record(folder) != record:  # the files changed under the load: stage 0 rewrote them
+            raise rebuilt from None
+        raise
+    if read_record(folder) != record:
+        raise rebuilt
+    return inputs
+
+
+def _load_checked(folder, record, stream):
+    """The Inputs of `folder`, whose checked inputs.json is `record`."""
     stream = streams(folder, record) if stream is None else stream
     fix = REBUILD[0].upper() + REBUILD[1:]
 

@@ -4,6 +4,7 @@ unseen change (in the cache before stage 0 has run, in its report's record after
 import importlib.util
 import json
 import shutil
+from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
@@ -190,9 +191,64 @@ def test_a_stored_change_report_is_refused_once_a_file_the_inputs_leave_out_join
     assert ml_inputs.checked_record()["built_from"]["unseen_sources_digest"] == record["unseen_sources_digest"]
     message = refused(script("ml/4_detect_speaker_changes.py", "evaluate"))
     assert "corpus audio that has changed since" in message and "--force" in message, message
-    assert "already evaluated" in ran(script("ml/2_evaluate_unseen_speakers.py"))  # stage 2 never reads that file
+    message = refused(script("ml/2_evaluate_unseen_speakers.py"))  # its report counts the utterances left out
+    assert "corpus audio that has changed since" in message, message
     ran(script("ml/4_detect_speaker_changes.py", "evaluate", "--force"))
     assert "shown again" in ran(script("ml/4_detect_speaker_changes.py", "evaluate"))
+
+
+def test_a_report_of_a_corpus_with_a_file_removed_is_not_shown_as_current_once_the_file_is_back(pipeline):
+    """A removed file is in no digest of the inputs until stage 0 runs; stage 2 evaluates the corpus as it is, so its
+    report records that corpus, and is not shown as current for the corpus with the file restored."""
+    corpus, speakers = pipeline
+    report_file = checkpoints.RunFolder("softmax").folder / "evaluation" / "epoch-000001" / "report.json"
+    removed = first_file(corpus, speakers["unseen"][0])
+    aside = Path(corpus.root).parent / "aside.flac"  # outside the corpus
+    removed.rename(aside)  # moved away and back: the same file, size and time (as the cache recorded them)
+    message = refused(script("ml/2_evaluate_unseen_speakers.py"))
+    assert "corpus audio that has changed since" in message and "--force" in message, message
+    ran(script("ml/2_evaluate_unseen_speakers.py", "--force"))
+    assert json.loads(report_file.read_text())["num_unseen_utterances"] == 7
+    aside.rename(removed)
+    assert "are current" in ran(script("ml/0_generate_inputs.py"))
+    message = refused(script("ml/2_evaluate_unseen_speakers.py"))
+    assert "corpus audio that has changed since" in message, message
+    ran(script("ml/2_evaluate_unseen_speakers.py", "--force"))
+    assert json.loads(report_file.read_text())["num_unseen_utterances"] == 8
+
+
+@pytest.mark.parametrize("role", ["training", "unseen"])
+def test_stages_2_and_4_refuse_a_corpus_whose_speakers_changed_the_split(pipeline, role):
+    """With SPLIT "auto" the unseen speakers are the last in sorted order: a speaker folder removed would make the
+    stages evaluate other speakers (a training speaker among the "unseen") under the inputs' record."""
+    corpus, speakers = pipeline
+    folder = first_file(corpus, speakers[role][0]).parent
+    folder.rename(folder.with_name("removed"))  # no longer a speaker's folder name of this layout
+    for stage in (("ml/2_evaluate_unseen_speakers.py", "--force"), ("ml/4_detect_speaker_changes.py", "evaluate")):
+        message = refused(script(*stage))
+        assert "the corpus's speakers changed since stage 0" in message and "0_generate_inputs" in message, message
+
+
+def test_inputs_rebuilt_after_a_command_checked_them_are_refused(pipeline, monkeypatch):
+    """A command checks the inputs' record before its lock and loads them after (TensorFlow in between): stage 0 may
+    rebuild them meanwhile, or while they load; they must not be used under the record of the old ones."""
+    record = ml_inputs.checked_record()
+    path = ml_inputs.inputs_folder() / "inputs.json"
+    assert ml_inputs.load_inputs(expected=record).record == record["built_from"]
+    rebuilt = dict(json.loads(path.read_text()), created="later")
+    path.write_text(json.dumps(rebuilt))
+    with pytest.raises(utils.PipelineError, match="were rebuilt .* after this command checked them"):
+        ml_inputs.load_inputs(expected=record)
+    load = ml_inputs._load_checked
+
+    def rebuilt_while_loading(folder, checked, stream):
+        inputs = load(folder, checked, stream)
+        path.write_text(json.dumps(dict(rebuilt, created="later still")))
+        return inputs
+
+    monkeypatch.setattr(ml_inputs, "_load_checked", rebuilt_while_loading)
+    with pytest.raises(utils.PipelineError, match="were rebuilt"):
+        ml_inputs.load_inputs(expected=ml_inputs.checked_record())
 
 
 def test_a_run_recorded_by_the_previous_version_is_accepted_while_nothing_changed_and_told_apart_when_a_file_did(
