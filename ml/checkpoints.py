@@ -29,12 +29,16 @@ SCRIPT = "python ml/1_train_triplet_softmax_model.py"
 FREE_SETTINGS = {"CORPUS_PATH", "WORKDIR", "NUM_WORKERS", "SOFTMAX_MAX_EPOCHS", "TRIPLET_MAX_STEPS",
                  "CHECKPOINT_EVERY_EPOCHS", "CHECKPOINT_EVERY_STEPS", "EVERY_EPOCH_CHECKPOINTS_UP_TO",
                  "KEEP_CHECKPOINTS", "PRINT_EVERY_STEPS", "UTTERANCE_POOLING", "SAP_SAN_WINDOWS_PER_SPEAKER",
-                 "MAX_IMPOSTOR_TRIALS", "DCF_P_TARGET", "DCF_COST_MISS", "DCF_COST_FALSE_ALARM", "PROJECTION",
+                 "PROJECTION",
                  "DEMO_NUM_SPEAKERS", "DEMO_UTTERANCES_PER_SPEAKER", "DEMO_SAMPLE_RATE", "DEMO_LAYOUT",
                  "DEMO_SEED", "CPU_DEVICES", "STREAM_INPUTS", "INPUTS_MEMORY_BUDGET_MB", "ASNORM_COHORT_UTTERANCES",
                  "ASNORM_TOP_K"}
 # Speaker change detection (stage 4: CHANGE_*, CONVERSATION*, BIC_PENALTY) uses a trained model, it changes none.
 FREE_SETTINGS |= {name for name in vars(constants) if name.startswith(("CHANGE_", "CONVERSATION"))} | {"BIC_PENALTY"}
+# The settings of the validation figures a run records every epoch or step (history.csv; the EER ranks its
+# checkpoints and stops the triplet stage early): free for a finished run, which stage 2 may evaluate under other ones,
+# but a run does not continue under other ones (its rows and checkpoints would be ranked by two different measures).
+VALIDATION_SETTINGS = {"MAX_IMPOSTOR_TRIALS", "DCF_P_TARGET", "DCF_COST_MISS", "DCF_COST_FALSE_ALARM"}
 
 
 def command(mode, normalize_embeddings=None):
@@ -399,6 +403,12 @@ def plan_training(mode, inputs_record, identity, end, fresh=False, normalize_emb
                               "=N and --fresh)")
                 plan["nothing_to_do"] = (f"{mode}: the run is complete at {run.unit} {entry['count']}{why}; nothing "
                                          f"to train. A longer run: {longer}; a new one: --fresh")
+            else:  # it trains on: its validation figures measured as before
+                recorded = run.settings().get("constants", {})
+                utils.refuse_changed_settings({k: v for k, v in recorded.items() if k in VALIDATION_SETTINGS},
+                                              f"the {run.mode} run in {run.folder} (its validation figures)",
+                                              f"continuing it would mix two measures in its history; start a new "
+                                              f"run with `{again} --fresh`")
             _check_predecessor_unchanged(mode, state, again)
             return plan
         print(f"warning: {run} has no intact checkpoint; it starts again", file=sys.stderr)
@@ -447,7 +457,8 @@ def _check_resumable(run, state, inputs_record, identity, normalize_embeddings, 
                                   f"with (settings.json is missing, or of another run): start a new run with "
                                   f"`{again} --fresh`")
     recorded = {**SETTINGS_BEFORE_THEY_EXISTED, **settings.get("constants", {})}
-    free = FREE_SETTINGS | (set() if run.mode == "triplet" else {k for k in recorded if k.startswith("TRIPLET_")})
+    free = FREE_SETTINGS | VALIDATION_SETTINGS | (set() if run.mode == "triplet" else
+                                                  {k for k in recorded if k.startswith("TRIPLET_")})
     utils.refuse_changed_settings({k: v for k, v in recorded.items() if k not in free},
                                   f"the {run.mode} run in {run.folder}", f"start a new run with `{again} --fresh`")
     _check_inputs(state, inputs_record, f"the {run.mode} run in {run.folder}", f"{again} --fresh")

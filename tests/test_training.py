@@ -167,6 +167,23 @@ def test_settings_changed_since_the_run_started_are_refused_in_one_line(small_in
         ml_inputs.load_inputs()
 
 
+def test_a_run_continues_only_under_the_settings_of_its_validation_figures_but_a_finished_one_is_left_alone(
+        small_inputs, workdir, monkeypatch):
+    """MAX_IMPOSTOR_TRIALS and the DCF costs shape the validation EER that ranks checkpoints (and minDCF in the
+    history): a run continued under others would rank its rows by two measures. Stage 2 may evaluate a finished run
+    under other ones, so re-running a finished run's command is no refusal."""
+    training.train_softmax(small_inputs, epochs=1, verbose=0)
+    trials = constants.MAX_IMPOSTOR_TRIALS
+    monkeypatch.setattr(constants, "MAX_IMPOSTOR_TRIALS", 3)
+    training.train_softmax(small_inputs, epochs=1, verbose=0)  # complete: nothing to train, nothing refused
+    with pytest.raises(utils.PipelineError, match=f"validation figures.*MAX_IMPOSTOR_TRIALS={trials}, but it is 3 "
+                                                  f"now.*--fresh"):
+        training.train_softmax(small_inputs, epochs=2, verbose=0)
+    monkeypatch.setattr(constants, "MAX_IMPOSTOR_TRIALS", trials)
+    training.train_softmax(small_inputs, epochs=2, verbose=0)
+    assert [int(r["epoch"]) for r in history_rows("softmax")] == [0, 1]
+
+
 def test_a_later_mode_notices_when_the_checkpoint_it_started_from_changed(small_inputs, workdir, monkeypatch):
     monkeypatch.setattr(constants, "SOFTMAX_SCHEDULE_EPOCHS", 3)
     training.train_softmax(small_inputs, epochs=1, verbose=0)
