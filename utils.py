@@ -6,6 +6,7 @@ import fcntl
 import functools
 import hashlib
 import json
+import math
 import os
 import resource
 import subprocess
@@ -119,18 +120,72 @@ def write_json(path, obj):
         tmp.write_text(json.dumps(obj, indent=2, sort_keys=True) + "\n")
 
 
+NUMBER = "a finite number"  # a kind for read_json's keys: an int or float (not a bool), neither NaN nor infinite
+
+
 def read_json(path, default=None, what=None, fix=None, keys=None):
     """Read JSON from `path`; `default` when the file does not exist; CorruptFile when it cannot be decoded, or
-    when `keys` are given and it is not an object holding them all."""
+    when `keys` are given and it is not an object holding them all: `keys` names them, or maps each to the kind
+    (a type, NUMBER, None, or a tuple of those) its value must be, so that a hand-edited or damaged record is
+    refused in one line, never a traceback further on or a NaN threshold used."""
     path = Path(path)
     if not path.exists():
         return default
     value = read_checked(path, lambda p: json.loads(Path(p).read_text()), what, fix)
-    if keys is not None and (not isinstance(value, dict) or any(key not in value for key in keys)):
-        missing = [key for key in keys if not isinstance(value, dict) or key not in value]
-        raise CorruptFile(f"{path} is not a valid record (it lacks {', '.join(missing)}); it is "
-                          f"{what or 'a file of the pipeline'}{'. ' + fix if fix else ''}")
+    problem = None if keys is None else record_problem(value, keys)
+    if problem:
+        raise CorruptFile(f"{path} is not a valid record ({problem}); it is {what or 'a file of the pipeline'}"
+                          f"{'. ' + fix if fix else ''}")
     return value
+
+
+@contextlib.contextmanager
+def stored_record(path, again):
+    """Reading a stored record's values in the block: a value missing or of the wrong kind deep inside it (a damaged
+    or hand-edited file) ends in one line naming the file and `again`, the command that makes it anew."""
+    try:
+        yield
+    except (KeyError, TypeError, ValueError, AttributeError, IndexError) as error:
+        raise CorruptFile(f"{path} is not a valid record ({type(error).__name__}: {str(error)[:120]}); compute it "
+                          f"again with `{again}`") from None
+
+
+def record_problem(value, keys):
+    """Why `value` is not an object holding `keys` (read_json), or None when it is."""
+    if not isinstance(value, dict):
+        return f"a JSON {type(value).__name__.replace('NoneType', 'null')}, not an object"
+    missing = [key for key in keys if key not in value]
+    if missing:
+        return f"it lacks {', '.join(missing)}"
+    for key, kind in (keys.items() if isinstance(keys, dict) else ()):
+        if not is_of_kind(value[key], kind):
+            return f"its {key} is not {kind_name(kind)}"
+    return None
+
+
+def is_of_kind(value, kind):
+    """Whether `value` is of `kind` (read_json's keys)."""
+    if isinstance(kind, tuple):
+        return any(is_of_kind(value, k) for k in kind)
+    if kind is None:
+        return value is None
+    if kind == NUMBER:
+        return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+    if kind is int:
+        return isinstance(value, int) and not isinstance(value, bool)
+    return isinstance(value, kind)
+
+
+def kind_name(kind):
+    """"a list", "a finite number or null": `kind` in words."""
+    if isinstance(kind, tuple):
+        return " or ".join(kind_name(k) for k in kind)
+    if kind is None:
+        return "null"
+    if kind == NUMBER:
+        return NUMBER
+    return {dict: "an object", list: "a list", str: "a string", int: "an integer", bool: "true or false"}.get(
+        kind, f"a {kind.__name__}")
 
 
 def read_checked(path, reader, what=None, fix=None):

@@ -22,7 +22,7 @@ from ml import checkpoints  # noqa: E402
 from ml.inputs import check_corpus_unchanged, checked_record  # noqa: E402
 
 RUNS = ("frozen", "triplet", "softmax")
-REPORT_KEYS = ("checkpoint", "settings", "created", "eer", "eer_threshold")
+REPORT_KEYS = {"eer": utils.NUMBER, "eer_threshold": utils.NUMBER}  # besides its checkpoint, settings and time
 # Settings that change an evaluation's figures without changing the model or the inputs.
 EVALUATION_SETTINGS = ("UTTERANCE_POOLING", "SAP_SAN_WINDOWS_PER_SPEAKER", "MAX_IMPOSTOR_TRIALS", "DCF_P_TARGET",
                        "DCF_COST_MISS", "DCF_COST_FALSE_ALARM", "PROJECTION", "SEED", "SPLIT",
@@ -57,7 +57,8 @@ def main(run, checkpoint, force):
             folder / "report.json", mode, state, entry, settings, again, "stage 3", keys=REPORT_KEYS,
             unseen=record["built_from"].get("unseen_sources_digest"), audio=audio)
         if report is not None:
-            summary(report, folder, start)
+            with utils.stored_record(folder / "report.json", again):  # one damaged inside: refused in one line
+                summary(report, folder, start)
             return
         report = evaluate(mode, entry, folder, settings, record, audio)
     summary(report, folder, start)

@@ -41,6 +41,12 @@ FREE_SETTINGS |= {name for name in vars(constants) if name.startswith(("CHANGE_"
 VALIDATION_SETTINGS = {"MAX_IMPOSTOR_TRIALS", "DCF_P_TARGET", "DCF_COST_MISS", "DCF_COST_FALSE_ALARM"}
 
 
+# What state.json must hold (RunFolder.state), and each checkpoint entry in it: a damaged or hand-edited record is
+# refused in one line, not met as a traceback further on.
+STATE_KEYS = {"run_id": str, "unit": str, "checkpoints": list, "latest": (dict, None), "model": dict, "inputs": dict}
+ENTRY_KEYS = {"file": str, "count": int, "sha256": str}
+
+
 def command(mode, normalize_embeddings=None):
     """The stage-1 command that trains `mode` (for messages); by default with --normalize_embeddings for the
     triplet and frozen modes, as the documented chain runs them."""
@@ -92,15 +98,20 @@ class RunFolder:
 
     def state(self):
         """The state record, or None before the first checkpoint; PipelineError when it is corrupt."""
-        return utils.read_json(self.folder / "state.json", what=f"the record of the {self.mode} run's checkpoints",
-                               keys=("run_id", "unit", "checkpoints", "latest", "model", "inputs"),
-                               fix=f"Start the run again with `{command(self.mode)} --fresh` (the old run is kept "
-                                   f"under runs/archive/)")
+        what, fix = (f"the record of the {self.mode} run's checkpoints",
+                     f"Start the run again with `{command(self.mode)} --fresh` (the old run is kept under runs/archive/)")
+        state = utils.read_json(self.folder / "state.json", what=what, fix=fix, keys=STATE_KEYS)
+        entries = [] if state is None else state["checkpoints"] + [e for e in (state["latest"], state.get("best")) if e]
+        problem = next((p for p in map(lambda e: utils.record_problem(e, ENTRY_KEYS), entries) if p), None)
+        if problem:
+            raise utils.CorruptFile(f"{self.folder / 'state.json'} is not a valid record (a checkpoint in it: "
+                                    f"{problem}); it is {what}. {fix}")
+        return state
 
     def result(self):
         """(result.json, whether it is of the run's latest checkpoint: its file and sha256)."""
         result = utils.read_json(self.folder / "result.json", default={}, what="the run's final test figures",
-                                 fix="It is measured again when it is removed")
+                                 fix="It is measured again when it is removed", keys={})
         latest = (self.state() or {}).get("latest")
         current = latest is not None and result.get("checkpoint") == latest["file"] and \
             result.get("sha256") == latest["sha256"]
@@ -109,7 +120,7 @@ class RunFolder:
     def settings(self):
         """The settings record of the run, or None."""
         return utils.read_json(self.folder / "settings.json", what=f"the settings record of the {self.mode} run",
-                               keys=("run_id", "sessions", "constants"),
+                               keys={"run_id": str, "sessions": list, "constants": dict},
                                fix=f"Start the run again with `{command(self.mode)} --fresh`")
 
     # ------------------------------------------------------------------------------------------------
@@ -623,6 +634,8 @@ def existing_evaluation(path, mode, state, entry, settings, again, used_by, keys
     4 record as "corpus_audio_digest" (stage 2 reads the unseen utterances from the corpus and cache, stage 4 makes its
     conversations of the corpus's audio): a report of other audio, a file removed since or one the inputs leave out,
     is refused the same way (reports without the record are taken as they are)."""
+    keys = {"checkpoint": dict, "settings": dict, "created": str,
+            **(keys if isinstance(keys, dict) else dict.fromkeys(keys, object))}
     report = utils.read_json(path, what="an evaluation report", fix=f"Compute it again with `{again}`", keys=keys)
     if report is None or report.get("checkpoint") != checkpoint_reference(mode, state, entry):
         return None

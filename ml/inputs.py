@@ -412,8 +412,14 @@ NORM_KEYS = ("method", "global", "global_per_coefficient", "per_speaker")
 def read_record(folder=None):
     """The inputs.json record of `folder` (None when absent); PipelineError naming the fix when corrupt."""
     folder = Path(folder or inputs_folder())
-    return utils.read_json(folder / "inputs.json", what="the record of the inputs (what built them)",
-                           fix=REBUILD[0].upper() + REBUILD[1:], keys=("built_from", "files", "classes", "input_shape"))
+    what, fix = "the record of the inputs (what built them)", REBUILD[0].upper() + REBUILD[1:]
+    record = utils.read_json(folder / "inputs.json", what=what, fix=fix,
+                             keys={"built_from": dict, "files": dict, "classes": list, "input_shape": list})
+    problem = None if record is None else utils.record_problem(record["built_from"], {"settings": dict})
+    if problem:
+        raise utils.CorruptFile(f"{folder / 'inputs.json'} is not a valid record (its built_from: {problem}); it is "
+                                f"{what}. {fix}")
+    return record
 
 
 def is_current(record, folder=None):

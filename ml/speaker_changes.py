@@ -421,7 +421,7 @@ class ChangeDetector:
             return self._threshold
         report = self.trained.evaluation_report(REPORT, "speaker-change evaluation",
                                                 "python ml/4_detect_speaker_changes.py evaluate",
-                                                keys=("checkpoint", "threshold"))
+                                                keys={"checkpoint": dict, "threshold": utils.NUMBER})
         tuned = report.get("settings") or {}
         changed = [n for n in CHANGE_SETTINGS if tuned.get(n) != utils.json_value(getattr(constants, n))]
         if changed:  # a threshold tuned for other curves would silently mean something else

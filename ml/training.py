@@ -304,7 +304,7 @@ def train_triplet(inputs, steps=None, fresh=False, normalize_embeddings=False, p
             return train_triplet(inputs, normalize_embeddings=normalize_embeddings, progress=progress, plan=plan)
     if plan["nothing_to_do"]:
         print(plan["nothing_to_do"])
-        result = utils.read_json(run.folder / "result.json", default={}, what="the run's final losses")
+        result = utils.read_json(run.folder / "result.json", default={}, what="the run's final losses", keys={})
         latest = (run.state() or {}).get("latest") or {}
         if result.get("step") != latest.get("count"):  # killed after its last checkpoint: not recorded, not guessed
             print(f"triplet: the final moving-average losses of step {latest.get('count')} were not recorded "
