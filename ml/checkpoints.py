@@ -239,9 +239,11 @@ class RunFolder:
         """
         if not self.history.exists():
             return
-        lines = self.history.read_text(errors="replace").splitlines()
+        text = self.history.read_bytes().decode(errors="replace")
+        lines = text.splitlines()
         if not lines:
             return
+        ending = "\r\n" if "\r\n" in text else "\n"  # as the CSV writers end their rows: one kind per file
         header, kept, seen = lines[0], [], set()
         width = header.count(",")
         for line in lines[1:]:
@@ -252,7 +254,7 @@ class RunFolder:
                 kept.append(line)
                 seen.add(first)
         with utils.atomic_path(self.history) as tmp:
-            tmp.write_text("\n".join([header] + kept) + "\n" if kept or count else "")
+            tmp.write_bytes((ending.join([header] + kept) + ending if kept or count else "").encode())
         if not kept and not count:
             self.history.unlink(missing_ok=True)
 

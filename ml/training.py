@@ -341,8 +341,11 @@ def _train_triplet(inputs, run, plan, normalize_embeddings, progress):
     test_batches = triplet_sampler(inputs.test)
     print(f"triplet: {parameter_summary(model)}, {constants.MODEL}, steps {start + 1}-{end}, from {source}, "
           f"learning rate {constants.TRIPLET_LEARNING_RATE:g}, {_selection(train_batches)}")
-    averages = {"loss": deque(maxlen=constants.MOVING_AVERAGE_STEPS),
-                "test_loss": deque(maxlen=constants.MOVING_AVERAGE_STEPS)}
+    # the losses of the last steps as the checkpoint continued from held them: a resumed run's moving averages (its
+    # checkpoints' metric without validation speakers, and result.json) are those of an uninterrupted one
+    held = ((entry.get("callbacks") or {}).get("averages")) if plan["source"] == "own" else None
+    averages = {name: deque((held or {}).get(name) or _history_losses(run, start, name),
+                            maxlen=constants.MOVING_AVERAGE_STEPS) for name in ("loss", "test_loss")}
     bar = utils.progress(range(start + 1, end + 1), desc="triplet", unit="step", disable=not progress)
     reached = start
     validation = inputs.validation
@@ -383,7 +386,8 @@ def _train_triplet(inputs, run, plan, normalize_embeddings, progress):
                 if stopping:  # recorded with the checkpoint: a kill cannot leave one without the other
                     state["finished"] = {"reason": f"early stopping: no better validation EER in "
                                                    f"{constants.TRIPLET_PATIENCE} checkpoints", "target": end}
-                run.save(model, step, state, metric, {"since_best": since_best, "generators": generator_states(model)})
+                run.save(model, step, state, metric, {"since_best": since_best, "generators": generator_states(model),
+                                                      "averages": {k: list(v) for k, v in averages.items()}})
                 if stopping:
                     print(f"triplet: stopped at step {step}: no better validation EER in {constants.TRIPLET_PATIENCE} "
                           f"checkpoints; the best is {state['best']['file']} "
@@ -449,6 +453,16 @@ def _triplet_steps(model):
         return {"embeddings": labels.astype(np.float32)[:, None], "softmax": labels}
     return (lambda windows, labels: model.train_on_batch(windows, targets(labels), return_dict=True)["loss"],
             lambda windows, labels: model.test_on_batch(windows, targets(labels), return_dict=True)["loss"])
+
+
+def _history_losses(run, start, name):
+    """The column `name` of the history rows of steps up to `start` (the last MOVING_AVERAGE_STEPS): a checkpoint of
+    an earlier version holds no averages; the history keeps them to 6 decimals."""
+    if start == 0 or not run.history.exists():
+        return []
+    with open(run.history, newline="") as handle:
+        rows = [r for r in csv.DictReader(handle) if (r.get("step") or "").isdigit() and int(r["step"]) <= start]
+    return [float(r[name]) for r in rows[-constants.MOVING_AVERAGE_STEPS:] if r.get(name)]
 
 
 @contextlib.contextmanager

@@ -135,11 +135,21 @@ def test_a_killed_triplet_run_resumes_from_its_checkpoint_without_duplicate_rows
     resumed = training.train_triplet(small_inputs, steps=10, progress=False)  # the same command: to step 10, not 14
     assert [int(r["step"]) for r in history_rows("triplet")] == list(range(1, 11))
     assert utils.read_json(workdir / "runs" / "triplet" / "state.json")["latest"]["count"] == 10
+    history = (workdir / "runs" / "triplet" / "history.csv").read_bytes()  # trimmed, then appended: one line ending
+    assert history.count(b"\n") == history.count(b"\r\n") == 11
     monkeypatch.setattr(training.TripletSampler, "batch", real_batch)
     monkeypatch.setattr(constants, "WORKDIR", str(workdir.parent / "uninterrupted"))
     whole = training.train_triplet(small_inputs, steps=10, progress=False)
     for a, b in zip(whole["model"].get_weights(), resumed["model"].get_weights()):  # dropout's draws resumed too
         np.testing.assert_array_equal(a, b)
+    # the moving averages of the last steps came back with the checkpoint: the checkpoints' metric (no validation
+    # speakers here) and the final figures are the uninterrupted run's
+    runs = {name: workdir.parent / name / "runs" / "triplet" for name in ("work", "uninterrupted")}
+    metrics = {n: [c["metric"] for c in utils.read_json(r / "state.json")["checkpoints"]] for n, r in runs.items()}
+    assert metrics["work"] == metrics["uninterrupted"]
+    results = {n: utils.read_json(r / "result.json") for n, r in runs.items()}
+    assert {k: results["work"][k] for k in ("loss", "test_loss")} == {k: results["uninterrupted"][k]
+                                                                      for k in ("loss", "test_loss")}
 
 
 def test_a_damaged_latest_checkpoint_falls_back_to_the_newest_intact_one(small_inputs, workdir, capsys):
