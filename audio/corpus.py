@@ -71,6 +71,11 @@ def find_corpus(root=None, mic=None, extensions=None):
     if not utterances:
         raise PipelineError(f"no audio files ({', '.join(sorted(extensions))}) under {root}; expected VCTK "
                             f"(wav48/ or wav48_silence_trimmed/) or <root>/<speaker>/<utterance> files")
+    clashing = [u.key for items in utterances.values() for u in items if "@" in u.key]
+    if clashing:  # "p226_001@0.9" would be taken for the speed copy of p226_001 (features.speed_key)
+        shown = ", ".join(clashing[:3]) + (f" and {len(clashing) - 3} more" if len(clashing) > 3 else "")
+        raise PipelineError(f"{len(clashing)} corpus file name(s) hold '@' ({shown}), which the feature cache keeps "
+                            f"for the speed copies of utterances (<name>@<factor>): rename them")
     for items in utterances.values():
         items.sort(key=lambda u: u.key)
     return Corpus(root, layout, dict(sorted(utterances.items())))

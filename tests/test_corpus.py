@@ -75,3 +75,14 @@ def test_auto_split_takes_the_first_speakers_in_sorted_order():
 def test_discovered_files_are_real_audio(tone_corpus):
     corpus = find_corpus(tone_corpus)
     assert corpus.num_utterances() == 20 and all(u.path.stat().st_size > 0 for u in corpus.utterances["p225"])
+
+
+def test_a_file_named_like_a_speed_copy_is_refused_in_one_line(tmp_path):
+    """"p226_001_mic1@0.9" is the cache's name of p226_001_mic1 played at 0.9: another file under that name would take
+    its place (stage 0 rebuilt one of them on every run, then failed)."""
+    audio = tmp_path / "wav48_silence_trimmed" / "p226"
+    touch(audio / "p226_001_mic1.flac")
+    assert find_corpus(tmp_path).num_utterances() == 1
+    touch(audio / "p226_001_mic1@0.9.flac")
+    with pytest.raises(PipelineError, match=r"1 corpus file name\(s\) hold '@' \(p226/p226_001_mic1@0.9\).*rename"):
+        find_corpus(tmp_path)
