@@ -23,10 +23,11 @@ from ml.inputs import check_corpus_unchanged, checked_record  # noqa: E402
 
 RUNS = ("frozen", "triplet", "softmax")
 REPORT_KEYS = {"eer": utils.NUMBER, "eer_threshold": utils.NUMBER}  # besides its checkpoint, settings and time
-# Settings that change an evaluation's figures without changing the model or the inputs.
+# Settings that change an evaluation's figures without changing the model or the inputs. The corpus is not named by
+# its path (one corpus has many spellings): the inputs' cache and the report's corpus_audio_digest pin it.
 EVALUATION_SETTINGS = ("UTTERANCE_POOLING", "SAP_SAN_WINDOWS_PER_SPEAKER", "MAX_IMPOSTOR_TRIALS", "DCF_P_TARGET",
                        "DCF_COST_MISS", "DCF_COST_FALSE_ALARM", "PROJECTION", "SEED", "SPLIT",
-                       "NUM_SPEAKERS_CLASSIFICATION_TASK", "CORPUS_PATH", "ASNORM_COHORT_UTTERANCES", "ASNORM_TOP_K")
+                       "NUM_SPEAKERS_CLASSIFICATION_TASK", "ASNORM_COHORT_UTTERANCES", "ASNORM_TOP_K")
 
 
 @click.command()

@@ -641,8 +641,8 @@ def existing_evaluation(path, mode, state, entry, settings, again, used_by, keys
     report = utils.read_json(path, what="an evaluation report", fix=f"Compute it again with `{again}`", keys=keys)
     if report is None or report.get("checkpoint") != checkpoint_reference(mode, state, entry):
         return None
-    if report.get("settings") != settings:
-        changed = [n for n in settings if report.get("settings", {}).get(n) != settings[n]]
+    changed = [n for n in settings if report["settings"].get(n) != settings[n]]  # what it records besides: no matter
+    if changed:
         raise utils.PipelineError(f"{path} holds an evaluation of this checkpoint with other settings "
                                   f"({', '.join(changed)}); its threshold is the one {used_by} uses. Replace it "
                                   f"with `{again}`, or restore the settings")

@@ -31,12 +31,13 @@ from ml import change_metrics
 CHANGE_SETTINGS = ("CHANGE_WINDOW_S", "CHANGE_CURVE", "CHANGE_MERGE_REACH_S", "CHANGE_CLUSTER_WEIGHT",
                    "CHANGE_CLUSTER_SEGMENTS", "CHANGE_HOP_S", "CHANGE_EMBED_HOP_FRAMES", "CHANGE_MIN_SEGMENT_S",
                    "CHANGE_MIN_VOICED_S", "CHANGE_VAD_DB", "CHANGE_VAD_QUANTILE")
-# What `evaluate` depends on besides the model: its report is refused (without --force) when one differs.
+# What `evaluate` depends on besides the model: its report is refused (without --force) when one differs. The corpus
+# is pinned by the inputs' cache and the report's corpus_audio_digest, not by how its path is spelt.
 EVALUATION_SETTINGS = CHANGE_SETTINGS + ("CONVERSATIONS", "CONVERSATION_SPEAKERS", "CONVERSATION_TURNS",
                                          "CONVERSATION_UTTERANCES_PER_TURN", "CONVERSATION_TUNING_LONG_TURNS",
                                          "CONVERSATION_PAUSE_S",
                                          "CONVERSATION_NOISE", "CHANGE_COLLARS_S", "BIC_PENALTY", "SEED", "SPLIT",
-                                         "NUM_SPEAKERS_CLASSIFICATION_TASK", "CORPUS_PATH")
+                                         "NUM_SPEAKERS_CLASSIFICATION_TASK")
 REPORT = "speaker_changes.json"
 EXAMPLE = "speaker_changes_1.wav"  # the first test conversation, written by `evaluate` beside its plot
 CHUNK_WINDOWS = 2048  # windows per forward pass: 2048 costs ~250 MB less peak memory than 8192, ~0.1 s more per 10 min

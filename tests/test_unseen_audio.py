@@ -251,6 +251,17 @@ def test_inputs_rebuilt_after_a_command_checked_them_are_refused(pipeline, monke
         ml_inputs.load_inputs(expected=ml_inputs.checked_record())
 
 
+def test_the_same_corpus_spelt_another_way_is_the_same_corpus_for_a_stored_report(pipeline, monkeypatch, tmp_path):
+    """A trailing slash or a symbolic link is the same corpus (the cache, named by the resolved path, says so): its
+    stored report is shown, not refused as one of other settings."""
+    corpus, _ = pipeline
+    monkeypatch.setattr(constants, "CORPUS_PATH", str(corpus.root) + "/")
+    assert "already evaluated" in ran(script("ml/2_evaluate_unseen_speakers.py"))
+    (tmp_path / "link").symlink_to(corpus.root)
+    monkeypatch.setattr(constants, "CORPUS_PATH", str(tmp_path / "link"))
+    assert "already evaluated" in ran(script("ml/2_evaluate_unseen_speakers.py"))
+
+
 def test_a_run_recorded_by_the_previous_version_is_accepted_while_nothing_changed_and_told_apart_when_a_file_did(
         pipeline):
     corpus, speakers = pipeline
