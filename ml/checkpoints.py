@@ -501,9 +501,21 @@ def _check_inputs(state, inputs_record, what, fix, after=""):
         why = (f"built with {changed[0]}={utils.shown_value(then.get(changed[0]))}, the inputs now hold "
                f"{changed[0]}={utils.shown_value(now.get(changed[0]))}{also}")
     else:
-        why = "the same settings, but from another corpus path, other utterances or other speakers"
+        why = f"the same settings, but {_what_else_differs(state.get('inputs') or {}, inputs_record or {})}"
     raise utils.PipelineError(f"{what} was trained on other inputs than those in {utils.work_path('inputs')} "
                               f"({why}): retrain with `{fix}`{after}, or rebuild the inputs it was trained on")
+
+
+def _what_else_differs(then, now):
+    """What differs between two inputs records of the same settings, in words (for _check_inputs)."""
+    if then.get("cache") != now.get("cache"):
+        return "from another corpus path"
+    if any(then.get(k) != now.get(k) for k in ("train_speakers", "validation_speakers", "unseen_speakers")):
+        return "from other speakers"
+    if then.get("utterances_digest") == now.get("utterances_digest"):
+        return ("from the same utterances, whose audio files differ: one was replaced, or its size or modification "
+                "time changed (a copy without -p or a `touch` is enough)")
+    return "from other utterances (files added, removed, or no longer usable)"
 
 
 def _check_predecessor_unchanged(mode, state, again, other=""):

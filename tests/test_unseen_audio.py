@@ -3,6 +3,7 @@ rebuilds for it) leaves the trained runs usable, a training speaker's file does 
 unseen change (in the cache before stage 0 has run, in its report's record after)."""
 import importlib.util
 import json
+import os
 import shutil
 from pathlib import Path
 
@@ -114,6 +115,18 @@ def test_a_training_or_validation_speakers_file_changed_still_makes_the_run_refu
     message = refused(script(TRAIN, "--loss_on_softmax", "--epochs", "2"))
     assert "was trained on other inputs" in message and "--fresh" in message
     assert "trained on other inputs" in refused(script("ml/2_evaluate_unseen_speakers.py", "--force"))
+    assert ("files added, removed, or no longer usable" if change is corrupt else "audio files differ") in message
+
+
+def test_a_touched_training_file_is_named_as_the_reason_a_run_is_refused(pipeline):
+    """The inputs record each file's size and time, not its content: a touch makes other inputs, and the refusal
+    says so rather than "another corpus path, other utterances or other speakers"."""
+    corpus, speakers = pipeline
+    path = first_file(corpus, speakers["training"][0])
+    os.utime(path, ns=(path.stat().st_atime_ns, path.stat().st_mtime_ns + 10**9))
+    ran(script("ml/0_generate_inputs.py"))
+    message = refused(script(TRAIN, "--loss_on_softmax", "--epochs", "2"))
+    assert "its size or modification time changed" in message and "touch" in message, message
 
 
 def test_stage_2_notices_a_changed_unseen_file_before_and_after_stage_0(pipeline):
