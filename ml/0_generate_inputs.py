@@ -17,6 +17,7 @@ import constants  # noqa: E402
 import utils  # noqa: E402
 from audio.cache import FeatureCache  # noqa: E402
 from audio.corpus import find_corpus, split_speakers  # noqa: E402
+from ml import checkpoints  # noqa: E402
 from ml import inputs as ml_inputs  # noqa: E402
 from ml import speed_copies  # noqa: E402
 
@@ -73,10 +74,24 @@ def build(corpus, train_speakers, unseen_speakers, validation_speakers, force, w
         print(f"inputs in {folder} are current: nothing to rebuild (use --force to rebuild anyway)")
         return None
     print(f"inputs: building them ({'--force' if stale is None else stale})")
+    replaced = None if stale is None else _readable_record()
+    left = [] if replaced is None else checkpoints.runs_left_behind(replaced["built_from"], record)
+    if left:  # said now, not found out at the next training command
+        print(f"warning: the {', '.join(left)} run(s) in {utils.work_path('runs')} were trained on the inputs replaced "
+              f"now: they are refused from now on, until the inputs are rebuilt as they were (or the runs are trained "
+              f"again with --fresh)", file=sys.stderr)
     inputs = ml_inputs.build_inputs(cache, corpus, train_speakers, unseen_speakers, validation_speakers=validation_speakers,
                                     plan=plan)
     ml_inputs.save_inputs(inputs, record)
     return inputs
+
+
+def _readable_record():
+    """The inputs' record as it is before they are rebuilt, or None when there is none or it is damaged."""
+    try:
+        return ml_inputs.read_record()
+    except utils.PipelineError:
+        return None
 
 
 if __name__ == "__main__":

@@ -628,6 +628,22 @@ def resolve_checkpoint(run=None, checkpoint=None):
                               f"those, or another --run")
 
 
+def runs_left_behind(replaced, built_from):
+    """The modes whose run was trained on the inputs `replaced` describes (an inputs record) and not on those of
+    `built_from`, which stage 0 is about to build in their place: they will be refused from then on."""
+    from ml.inputs import same_inputs
+    left = []
+    for mode in CHAIN:
+        try:
+            state = RunFolder(mode).state()
+        except utils.PipelineError:  # a damaged record is reported where the run is used
+            continue
+        if state is not None and same_inputs(state.get("inputs"), replaced) and \
+                not same_inputs(state.get("inputs"), built_from):
+            left.append(mode)
+    return left
+
+
 def check_trained_on(mode, state, record):
     """PipelineError unless the run was trained on the inputs of `record` (inputs.json, as checked_record reads it)."""
     _check_inputs(state, record["built_from"], f"the {mode} run", f"{command(mode)} --fresh", " (and the modes after it)")

@@ -124,9 +124,11 @@ def test_a_touched_training_file_is_named_as_the_reason_a_run_is_refused(pipelin
     corpus, speakers = pipeline
     path = first_file(corpus, speakers["training"][0])
     os.utime(path, ns=(path.stat().st_atime_ns, path.stat().st_mtime_ns + 10**9))
-    ran(script("ml/0_generate_inputs.py"))
+    output = ran(script("ml/0_generate_inputs.py"))
+    assert "warning: the softmax run(s)" in output and "are refused from now on" in output, output
     message = refused(script(TRAIN, "--loss_on_softmax", "--epochs", "2"))
     assert "its size or modification time changed" in message and "touch" in message, message
+    assert "warning" not in ran(script("ml/0_generate_inputs.py", "--force"))  # the run was refused already before
 
 
 def test_stage_2_notices_a_changed_unseen_file_before_and_after_stage_0(pipeline):
