@@ -35,7 +35,16 @@ def load_audio(path, sample_rate=None):
         raise UnusableAudio("empty (no samples)")
     if not np.all(np.isfinite(signal)):
         raise UnusableAudio("contains NaN or infinite samples")
+    peak = float(np.abs(signal).max())
+    if peak > FULL_SCALE_LIMIT:
+        raise UnusableAudio(f"far beyond full scale (peak {peak:.3g}, full scale 1): a float file out of range, whose "
+                            f"features would be of another level than any speech trained on; rescale it")
     return signal
+
+
+# Samples beyond this (full scale 1) make a file unusable: integer formats cannot reach it, a float file scaled wrongly
+# does (x 32768, say). Resampling a full-scale file overshoots 1 a little, far below it.
+FULL_SCALE_LIMIT = 4.0
 
 
 def at_speed(signal, factor, sample_rate=None):

@@ -58,12 +58,20 @@ def test_loading_resamples_any_rate_to_8khz_mono(tmp_path):
     (lambda p: sf.write(p, np.zeros(0), 16000), "empty"),
     (lambda p: sf.write(p, np.zeros(16000), 16000), "all-silent"),
     (lambda p: sf.write(p, 0.5 * np.sin(np.arange(800) / 3), 16000), "too short"),
+    (lambda p: sf.write(p, 3e4 * np.sin(np.arange(16000) / 3), 16000, subtype="FLOAT"),
+     r"far beyond full scale \(peak 3\.\d+e\+04, full scale 1\)"),
 ])
 def test_bad_audio_gives_a_reason(tmp_path, make, reason):
     path = tmp_path / "bad.wav"
     make(path)
     with pytest.raises(UnusableAudio, match=reason):
         features.utterance_features(path)
+
+
+def test_a_float_file_a_little_over_full_scale_is_still_audio(tmp_path):
+    path = tmp_path / "hot.wav"
+    sf.write(path, 1.2 * np.sin(np.arange(16000) / 3), 16000, subtype="FLOAT")
+    assert 1.1 < np.abs(features.load_audio(path)).max() < features.FULL_SCALE_LIMIT
 
 
 def test_window_count_and_order():
