@@ -13,6 +13,7 @@ MFCC + deltas, normalisation without knowing the speaker). Speakers need not be 
 """
 import hashlib
 import io
+import re
 import secrets
 import time
 from pathlib import Path
@@ -24,6 +25,7 @@ from audio import features
 from ml import checkpoints, embeddings, evaluation
 
 UNKNOWN = "unknown"
+ROWS_FILE = re.compile(r".-[0-9a-f]{8}\.npy$")  # <name>-<token>.npy: a rows file of this version (named by a record)
 
 
 def label_free_model(run=None, checkpoint=None, settings="features", entry=None):
@@ -121,9 +123,8 @@ class Speakers:
                                  what="the gallery's record (the model it was "
                                  "enrolled with)", fix=f"Enrol the speakers again into an empty folder "
                                                        f"(remove {self.gallery})")
-        files = sorted(self.gallery.glob("*.npy")) if self.gallery.is_dir() else []
         if record is None:
-            if files:
+            if self._old_rows_files():
                 raise utils.PipelineError(f"the gallery {self.gallery} records no model (enrolled by an older "
                                           f"version): move it away and enrol its speakers again")
             return {"model": self.trained.reference, "speakers": {}}
@@ -135,6 +136,13 @@ class Speakers:
                 f"compare. Use that model (--run {enrolled['mode']}), or enrol the speakers again with this one "
                 f"into another gallery")
         return record
+
+    def _old_rows_files(self):
+        """The <name>.npy files of a gallery enrolled before gallery.json existed. Not the rows files of this version
+        (<name>-<token>.npy) nor temporary ones (.tmp-...): a first enroll killed before its record leaves those, and
+        they must not lock the gallery (the next enroll removes them)."""
+        files = self.gallery.glob("*.npy") if self.gallery.is_dir() else []
+        return [path for path in files if not path.name.startswith(".") and not ROWS_FILE.search(path.name)]
 
     def embed_many(self, paths):
         """({path: embedding} of the files that give one, {path: reason} of those that do not), one model load."""
@@ -197,11 +205,13 @@ class Speakers:
         return self.gallery / record["speakers"][name].get("rows_file", f"{name}.npy")
 
     def _remove_unnamed_rows(self, record):
-        """Delete the rows files no enrolment names (replaced ones, and those of a killed enroll or remove)."""
+        """Delete the rows files no enrolment names (replaced ones, and those of a killed enroll or remove), and the
+        temporary files of a killed one (called under the gallery's lock: no other command is writing them)."""
         named = {self._rows_file(n, record).name for n in record["speakers"]}
         for path in self.gallery.glob("*.npy"):
             if path.name not in named:
                 path.unlink(missing_ok=True)
+        utils.remove_stale_temporaries(self.gallery)
 
     def listing(self):
         """{name: number of recordings enrolled} of the gallery."""

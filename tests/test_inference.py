@@ -405,3 +405,36 @@ def test_a_file_name_near_the_file_systems_limit_is_written_atomically(tmp_path)
     target = tmp_path / ("b" * 246 + ".json")
     utils.write_json(target, {"a": 1})
     assert json.loads(target.read_text()) == {"a": 1} and not list(tmp_path.glob(".tmp-*"))
+
+
+@pytest.mark.parametrize("killed_at", ["before the record", "while saving the rows"])
+def test_a_first_enroll_killed_before_its_record_does_not_lock_the_gallery(speakers, tmp_path, monkeypatch,
+                                                                           killed_at):
+    _, corpus = speakers
+    gallery = tmp_path / "gallery"
+    enrolled = Speakers(gallery=gallery, threshold=0.5)
+    path = corpus.utterances["p229"][0].path
+    if killed_at == "before the record":
+        write_json = utils.write_json
+        monkeypatch.setattr(utils, "write_json", lambda p, obj: (_ for _ in ()).throw(KeyboardInterrupt))
+        with pytest.raises(KeyboardInterrupt):
+            enrolled.enroll("p229", [path])
+        monkeypatch.setattr(utils, "write_json", write_json)
+        assert [p.name for p in gallery.glob("p229-*.npy")] and not (gallery / "gallery.json").exists()
+    else:  # a SIGKILL inside save_array leaves its temporary file (atomic_path cannot remove it)
+        gallery.mkdir()
+        np.save(gallery / ".tmp-999-p229-0123abcd.npy", np.zeros((1, constants.EMBEDDING_SIZE), np.float32))
+    assert enrolled.listing() == {} and enrolled.enrolled() == {}  # an empty gallery, not "enrolled by an older version"
+    enrolled.enroll("p229", [path])  # the same command again
+    assert enrolled.listing() == {"p229": 1}
+    record = json.loads((gallery / "gallery.json").read_text())
+    assert sorted(p.name for p in gallery.glob("*.npy")) == [record["speakers"]["p229"]["rows_file"]]
+    assert not list(gallery.glob(".tmp-*"))  # the leftovers are removed
+
+
+def test_a_gallery_of_the_version_before_records_is_still_refused(speakers, tmp_path):
+    gallery = tmp_path / "gallery"
+    gallery.mkdir()
+    np.save(gallery / "p229.npy", np.ones(constants.EMBEDDING_SIZE, np.float32))  # <name>.npy and no gallery.json
+    with pytest.raises(utils.PipelineError, match=r"records no model \(enrolled by an older version\)"):
+        Speakers(gallery=gallery, threshold=0.5).listing()
