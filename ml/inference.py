@@ -224,10 +224,14 @@ class Speakers:
         entry = record["speakers"][name]
         path = self._rows_file(name, record)
         fix = f"Enrol {name} again with `python ml/3_embed_verify_identify.py enroll --replace {name} FILE...`"
-        if "sha256" in entry and path.exists() and utils.file_digest(path)[1] != entry["sha256"]:
+        # Read once, then hash and decode the bytes read: an enroll may replace the file at any moment, and a file
+        # gone by now is then a CorruptFile, which enrolled() answers by reading the record again.
+        data = utils.read_checked(path, lambda p: Path(p).read_bytes(), f"the embeddings of {name}", fix)
+        if "sha256" in entry and hashlib.sha256(data).hexdigest() != entry["sha256"]:
             raise utils.CorruptFile(f"{path} is not the file enrolled for {name} (its sha256 differs from the "
                                     f"gallery's record); {fix[0].lower() + fix[1:]}")
-        rows = utils.read_checked(path, lambda p: np.load(p, allow_pickle=False), f"the embeddings of {name}", fix)
+        rows = utils.read_checked(path, lambda _: np.load(io.BytesIO(data), allow_pickle=False),
+                                  f"the embeddings of {name}", fix)
         rows = rows[None, :] if rows.ndim == 1 else rows
         size = self.model.get_layer("embeddings").output.shape[-1]
         if (rows.ndim != 2 or rows.shape[1] != size or not np.all(np.isfinite(rows))

@@ -438,3 +438,23 @@ def test_a_gallery_of_the_version_before_records_is_still_refused(speakers, tmp_
     np.save(gallery / "p229.npy", np.ones(constants.EMBEDDING_SIZE, np.float32))  # <name>.npy and no gallery.json
     with pytest.raises(utils.PipelineError, match=r"records no model \(enrolled by an older version\)"):
         Speakers(gallery=gallery, threshold=0.5).listing()
+
+
+def test_identify_reads_the_record_again_when_an_enroll_replaces_the_rows_file_under_it(speakers, tmp_path,
+                                                                                        monkeypatch):
+    _, corpus = speakers
+    enrolled = Speakers(gallery=tmp_path / "gallery", threshold=0.5)
+    enrolled.enroll("p229", [corpus.utterances["p229"][0].path])
+    before = enrolled.enrolled()["p229"]
+    stale = json.loads((tmp_path / "gallery" / "gallery.json").read_text())
+    stale["speakers"]["p229"]["rows_file"] = "p229-0badf00d.npy"  # the record as read just before an enroll replaced it
+    record, reads = Speakers._record, []
+
+    def first_stale(self):
+        reads.append(1)
+        return stale if len(reads) == 1 else record(self)
+    monkeypatch.setattr(Speakers, "_record", first_stale)
+    exists = Path.exists  # the replaced file was there when looked at, and is gone when read (a real race, made certain)
+    monkeypatch.setattr(Path, "exists", lambda self: self.name == "p229-0badf00d.npy" or exists(self))
+    np.testing.assert_array_equal(enrolled.enrolled()["p229"], before)
+    assert len(reads) >= 2
