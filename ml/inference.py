@@ -13,6 +13,8 @@ MFCC + deltas, normalisation without knowing the speaker). Speakers need not be 
 """
 import hashlib
 import io
+import math
+import numbers
 import re
 import secrets
 import time
@@ -25,7 +27,40 @@ from audio import features
 from ml import checkpoints, embeddings, evaluation
 
 UNKNOWN = "unknown"
+EVALUATE = "python ml/2_evaluate_unseen_speakers.py"  # the command that makes the report (and the cohort) again
 ROWS_FILE = re.compile(r".-[0-9a-f]{8}\.npy$")  # <name>-<token>.npy: a rows file of this version (named by a record)
+
+
+def is_speaker_name(name):
+    """Whether `name` can name an enrolled speaker (and, in galleries of before, its <name>.npy file)."""
+    return (isinstance(name, str) and bool(name) and "/" not in name and not name.startswith(".") and name != UNKNOWN
+            and len(name) <= 100 and name.isprintable())
+
+
+def finite_number(value):
+    """Whether `value` (read from JSON) is a finite int or float; not a bool, string, null or NaN."""
+    return isinstance(value, numbers.Real) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def gallery_record_problem(record):
+    """What makes gallery.json's `record` (an object holding "model" and "speakers") unusable, or None: each value
+    this code reads must have its type, so that a damaged record is named rather than ending in a traceback."""
+    if not isinstance(record["model"], dict):
+        return "its model is not an object"
+    if not isinstance(record["speakers"], dict):
+        return "its speakers are not an object of name: enrolment"
+    for name, entry in record["speakers"].items():
+        if not is_speaker_name(name):
+            return f"{name!r} cannot name a speaker"
+        if not isinstance(entry, dict) or not isinstance(entry.get("files"), list) or not all(
+                isinstance(path, str) for path in entry["files"]):
+            return f"the enrolment of {name} lists no files"
+        rows_file = entry.get("rows_file", f"{name}.npy")
+        if not isinstance(rows_file, str) or not rows_file.endswith(".npy") or "/" in rows_file or rows_file[0] == ".":
+            return f"the enrolment of {name} names no rows file in the gallery"
+        if not isinstance(entry.get("sha256", ""), str):
+            return f"the sha256 of {name}'s rows is not a string"
+    return None
 
 
 def label_free_model(run=None, checkpoint=None, settings="features", entry=None):
@@ -51,6 +86,8 @@ class Speakers:
         self.trained = label_free_model(run, checkpoint)
         self.model, self.norm, self.source = self.trained.model, self.trained.norm, self.trained.description
         self.gallery = Path(gallery or utils.work_path("gallery"))
+        if threshold is not None and not finite_number(threshold):  # NaN would answer "different" to every pair
+            raise utils.PipelineError(f"threshold {threshold!r}: a threshold is a finite score")
         self._threshold = threshold
         self.asnorm = asnorm
         self._cohort = None
@@ -66,36 +103,59 @@ class Speakers:
 
     def _report(self):
         """This checkpoint's evaluation report (ml/2_evaluate_unseen_speakers.py); PipelineError before there is one."""
-        return self.trained.evaluation_report("report.json", "evaluation", "python ml/2_evaluate_unseen_speakers.py")
+        return self.trained.evaluation_report("report.json", "evaluation", EVALUATE)
+
+    def _reported(self, record, key, what, check=finite_number, need="a finite number"):
+        """record[key] of this checkpoint's report (or of a part of it), which must pass `check` (be `need`): a
+        missing, non-numeric or NaN threshold would end in a traceback or answer "different" to every pair."""
+        if key not in record:
+            found = "missing"
+        elif not check(record[key]):
+            found = f"{record[key]!r:.40}, not {need}"
+        else:
+            return record[key]
+        raise utils.CorruptFile(
+            f"{checkpoints.evaluation_folder(self.trained.mode, self.trained.entry) / 'report.json'} records no "
+            f"valid {what} ({found}); evaluate the checkpoint again with `{EVALUATE} --run {self.trained.mode} "
+            f"--force`")
 
     def threshold(self):
         """The given threshold, else the EER threshold of this checkpoint's evaluation (of its AS-norm scores with
-        `asnorm`); PipelineError before any."""
+        `asnorm`); PipelineError before any, or when it is not a finite number."""
         if self._threshold is not None:
             return self._threshold
         if self.asnorm:
             return self.cohort()[2]
-        return self._report()["eer_threshold"]
+        return self._reported(self._report(), "eer_threshold", "EER threshold (eer_threshold)")
 
     def cohort(self):
         """(cohort embeddings, top k, AS-norm EER threshold) that stage 2 used with this checkpoint, checked."""
         if self._cohort is None:
             report = self._report()
             record = report.get("asnorm") or {}
-            again = f"python ml/2_evaluate_unseen_speakers.py --run {self.trained.mode} --force"
-            if "cohort_file" not in record or "eer_threshold" not in record:
+            again = f"{EVALUATE} --run {self.trained.mode} --force"
+            if not isinstance(record, dict) or "cohort_file" not in record or "eer_threshold" not in record:
                 raise utils.PipelineError(
                     f"the evaluation of {self.source} kept no AS-norm cohort (ASNORM_COHORT_UTTERANCES was 0, or it "
                     f"was made before stage 3 could use one): evaluate it again with `{again}`")
+            threshold = self._reported(record, "eer_threshold", "AS-norm EER threshold (asnorm.eer_threshold)")
+            top_k = self._reported(record, "top_k", "AS-norm cohort size (asnorm.top_k)",
+                                   lambda k: isinstance(k, int) and not isinstance(k, bool) and k >= 1,
+                                   "a whole number from 1")
+            named = record["cohort_file"]
+            if not (isinstance(named, dict) and isinstance(named.get("file"), str) and isinstance(named.get("sha256"), str)
+                    and named["file"] and "/" not in named["file"]):
+                raise utils.CorruptFile(f"the evaluation of {self.source} names no valid cohort file (asnorm."
+                                        f"cohort_file: {named!r:.60}); evaluate it again with `{again}`")
             folder = checkpoints.evaluation_folder(self.trained.mode, self.trained.entry)
-            path = folder / record["cohort_file"]["file"]
+            path = folder / named["file"]
             data = path.read_bytes() if path.is_file() else b""  # read once: the bytes checked are the bytes used
-            if hashlib.sha256(data).hexdigest() != record["cohort_file"]["sha256"]:
+            if hashlib.sha256(data).hexdigest() != named["sha256"]:
                 raise utils.CorruptFile(f"{path} is missing, or not the cohort its evaluation recorded; evaluate the "
                                         f"checkpoint again with `{again}`")
             cohort = utils.read_checked(path, lambda _: np.load(io.BytesIO(data), allow_pickle=False),
                                         "the AS-norm cohort")
-            self._cohort = (cohort.astype(np.float64), int(record["top_k"]), float(record["eer_threshold"]))
+            self._cohort = (cohort.astype(np.float64), top_k, float(threshold))
         return self._cohort
 
     def scores(self, vector, others):
@@ -128,12 +188,17 @@ class Speakers:
                 raise utils.PipelineError(f"the gallery {self.gallery} records no model (enrolled by an older "
                                           f"version): move it away and enrol its speakers again")
             return {"model": self.trained.reference, "speakers": {}}
+        problem = gallery_record_problem(record)
+        if problem:
+            raise utils.CorruptFile(f"{self.gallery / 'gallery.json'} is not a valid gallery record ({problem}); it "
+                                    f"is the gallery's record. Enrol the speakers again into an empty folder "
+                                    f"(remove {self.gallery})")
         if record["model"] != self.trained.reference:
             enrolled = record["model"]
             raise utils.PipelineError(
-                f"the gallery {self.gallery} was enrolled with {enrolled['mode']} {enrolled['file']} (run "
-                f"{enrolled['run_id']}), not with this model ({self.source}): embeddings of two models do not "
-                f"compare. Use that model (--run {enrolled['mode']}), or enrol the speakers again with this one "
+                f"the gallery {self.gallery} was enrolled with {enrolled.get('mode')} {enrolled.get('file')} (run "
+                f"{enrolled.get('run_id')}), not with this model ({self.source}): embeddings of two models do not "
+                f"compare. Use that model (--run {enrolled.get('mode')}), or enrol the speakers again with this one "
                 f"into another gallery")
         return record
 
@@ -161,8 +226,7 @@ class Speakers:
         their pooled mean. Unreadable or too short files are skipped and named; a file already enrolled is
         not added twice.
         """
-        if (not name or "/" in name or name.startswith(".") or name == UNKNOWN or len(name) > 100
-                or not name.isprintable()):
+        if not is_speaker_name(name):
             raise utils.PipelineError(f"{name!r} cannot name a speaker (no '/', no leading '.', no control "
                                       f"characters, at most 100 characters, not {UNKNOWN!r})")
         if not paths:

@@ -458,3 +458,81 @@ def test_identify_reads_the_record_again_when_an_enroll_replaces_the_rows_file_u
     monkeypatch.setattr(Path, "exists", lambda self: self.name == "p229-0badf00d.npy" or exists(self))
     np.testing.assert_array_equal(enrolled.enrolled()["p229"], before)
     assert len(reads) >= 2
+
+
+@pytest.mark.parametrize("damage, problem", [
+    (lambda r: r["speakers"]["p229"].pop("files"), "the enrolment of p229 lists no files"),
+    (lambda r: r.update(speakers=[]), "its speakers are not an object"),
+    (lambda r: r["speakers"]["p229"].update(rows_file="../../elsewhere.npy"), "the enrolment of p229 names no rows file in the gallery"),
+    (lambda r: r.update(model="softmax"), "its model is not an object"),
+])
+def test_a_gallery_record_with_values_of_the_wrong_type_is_named_not_a_traceback(speakers, tmp_path, damage, problem):
+    _, corpus = speakers
+    gallery = tmp_path / "gallery"
+    Speakers(gallery=gallery, threshold=0.5).enroll("p229", [corpus.utterances["p229"][0].path])
+    record = json.loads((gallery / "gallery.json").read_text())
+    damage(record)
+    (gallery / "gallery.json").write_text(json.dumps(record))
+    with pytest.raises(utils.CorruptFile, match=f"gallery.json is not a valid gallery record \\({problem}"):
+        Speakers(gallery=gallery, threshold=0.5).listing()
+
+
+def test_gallery_list_names_a_damaged_record_in_one_line(speakers, tmp_path):
+    _, corpus = speakers
+    gallery = utils.work_path("gallery")
+    shutil.rmtree(gallery, ignore_errors=True)  # another test enrolled into it
+    script = load_script("ml/3_embed_verify_identify.py").main
+    assert CliRunner().invoke(script, ["enroll", "p229", str(corpus.utterances["p229"][0].path)]).exit_code == 0
+    record = json.loads((gallery / "gallery.json").read_text())
+    del record["speakers"]["p229"]["files"]
+    (gallery / "gallery.json").write_text(json.dumps(record))
+    try:
+        for command in (["gallery", "list"], ["identify", str(corpus.utterances["p229"][1].path), "--threshold", "0.5"]):
+            result = CliRunner().invoke(script, command)
+            assert result.exit_code == 2 and "lists no files" in result.output and "Traceback" not in result.output
+    finally:
+        shutil.rmtree(gallery)
+
+
+@pytest.mark.parametrize("where, value, found", [
+    ((), None, "missing"), ((), "0.8", "'0.8', not a finite number"), ((), float("nan"), "nan, not a finite number"),
+    (("asnorm",), "0.8", "'0.8', not a finite number"), (("asnorm",), float("inf"), "inf, not a finite number"),
+])
+def test_a_reported_threshold_that_is_no_finite_number_is_named_with_the_command_that_recomputes_it(
+        speakers, trained, where, value, found):
+    _, corpus = speakers
+    report_file = trained[0] / "work" / "runs" / "softmax" / "evaluation" / "epoch-000002" / "report.json"
+    good = report_file.read_text()
+    report = json.loads(good)
+    part = report[where[0]] if where else report
+    part.pop("eer_threshold") if value is None else part.update(eer_threshold=value)
+    report_file.write_text(json.dumps(report))
+    path = str(corpus.utterances["p229"][0].path)
+    try:
+        message = f"report.json records no valid .*EER threshold .*\\({found}\\); evaluate the checkpoint again with " \
+                  "`python ml/2_evaluate_unseen_speakers.py --run softmax --force`"
+        with pytest.raises(utils.CorruptFile, match=message):
+            Speakers(asnorm=bool(where)).threshold()
+        command = ["verify", path, path] + (["--asnorm"] if where else [])
+        result = CliRunner().invoke(load_script("ml/3_embed_verify_identify.py").main, command)
+        assert result.exit_code == 2 and "records no valid" in result.output and "Traceback" not in result.output
+    finally:
+        report_file.write_text(good)
+
+
+def test_an_asnorm_cohort_size_that_is_no_whole_number_is_named(speakers, trained):
+    report_file = trained[0] / "work" / "runs" / "softmax" / "evaluation" / "epoch-000002" / "report.json"
+    good = report_file.read_text()
+    report = json.loads(good)
+    report["asnorm"]["top_k"] = "ten"
+    report_file.write_text(json.dumps(report))
+    try:
+        with pytest.raises(utils.CorruptFile, match=r"no valid AS-norm cohort size \(asnorm.top_k\) \('ten', not a whole"):
+            Speakers(asnorm=True).cohort()
+    finally:
+        report_file.write_text(good)
+
+
+def test_the_python_api_refuses_a_nan_threshold(speakers):
+    with pytest.raises(utils.PipelineError, match="a threshold is a finite score"):
+        Speakers(threshold=float("nan"))
