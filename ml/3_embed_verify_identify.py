@@ -192,14 +192,23 @@ def enroll(context, name, files, replace, run, threshold, as_json, asnorm):
     """Enroll NAME from FILES (audio files, folders, .txt lists); unusable files are named and skipped."""
     settings = options(context, run=run, threshold=threshold, as_json=as_json, asnorm=asnorm)
     model = speakers(settings)
-    target, skipped = model.enroll(name, named_audio_files(files), replace=replace)
-    report_skipped(skipped)
+    done = model.enroll(name, named_audio_files(files), replace=replace)
+    report_skipped(done.skipped)
     count = model.listing()[name]
     if settings.get("as_json"):
-        print(json.dumps({"name": name, "recordings": count, "file": str(target),
-                          "skipped": {str(k): v for k, v in skipped.items()}}))
+        print(json.dumps({"name": name, "recordings": count, "file": str(done.rows_file),
+                          "written": bool(done.added or done.updated or replace),
+                          "added": list(map(str, done.added)), "embedded_again": list(map(str, done.updated)),
+                          "unchanged": list(map(str, done.unchanged)),
+                          "skipped": {str(k): v for k, v in done.skipped.items()}}))
+        return
+    for path in done.updated:
+        print(f"embedded {path} again: it changed since it was enrolled (its row is replaced)")
+    if done.added or done.updated or replace:
+        print(f"enrolled {name}: {count} recording(s) in the gallery {done.rows_file.parent}")
     else:
-        print(f"enrolled {name}: {count} recording(s) in the gallery {target.parent}")
+        print(f"{name}: nothing new to enroll ({len(done.unchanged)} of the files given enrolled before and "
+              f"unchanged); the gallery {done.rows_file.parent} is as it was, {count} recording(s)")
 
 
 @main.command()

@@ -19,16 +19,28 @@ import re
 import secrets
 import time
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 
 import utils
 from audio import features
+from audio.cache import stamp
 from ml import checkpoints, embeddings, evaluation
 
 UNKNOWN = "unknown"
 EVALUATE = "python ml/2_evaluate_unseen_speakers.py"  # the command that makes the report (and the cohort) again
 ROWS_FILE = re.compile(r".-[0-9a-f]{8}\.npy$")  # <name>-<token>.npy: a rows file of this version (named by a record)
+
+
+class Enrolment(NamedTuple):
+    """What an enroll did: the speaker's rows file, {path: reason} of the files skipped, and the (resolved) paths
+    added, embedded again because they changed since they were enrolled, and enrolled before and unchanged."""
+    rows_file: Path
+    skipped: dict
+    added: list
+    updated: list
+    unchanged: list
 
 
 def is_speaker_name(name):
@@ -60,6 +72,9 @@ def gallery_record_problem(record):
             return f"the enrolment of {name} names no rows file in the gallery"
         if not isinstance(entry.get("sha256", ""), str):
             return f"the sha256 of {name}'s rows is not a string"
+        audio = entry.get("audio", {})
+        if not isinstance(audio, dict) or not all(isinstance(value, list) for value in audio.values()):
+            return f"the enrolment of {name} records no [size, time] of its files"
     return None
 
 
@@ -220,38 +235,63 @@ class Speakers:
         return vectors, failed
 
     def enroll(self, name, paths, replace=False):
-        """Add the embeddings of `paths` to `name`'s enrolment (or replace it); (gallery file, {path: reason skipped}).
+        """Add the embeddings of `paths` to `name`'s enrolment (or replace it); an Enrolment saying what changed.
 
         A speaker's gallery file holds one embedding per enrolled recording; identification compares with
-        their pooled mean. Unreadable or too short files are skipped and named; a file already enrolled is
-        not added twice.
+        their pooled mean. Unreadable or too short files are skipped and named (PipelineError when every file
+        is); a file already enrolled is not added twice, but embedded again (its row replaced) when its size or
+        time changed since. Nothing is written when nothing changed, unless `replace`.
         """
         if not is_speaker_name(name):
             raise utils.PipelineError(f"{name!r} cannot name a speaker (no '/', no leading '.', no control "
                                       f"characters, at most 100 characters, not {UNKNOWN!r})")
         if not paths:
             raise utils.PipelineError("enroll needs at least one audio file")
-        paths = [Path(p).resolve() for p in paths]  # one recording, one name: however the path was written
+        paths = list(dict.fromkeys(Path(p).resolve() for p in paths))  # one recording, one name: however written
         with utils.folder_lock(self.gallery, "the gallery"):
             record = self._record()
-            known = [] if replace else record["speakers"].get(name, {}).get("files", [])
-            wanted = [p for p in paths if str(p) not in known]
-            vectors, skipped = self.embed_many(wanted)
-            if not vectors and not known:
+            entry = {} if replace else record["speakers"].get(name, {})
+            files, audio = list(entry.get("files", [])), dict(entry.get("audio", {}))
+            stamps = {path: stamp(path) for path in paths}  # before embedding: a file changed meanwhile is seen next time
+            unchanged = [p for p in paths if str(p) in files and audio.get(str(p)) == stamps[p]]
+            vectors, skipped = self.embed_many([p for p in paths if p not in unchanged])
+            if not vectors and not unchanged:
                 raise utils.PipelineError(f"no usable recording to enroll {name} from: " + "; ".join(
-                    f"{path}: {reason}" for path, reason in skipped.items()) if skipped else "all were enrolled before")
-            rows = [] if replace or name not in record["speakers"] else list(self._rows(name, record))
-            rows += list(vectors.values())
-            # The rows go to a new file, which the record names only once it is complete: a kill at any point
-            # leaves the record and the rows it names as they were (at worst an unnamed file, removed next time).
-            target = self.gallery / f"{name}-{secrets.token_hex(4)}.npy"
-            utils.save_array(target, np.stack(rows).astype(np.float32))
-            record["speakers"][name] = {"files": known + [str(p) for p in vectors], "rows_file": target.name,
-                                        "sha256": utils.file_digest(target)[1],
-                                        "enrolled": time.strftime("%Y-%m-%d %H:%M:%S")}
-            utils.write_json(self.gallery / "gallery.json", record)
-            self._remove_unnamed_rows(record)
-        return target, skipped
+                    f"{path}: {reason}" for path, reason in skipped.items()))
+            if not vectors and not replace:  # nothing new: the record, its rows file and its time stay as they are
+                self._remove_unnamed_rows(record)
+                return Enrolment(self._rows_file(name, record), skipped, [], [], unchanged)
+            rows = list(self._rows(name, record)) if files else []
+            if len(rows) != len(files):
+                raise utils.CorruptFile(f"{self._rows_file(name, record)} holds {len(rows)} embeddings for the "
+                                        f"{len(files)} files enrolled for {name}; enrol {name} again with `python "
+                                        f"ml/3_embed_verify_identify.py enroll --replace {name} FILE...`")
+            added, updated = [], []
+            for path, vector in vectors.items():
+                if str(path) in files:  # enrolled before, changed since: its row is replaced, not added to
+                    rows[files.index(str(path))] = vector
+                    updated.append(path)
+                else:
+                    files.append(str(path))
+                    rows.append(vector)
+                    added.append(path)
+                audio[str(path)] = stamps[path]
+            target = self._write_rows(record, name, files, audio, rows)
+        return Enrolment(target, skipped, added, updated, unchanged)
+
+    def _write_rows(self, record, name, files, audio, rows):
+        """Record `name`'s enrolment (its files, their [size, mtime_ns], one row each) in the gallery; its rows file.
+        Called under the gallery's lock."""
+        # The rows go to a new file, which the record names only once it is complete: a kill at any point
+        # leaves the record and the rows it names as they were (at worst an unnamed file, removed next time).
+        target = self.gallery / f"{name}-{secrets.token_hex(4)}.npy"
+        utils.save_array(target, np.stack(rows).astype(np.float32))
+        record["speakers"][name] = {"files": files, "audio": {path: audio[path] for path in files if path in audio},
+                                    "rows_file": target.name, "sha256": utils.file_digest(target)[1],
+                                    "enrolled": time.strftime("%Y-%m-%d %H:%M:%S")}
+        utils.write_json(self.gallery / "gallery.json", record)
+        self._remove_unnamed_rows(record)
+        return target
 
     def remove(self, name):
         """Take `name` out of the gallery."""

@@ -536,3 +536,44 @@ def test_an_asnorm_cohort_size_that_is_no_whole_number_is_named(speakers, traine
 def test_the_python_api_refuses_a_nan_threshold(speakers):
     with pytest.raises(utils.PipelineError, match="a threshold is a finite score"):
         Speakers(threshold=float("nan"))
+
+
+def test_a_recording_replaced_in_place_is_embedded_again_not_kept_stale(speakers, tmp_path):
+    model, corpus = speakers
+    recording = tmp_path / "rec.flac"
+    shutil.copyfile(corpus.utterances["p229"][0].path, recording)
+    shutil.rmtree(utils.work_path("gallery"), ignore_errors=True)  # the command line's gallery; others enrolled into it
+    enrolled = Speakers(threshold=0.5)
+    enrolled.enroll("bob", [recording, corpus.utterances["p229"][1].path])
+    shutil.copyfile(corpus.utterances["p228"][0].path, recording)  # other audio under the same name
+    done = enrolled.enroll("bob", [recording])
+    assert done.updated == [recording] and not done.added and enrolled.listing() == {"bob": 2}
+    rows = enrolled._rows("bob")
+    np.testing.assert_allclose(rows[0], model.embed(recording), atol=1e-6)  # its row, in its place
+    np.testing.assert_allclose(rows[1], model.embed(corpus.utterances["p229"][1].path), atol=1e-6)
+    shutil.copyfile(corpus.utterances["p229"][0].path, recording)
+    script = load_script("ml/3_embed_verify_identify.py").main
+    result = CliRunner().invoke(script, ["enroll", "bob", str(recording)])
+    assert result.exit_code == 0, result.output
+    assert f"embedded {recording} again: it changed since it was enrolled" in result.output
+    assert "enrolled bob: 2 recording(s)" in result.output
+
+
+def test_an_enroll_that_adds_nothing_writes_nothing_and_one_whose_files_all_fail_is_an_error(speakers, tmp_path):
+    _, corpus = speakers
+    gallery = utils.work_path("gallery")  # the command line's
+    shutil.rmtree(gallery, ignore_errors=True)
+    path = corpus.utterances["p229"][0].path
+    Speakers(threshold=0.5).enroll("bob", [path])
+    before = {p.name: p.read_bytes() for p in gallery.iterdir() if p.name != ".lock"}
+    silent, bad = tmp_path / "silent.wav", tmp_path / "bad.wav"
+    sf.write(silent, np.zeros(8000), 8000)
+    bad.write_bytes(b"not audio")
+    script = load_script("ml/3_embed_verify_identify.py").main
+    again = CliRunner().invoke(script, ["enroll", "bob", str(path), str(bad)])
+    assert again.exit_code == 0 and "bob: nothing new to enroll (1 of the files given enrolled before" in again.output
+    assert f"skipped {bad}: unreadable" in again.output
+    failed = CliRunner().invoke(script, ["enroll", "bob", str(silent), str(bad)])
+    assert failed.exit_code == 2 and "error: no usable recording to enroll bob from" in failed.output
+    assert "enrolled bob" not in failed.output and "Traceback" not in failed.output
+    assert {p.name: p.read_bytes() for p in gallery.iterdir() if p.name != ".lock"} == before  # nothing rewritten
