@@ -16,7 +16,8 @@ Reads  the chosen checkpoint of the default run (the last of frozen, triplet, so
        (verify and identify; --threshold instead); with --asnorm, the AS-norm threshold and the cohort stage 2
        kept beside it (asnorm_cohort.npy).
 Writes embed: --output (.npz with "paths" and "embeddings", .csv, or a folder of .npy files with
-       embeddings.json naming the model and each file's audio; default embeddings.npz in the current folder);
+       embeddings.json naming the model and each file's audio: its resolved path and [size, mtime_ns]; default
+       embeddings.npz in the current folder), one row per recording however its path is written;
        enroll: <workdir>/gallery/gallery.json and a rows file per speaker (<name>-<token>.npy).
 """
 import csv
@@ -31,6 +32,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run as a script from anywhere: find the project
 
 import utils  # noqa: E402
+from audio.cache import stamp  # noqa: E402
 from audio.corpus import named_audio_files  # noqa: E402
 
 RUNS = ("frozen", "triplet", "softmax")
@@ -102,7 +104,9 @@ def embed(context, files, output, run, threshold, as_json, asnorm):
     utils.ensure_writable_dir(output.resolve().parent, f"the folder of --output {output}",
                               "write the embeddings elsewhere")  # checked before the work, not after
     model = speakers(settings)
-    vectors, failed = model.embed_many(named_audio_files(files))
+    sources = unique_recordings(named_audio_files(files))
+    stamps = {path: stamp(path) for path in sources}  # before embedding: a file changed meanwhile is not taken as seen
+    vectors, failed = model.embed_many(sources)
     report_skipped(failed)
     if not vectors:
         raise utils.PipelineError("no file gave an embedding")
@@ -123,7 +127,7 @@ def embed(context, files, output, run, threshold, as_json, asnorm):
                                       f"use a .npz, a .csv or a folder")
         utils.save_array(output, matrix[0])
     else:
-        write_folder(output, paths, matrix, model.trained.reference)
+        write_folder(output, {path: (row, stamps[path]) for path, row in zip(vectors, matrix)}, model.trained.reference)
     if settings.get("as_json"):
         print(json.dumps({"output": str(output), "embedded": len(paths), "skipped": {str(k): v for k, v in failed.items()}}))
     else:
@@ -134,30 +138,64 @@ def embed(context, files, output, run, threshold, as_json, asnorm):
 MANIFEST = "embeddings.json"  # in an --output folder: the model, and the audio file of each .npy
 
 
-def write_folder(folder, paths, matrix, model):
-    """One .npy per embedding in `folder`, named after its file (stem, stem-2, ... for equal stems; the same file
-    embedded again keeps its name), listed in the folder's manifest with the model that made them. A folder of
-    another model's embeddings, or of .npy files no manifest lists, is refused: they would not compare."""
+def unique_recordings(paths):
+    """`paths` with each file once, however it was written (a.wav, ./a.wav, /abs/a.wav, a link): the first
+    spelling kept, in order. One recording, one row."""
+    seen, unique = set(), []
+    for path in paths:
+        if Path(path).resolve() not in seen:
+            seen.add(Path(path).resolve())
+            unique.append(path)
+    return unique
+
+
+def manifest_entries(manifest, folder):
+    """{.npy name: {"path": resolved audio path, "stamp": [size, mtime_ns]}} of a folder's manifest. A manifest of
+    before listed each file as written ("good.wav"): kept, but an entry that is not absolute names no file for
+    sure, so no recording is taken for it (and its .npy is never overwritten)."""
+    files = manifest["files"] if manifest else {}
+    if not isinstance(files, dict):
+        raise utils.CorruptFile(f"{folder / MANIFEST} is not a valid record (its files are not an object); write the "
+                                f"embeddings into an empty folder")
+    entries = {}
+    for name, entry in files.items():
+        entry = {"path": entry} if isinstance(entry, str) else entry
+        if not isinstance(entry, dict) or not isinstance(entry.get("path"), str):
+            raise utils.CorruptFile(f"{folder / MANIFEST} is not a valid record ({name!r} names no audio file); "
+                                    f"write the embeddings into an empty folder")
+        entries[name] = entry
+    return entries
+
+
+def write_folder(folder, rows, model):
+    """One .npy per recording in `folder` (`rows`: {audio path: (embedding, [size, mtime_ns] before embedding)}),
+    named after its file (stem, stem-2, ... for equal stems), listed in the folder's manifest under its resolved
+    path and stamp, with the model that made them. The same recording embedded again keeps its name (its row
+    replaced); another recording never takes one. A folder of another model's embeddings, or of .npy files no
+    manifest lists, is refused: they would not compare."""
     utils.ensure_writable_dir(folder, f"the --output folder {folder}", "write the embeddings elsewhere")
     manifest = utils.read_json(folder / MANIFEST, what="the record of the embeddings in this folder",
                                fix="Write the embeddings into an empty folder", keys=("model", "files"))
-    if manifest is None and any(folder.glob("*.npy")):
+    if manifest is None and any(path for path in folder.glob("*.npy") if not path.name.startswith(".")):
         raise utils.PipelineError(f"--output {folder} holds .npy files that no {MANIFEST} describes: write the "
                                   f"embeddings into an empty or new folder")
     if manifest is not None and manifest["model"] != model:
-        made = manifest["model"]
-        raise utils.PipelineError(f"--output {folder} holds embeddings of {made['mode']} {made['file']} (run "
-                                  f"{made['run_id']}), not of this model: embeddings of two models do not compare; "
-                                  f"write them into another folder")
-    files = dict(manifest["files"]) if manifest else {}  # .npy name -> audio path
-    utils.write_json(folder / MANIFEST, {"model": model, "files": files})  # the folder is this model's from now on
-    named, taken = {source: name for name, source in files.items()}, set(files)
-    for path, row in zip(paths, matrix):
-        name = named.get(path)
-        if name is None:
-            name = named[path] = utils.unused_name(Path(path).stem, taken, ".npy")
-            files[name] = path
+        made = manifest["model"] if isinstance(manifest["model"], dict) else {}
+        raise utils.PipelineError(f"--output {folder} holds embeddings of {made.get('mode')} {made.get('file')} (run "
+                                  f"{made.get('run_id')}), not of this model: embeddings of two models do not "
+                                  f"compare; write them into another folder")
+    files = manifest_entries(manifest, folder)
+    rows = {str(Path(path).resolve()): value for path, value in rows.items()}
+    named = {entry["path"]: name for name, entry in files.items() if Path(entry["path"]).is_absolute()}
+    taken = set(files)
+    # The entries of the rows rewritten below leave the manifest until their new rows are written: a kill in between
+    # never leaves an entry whose stamp is not that of its row. The folder is this model's from now on.
+    files = {name: entry for name, entry in files.items() if entry["path"] not in rows}
+    utils.write_json(folder / MANIFEST, {"model": model, "files": files})
+    for source, (row, audio_stamp) in rows.items():
+        name = named.get(source) or utils.unused_name(Path(source).stem, taken, ".npy")
         utils.save_array(folder / name, row)
+        files[name] = {"path": source, "stamp": audio_stamp}
     utils.write_json(folder / MANIFEST, {"model": model, "files": files})
 
 

@@ -359,7 +359,8 @@ def test_embeddings_into_a_folder_keep_one_file_per_recording_and_their_model(sp
                                         "--output", str(out)])
     assert first.exit_code == 0 and "2 embedding(s)" in first.output, first.output
     manifest = json.loads((out / "embeddings.json").read_text())
-    assert sorted(manifest["files"].values()) == sorted([str(corpus.utterances["p229"][0].path), str(same_stem)])
+    assert sorted(e["path"] for e in manifest["files"].values()) == sorted(
+        [str(corpus.utterances["p229"][0].path.resolve()), str(same_stem.resolve())])
     assert sorted(p.name for p in out.glob("*.npy")) == sorted(manifest["files"])  # both kept, none overwritten
     again = CliRunner().invoke(script, ["embed", str(same_stem), "--output", str(out)])  # the same file: same name
     assert again.exit_code == 0 and json.loads((out / "embeddings.json").read_text()) == manifest
@@ -577,3 +578,28 @@ def test_an_enroll_that_adds_nothing_writes_nothing_and_one_whose_files_all_fail
     assert failed.exit_code == 2 and "error: no usable recording to enroll bob from" in failed.output
     assert "enrolled bob" not in failed.output and "Traceback" not in failed.output
     assert {p.name: p.read_bytes() for p in gallery.iterdir() if p.name != ".lock"} == before  # nothing rewritten
+
+
+def test_an_embeddings_folder_keeps_one_row_per_recording_and_never_gives_a_row_to_another(speakers, tmp_path,
+                                                                                           monkeypatch):
+    model, corpus = speakers
+    script = load_script("ml/3_embed_verify_identify.py").main
+    (tmp_path / "x").mkdir()
+    (tmp_path / "y").mkdir()
+    good, other = tmp_path / "x" / "good.wav", tmp_path / "y" / "good.wav"  # two recordings, one name
+    sf.write(good, sf.read(corpus.utterances["p229"][0].path)[0], 8000)
+    sf.write(other, sf.read(corpus.utterances["p228"][0].path)[0], 8000)
+    out = tmp_path / "out"
+    monkeypatch.chdir(tmp_path / "x")
+    first = CliRunner().invoke(script, ["embed", "good.wav", str(good), "../x/good.wav", "--output", str(out)])
+    assert first.exit_code == 0 and "1 embedding(s)" in first.output, first.output  # one recording, three spellings
+    assert sorted(p.name for p in out.glob("*.npy")) == ["good.npy"]
+    monkeypatch.chdir(tmp_path / "y")
+    second = CliRunner().invoke(script, ["embed", "good.wav", "--output", str(out)])  # the other good.wav
+    assert second.exit_code == 0, second.output
+    manifest = json.loads((out / "embeddings.json").read_text())["files"]
+    assert {name: entry["path"] for name, entry in manifest.items()} == {
+        "good.npy": str(good.resolve()), "good-2.npy": str(other.resolve())}
+    assert manifest["good.npy"]["stamp"] == [good.stat().st_size, good.stat().st_mtime_ns]
+    np.testing.assert_allclose(np.load(out / "good.npy"), model.embed(good), atol=1e-6)  # not overwritten
+    np.testing.assert_allclose(np.load(out / "good-2.npy"), model.embed(other), atol=1e-6)
