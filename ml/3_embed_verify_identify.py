@@ -9,7 +9,8 @@
     python ml/3_embed_verify_identify.py verify a.flac b.wav --asnorm   # adaptive S-norm scores
 
 A FILE argument may be an audio file, a folder (its audio files, recursively) or a .txt list of paths.
-Options (--workdir, --run, --threshold, --asnorm, --json) go before or after the command. Errors exit with code 2.
+Options (--workdir, --run, --threshold, --asnorm, --json) go before or after the command. Errors (Ctrl-C and
+unexpected ones included) exit with code 2, in one line.
 
 Reads  the chosen checkpoint of the default run (the last of frozen, triplet, softmax that has one) or of --run,
        its norm.json, and the EER threshold of its evaluation, runs/<run>/evaluation/<checkpoint>/report.json
@@ -21,9 +22,11 @@ Writes embed: --output (.npz with "paths" and "embeddings", .csv, or a folder of
        enroll: <workdir>/gallery/gallery.json and a rows file per speaker (<name>-<token>.npy).
 """
 import csv
+import functools
 import json
 import math
 import sys
+import traceback
 from pathlib import Path
 
 import click
@@ -52,6 +55,28 @@ def common_options(function):
                             help="Use this run [default: the last of frozen, triplet, softmax that has a checkpoint]."
                             )(function)
     return utils.workdir_option(function)
+
+
+def errors_exit_2(function):
+    """utils.friendly_errors with exit code ERROR, and Ctrl-C or an unexpected exception also one line and ERROR:
+    click would exit 1 on Ctrl-C ("Aborted!") and Python 1 on a traceback, which verify answers "different
+    speakers" with."""
+    friendly = utils.friendly_errors(function, code=ERROR)
+
+    @functools.wraps(function)
+    def wrapper(*args, **kwargs):
+        try:
+            return friendly(*args, **kwargs)
+        except KeyboardInterrupt:
+            print("error: interrupted (nothing was decided)", file=sys.stderr)
+        except click.exceptions.ClickException:
+            raise  # click's own usage errors already exit 2 with their message
+        except Exception as error:  # noqa: BLE001 - a bug: still one line and ERROR, never a wrong answer
+            where = traceback.extract_tb(error.__traceback__)[-1]
+            print(f"error: unexpected {type(error).__name__} at {Path(where.filename).name}:{where.lineno}: "
+                  f"{str(error)[:300]}", file=sys.stderr)
+        sys.exit(ERROR)
+    return wrapper
 
 
 def options(context, **given):
@@ -92,7 +117,7 @@ def main(context, run, threshold, as_json, asnorm):
               help="A .npz (paths, embeddings), a .csv (path, values) or a folder (one .npy per file).")
 @common_options
 @click.pass_context
-@utils.friendly_errors(code=ERROR)
+@errors_exit_2
 def embed(context, files, output, run, threshold, as_json, asnorm):
     """Write the embeddings of FILES (audio files, folders, .txt lists)."""
     settings = options(context, run=run, threshold=threshold, as_json=as_json, asnorm=asnorm)
@@ -204,7 +229,7 @@ def write_folder(folder, rows, model):
 @click.argument("second", type=click.Path(dir_okay=False, path_type=Path))
 @common_options
 @click.pass_context
-@utils.friendly_errors(code=ERROR)
+@errors_exit_2
 def verify(context, first, second, run, threshold, as_json, asnorm):
     """Say whether FIRST and SECOND are spoken by the same speaker (exit 0: same, 1: different, 2: error)."""
     settings = options(context, run=run, threshold=threshold, as_json=as_json, asnorm=asnorm)
@@ -225,7 +250,7 @@ def verify(context, first, second, run, threshold, as_json, asnorm):
 @click.option("--replace", is_flag=True, help="Replace NAME's enrolment instead of adding to it.")
 @common_options
 @click.pass_context
-@utils.friendly_errors(code=ERROR)
+@errors_exit_2
 def enroll(context, name, files, replace, run, threshold, as_json, asnorm):
     """Enroll NAME from FILES (audio files, folders, .txt lists); unusable files are named and skipped."""
     settings = options(context, run=run, threshold=threshold, as_json=as_json, asnorm=asnorm)
@@ -253,7 +278,7 @@ def enroll(context, name, files, replace, run, threshold, as_json, asnorm):
 @click.argument("files", nargs=-1, required=True)
 @common_options
 @click.pass_context
-@utils.friendly_errors(code=ERROR)
+@errors_exit_2
 def identify(context, files, run, threshold, as_json, asnorm):
     """Find the enrolled speaker of each of FILES ("unknown" when no score reaches the threshold)."""
     settings = options(context, run=run, threshold=threshold, as_json=as_json, asnorm=asnorm)
@@ -288,7 +313,7 @@ def gallery():
 @gallery.command("list")
 @common_options
 @click.pass_context
-@utils.friendly_errors(code=ERROR)
+@errors_exit_2
 def gallery_list(context, run, threshold, as_json, asnorm):
     """The enrolled speakers and how many recordings each."""
     settings = options(context.find_root(), run=run, threshold=threshold, as_json=as_json, asnorm=asnorm)
@@ -305,7 +330,7 @@ def gallery_list(context, run, threshold, as_json, asnorm):
 @click.argument("name")
 @common_options
 @click.pass_context
-@utils.friendly_errors(code=ERROR)
+@errors_exit_2
 def gallery_remove(context, name, run, threshold, as_json, asnorm):
     """Take NAME out of the gallery."""
     settings = options(context.find_root(), run=run, threshold=threshold, as_json=as_json, asnorm=asnorm)

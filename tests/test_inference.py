@@ -603,3 +603,20 @@ def test_an_embeddings_folder_keeps_one_row_per_recording_and_never_gives_a_row_
     assert manifest["good.npy"]["stamp"] == [good.stat().st_size, good.stat().st_mtime_ns]
     np.testing.assert_allclose(np.load(out / "good.npy"), model.embed(good), atol=1e-6)  # not overwritten
     np.testing.assert_allclose(np.load(out / "good-2.npy"), model.embed(other), atol=1e-6)
+
+
+@pytest.mark.parametrize("failure, message", [(KeyboardInterrupt, "error: interrupted"),
+                                              (TypeError("a bug"), "error: unexpected TypeError at ")])
+def test_an_interrupted_or_failing_verify_exits_2_never_1_which_means_different_speakers(speakers, monkeypatch,
+                                                                                       failure, message):
+    _, corpus = speakers
+    path = str(corpus.utterances["p229"][0].path)
+
+    def fails(*arguments):
+        raise failure
+    monkeypatch.setattr(Speakers, "verify", fails)
+    monkeypatch.setattr(Speakers, "embed_many", fails)
+    script = load_script("ml/3_embed_verify_identify.py").main
+    for command in (["verify", path, path, "--threshold", "0.5"], ["embed", path, "--output", "x.npz"]):
+        result = CliRunner().invoke(script, command)
+        assert result.exit_code == 2 and message in result.output and "Traceback" not in result.output, result.output
