@@ -13,8 +13,6 @@ MFCC + deltas, normalisation without knowing the speaker). Speakers need not be 
 """
 import hashlib
 import io
-import math
-import numbers
 import re
 import secrets
 import time
@@ -51,7 +49,7 @@ def is_speaker_name(name):
 
 def finite_number(value):
     """Whether `value` (read from JSON) is a finite int or float; not a bool, string, null or NaN."""
-    return isinstance(value, numbers.Real) and not isinstance(value, bool) and math.isfinite(value)
+    return utils.is_of_kind(value, utils.NUMBER)
 
 
 def gallery_record_problem(record):
