@@ -213,12 +213,14 @@ class CorruptFile(PipelineError):
 
 
 def file_digest(path):
-    """(size in bytes, sha256 hex) of a file, read in blocks."""
-    digest = hashlib.sha256()
+    """(size in bytes, sha256 hex) of a file, read in blocks: both of the bytes read (a file replaced meanwhile is
+    never given another file's size)."""
+    digest, size = hashlib.sha256(), 0
     with open(path, "rb") as handle:
         for block in iter(lambda: handle.read(1 << 22), b""):
             digest.update(block)
-    return os.path.getsize(path), digest.hexdigest()
+            size += len(block)
+    return size, digest.hexdigest()
 
 
 # ----------------------------------------------------------------------------------------------------
