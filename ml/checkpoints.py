@@ -197,6 +197,8 @@ class RunFolder:
             except utils.PipelineError as error:
                 damaged.append((path, str(error)))
                 continue
+            if candidate["count"] == 0:  # saved before any step, by an earlier version before the optimizer was
+                skipped = [s for s in skipped if "for optimizer" not in s]  # built: its state is none at that point
             if skipped:  # intact, but not this model's (or optimizer's) variables: every checkpoint of the run alike
                 raise utils.PipelineError(
                     f"{path} does not fit the model and optimizer built now (Keras: {skipped[0]}): the settings it was "

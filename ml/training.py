@@ -325,8 +325,9 @@ def _train_triplet(inputs, run, plan, normalize_embeddings, progress):
     model.get_layer("softmax").trainable = constants.TRIPLET_SOFTMAX_WEIGHT > 0
     compile_for(model, "triplet", constants.TRIPLET_LEARNING_RATE)
     state = checkpoints.start_state(plan)
-    if plan["source"] == "own" or distribution.replicas() > 1:
-        model.optimizer.build(model.trainable_variables)
+    # built before anything is saved: the step-0 checkpoint then holds the optimizer's (initial) state, as every later
+    # one does, and a run killed before its next checkpoint resumes from it
+    model.optimizer.build(model.trainable_variables)
     if plan["source"] == "own":
         _check_same_replicas(run)
         entry = run.load_into(model, state)

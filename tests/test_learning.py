@@ -7,6 +7,7 @@ import pytest
 from click.testing import CliRunner
 
 import constants
+import utils
 from audio.demo_corpus import write_demo_corpus
 from ml import checkpoints
 
@@ -75,3 +76,55 @@ def test_the_chain_never_ends_with_a_model_worse_than_its_start_on_the_validatio
     assert "complete" in again and "early stopping" in again  # a stopped run is finished: nothing to train
     run_script("ml/2_evaluate_unseen_speakers.py")  # the default run, triplet: its chosen checkpoint
     assert (checkpoints.evaluation_folder("triplet", chosen) / "report.json").exists()
+
+
+def test_a_triplet_run_killed_after_its_starting_checkpoint_resumes_from_it(corpus, tmp_path, monkeypatch):
+    """With validation speakers the triplet stage saves its starting point (step 0) first. Saved before the optimizer
+    had its variables, that checkpoint was refused on resume ("does not fit the model and optimizer"), so a run killed
+    before its next checkpoint could only start again with --fresh."""
+    from ml import training
+    settings = {"WORKDIR": str(tmp_path / "work"), "CORPUS_PATH": str(corpus), "NUM_WORKERS": 1, "SPLIT": "auto",
+                "NUM_SPEAKERS_CLASSIFICATION_TASK": TRAINING_SPEAKERS, "MAX_COUNT_PER_CLASS": 60, "BATCH_SIZE": 300,
+                "SPEED_PERTURBATION": [], "SOFTMAX_SCHEDULE_EPOCHS": 1, "SOFTMAX_WARMUP_STEPS": 2,
+                "CHECKPOINT_EVERY_STEPS": 3}
+    for name, value in settings.items():
+        monkeypatch.setattr(constants, name, value)
+    run_script("ml/0_generate_inputs.py")
+    run_script("ml/1_train_triplet_softmax_model.py", "--loss_on_softmax")
+    triplet = ("ml/1_train_triplet_softmax_model.py", "--loss_on_embeddings", "--normalize_embeddings", "--steps", "3")
+    sampled = training.TripletSampler.batch
+
+    def killed(self, size=None, rng=None):
+        raise KeyboardInterrupt  # the first step's batch: after the step-0 checkpoint, before step 3's
+
+    monkeypatch.setattr(training.TripletSampler, "batch", killed)
+    spec = importlib.util.spec_from_file_location("stage1_killed", triplet[0])
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    assert CliRunner().invoke(module.main, list(triplet[1:])).exit_code != 0
+    run = checkpoints.RunFolder("triplet")
+    assert [c["count"] for c in run.state()["checkpoints"]] == [0]
+    monkeypatch.setattr(training.TripletSampler, "batch", sampled)
+    assert "steps 1-3, from" in run_script(*triplet)
+    assert [c["count"] for c in run.state()["checkpoints"]] == [0, 3]
+    assert (run.folder / "history.csv").read_text().split()[1:] and \
+        [line.split(",")[0] for line in (run.folder / "history.csv").read_text().split()[1:]] == ["1", "2", "3"]
+
+
+def test_a_step_0_checkpoint_of_an_earlier_version_loads_without_its_optimizer_state(tmp_path, monkeypatch, workdir):
+    """Earlier versions saved step 0 before the optimizer existed: Keras skips its (absent) optimizer variables, which
+    at step 0 hold nothing to lose; at any later step the same skip is refused."""
+    skip = ["Skipping variable loading for optimizer 'adam', because it has 24 variables whereas the saved "
+            "optimizer has 2 variables."]
+    monkeypatch.setattr(checkpoints, "_load_weights_reporting_skips", lambda model, path: list(skip))
+    monkeypatch.setattr(checkpoints.RunFolder, "intact", lambda self, entry: True)
+    run = checkpoints.RunFolder("triplet")
+    for count in (0, 100):
+        entry = {"file": f"weights/step-{count:06d}.weights.h5", "count": count, "sha256": "s"}
+        (run.folder / "weights").mkdir(parents=True, exist_ok=True)
+        (run.folder / entry["file"]).write_bytes(b"weights")
+        if count == 0:
+            assert run.load_into(object(), {"checkpoints": [entry]}) == entry
+        else:
+            with pytest.raises(utils.PipelineError, match="does not fit the model and optimizer"):
+                run.load_into(object(), {"checkpoints": [entry]}, fallback=False)
