@@ -40,6 +40,7 @@ def main(force, workers):
           f"{len(validation_speakers)} validation, {len(unseen_speakers)} unseen speakers")
     # one stage 0 at a time per work dir: the cache, the speed copies and the inputs are written here
     with utils.folder_lock(utils.ensure_writable_dir(utils.workdir()) / "inputs", "stage 0 (cache and inputs)"):
+        utils.remove_stale_temporaries(ml_inputs.inputs_folder())  # a killed stage 0's partial files (we hold the lock)
         inputs = build(corpus, train_speakers, unseen_speakers, validation_speakers, force, workers)
     if inputs is None:
         return

@@ -277,6 +277,15 @@ def test_the_same_corpus_spelt_another_way_is_the_same_corpus_for_a_stored_repor
     assert "already evaluated" in ran(script("ml/2_evaluate_unseen_speakers.py"))
 
 
+def test_stage_0_removes_the_partial_files_a_killed_stage_0_left_in_the_inputs(pipeline):
+    """Each inputs file is written to .tmp-<pid>-<name> and renamed: a kill leaves the partial file, which nothing
+    else would remove (gigabytes of frames on a large corpus)."""
+    left = ml_inputs.inputs_folder() / ".tmp-12345-train_frames.npy"
+    left.write_bytes(b"partial")
+    assert "are current" in ran(script("ml/0_generate_inputs.py"))
+    assert not left.exists()
+
+
 def test_a_run_recorded_by_the_previous_version_is_accepted_while_nothing_changed_and_told_apart_when_a_file_did(
         pipeline):
     corpus, speakers = pipeline
