@@ -22,13 +22,21 @@ class PipelineError(Exception):
     """A problem with the user's data, settings or files, reported as a message without a traceback."""
 
 
-def friendly_errors(function=None, *, code=1):
-    """Turn PipelineError (and a denied access or a full disk) into a one-line message and exit code `code`."""
+INTERRUPTED = ("interrupted; nothing half-written is kept, and the same command run again goes on from what was "
+               "saved")
+
+
+def friendly_errors(function=None, *, code=1, interrupted=INTERRUPTED):
+    """Turn PipelineError (and a denied access or a full disk) into a one-line message and exit code `code`; Ctrl-C
+    into the line `interrupted` and the same code (not click's bare "Aborted!")."""
     def decorate(function):
         @functools.wraps(function)
         def wrapper(*args, **kwargs):
             try:
                 return function(*args, **kwargs)
+            except KeyboardInterrupt:
+                print(f"\n{interrupted}", file=sys.stderr)
+                sys.exit(code)
             except PipelineError as error:
                 print(f"error: {error}", file=sys.stderr)
                 sys.exit(code)

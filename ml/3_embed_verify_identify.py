@@ -58,17 +58,15 @@ def common_options(function):
 
 
 def errors_exit_2(function):
-    """utils.friendly_errors with exit code ERROR, and Ctrl-C or an unexpected exception also one line and ERROR:
+    """utils.friendly_errors with exit code ERROR (Ctrl-C too), and an unexpected exception also one line and ERROR:
     click would exit 1 on Ctrl-C ("Aborted!") and Python 1 on a traceback, which verify answers "different
     speakers" with."""
-    friendly = utils.friendly_errors(function, code=ERROR)
+    friendly = utils.friendly_errors(function, code=ERROR, interrupted="error: interrupted (nothing was decided)")
 
     @functools.wraps(function)
     def wrapper(*args, **kwargs):
         try:
             return friendly(*args, **kwargs)
-        except KeyboardInterrupt:
-            print("error: interrupted (nothing was decided)", file=sys.stderr)
         except click.exceptions.ClickException:
             raise  # click's own usage errors already exit 2 with their message
         except Exception as error:  # noqa: BLE001 - a bug: still one line and ERROR, never a wrong answer

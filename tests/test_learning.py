@@ -101,7 +101,9 @@ def test_a_triplet_run_killed_after_its_starting_checkpoint_resumes_from_it(corp
     spec = importlib.util.spec_from_file_location("stage1_killed", triplet[0])
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
-    assert CliRunner().invoke(module.main, list(triplet[1:])).exit_code != 0
+    result = CliRunner().invoke(module.main, list(triplet[1:]))
+    assert result.exit_code == 1 and "interrupted; nothing half-written is kept, and the same command run again goes on" \
+        in result.output, result.output  # one line saying what a re-run does, not click's bare "Aborted!"
     run = checkpoints.RunFolder("triplet")
     assert [c["count"] for c in run.state()["checkpoints"]] == [0]
     monkeypatch.setattr(training.TripletSampler, "batch", sampled)
