@@ -102,9 +102,9 @@ def detect(files, threshold, output, plots, no_plots, run, checkpoint, as_json):
                   f"{shown}")
             print("\n".join(found.rttm(found.file_id)))
     if as_json:
-        print(json.dumps([r.as_dict() for r in results], indent=1))
+        print(json.dumps([{**r.as_dict(), "model": made_by} for r in results], indent=1))
     if output is not None and results:
-        write_results(results, output)
+        write_results(results, output, made_by)
         print(f"written to {output}", file=sys.stderr if as_json else sys.stdout)
     if folder is not None and results and not as_json:
         print(f"change curves: {folder}")
@@ -118,12 +118,13 @@ def unique_name(path, taken):
     return utils.unused_name(path.stem.replace(" ", "_"), taken)
 
 
-def write_results(results, output):
-    """The detections as .json (a list of dicts), .csv (file, segment, start_s, end_s) or .rttm."""
+def write_results(results, output, model):
+    """The detections as .json (a list of dicts, each naming the `model` checkpoint that found them besides its
+    threshold), .csv (file, segment, start_s, end_s) or .rttm."""
     with utils.atomic_path(output) as tmp:
         with open(tmp, "w", newline="") as handle:
             if output.suffix == ".json":
-                json.dump([r.as_dict() for r in results], handle, indent=1)
+                json.dump([{**r.as_dict(), "model": model} for r in results], handle, indent=1)
             elif output.suffix == ".csv":
                 writer = csv.writer(handle)
                 writer.writerow(["file", "segment", "start_s", "end_s"])

@@ -232,6 +232,7 @@ def test_the_command_line_writes_json_csv_rttm_and_plots_and_names_bad_files(det
         assert "broken.wav: unreadable" in result.output and "SPEAKER talk 1 0.000" in result.output
     saved = json.loads((tmp_path / "out.json").read_text())
     assert len(saved) == 1 and saved[0]["threshold"] == 0.2 and saved[0]["segments"][0]["start_s"] == 0
+    assert saved[0]["model"] == detector[0].trained.reference  # which checkpoint found them, beside its threshold
     rows = (tmp_path / "out.csv").read_text().splitlines()
     assert rows[0] == "file,segment,start_s,end_s" and len(rows) == len(saved[0]["segments"]) + 1
     assert len((tmp_path / "out.rttm").read_text().splitlines()) == len(saved[0]["segments"])
