@@ -17,5 +17,5 @@ if ! venv_ready; then
     || { echo "error: pip could not install requirements.txt into $venv_repo/.venv (see above)" >&2; exit 1; }
   echo "$venv_want" > "$venv_stamp"  # last: a set-up killed before it is done again next time
 fi
-exec 9>&- 2>/dev/null || true
+exec 9>&-  # the lock, if taken, is released (closing a descriptor not open is harmless)
 . "$venv_repo/.venv/bin/activate"
