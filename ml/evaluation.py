@@ -291,11 +291,16 @@ def as_norm(scores, first, second, statistics):
 
 
 def equal_error_rate(scores, is_target):
-    """(EER, the score threshold at that point) from scikit-learn's ROC curve."""
+    """(EER, the score threshold at that point) from scikit-learn's ROC curve. The threshold is a finite score: where
+    the curve's "accept nothing" point (threshold +inf) is the EER's, as when every score is equal (a collapsed
+    model), it is the next float above the highest score, which accepts nothing either."""
     false_alarm, hit, thresholds = roc_curve(is_target, scores, drop_intermediate=False)
     miss = 1 - hit
     index = int(np.nanargmin(np.abs(miss - false_alarm)))
-    return float((miss[index] + false_alarm[index]) / 2), float(thresholds[index])
+    threshold = float(thresholds[index])
+    if not np.isfinite(threshold):  # the report keeps it, and a report's threshold must read back as a number
+        threshold = float(np.nextafter(np.max(scores), np.inf))
+    return float((miss[index] + false_alarm[index]) / 2), threshold
 
 
 def min_dcf(scores, is_target, p_target=None, cost_miss=None, cost_false_alarm=None):

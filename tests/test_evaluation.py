@@ -33,6 +33,13 @@ def test_random_embeddings_give_an_eer_near_one_half_and_min_dcf_near_one():
     assert 0.9 < evaluation.min_dcf(scores, is_target) <= 1.0
 
 
+def test_equal_scores_of_a_collapsed_model_give_a_finite_threshold_that_accepts_nothing():
+    """scikit-learn's first ROC threshold is +inf; written into report.json, stage 2 then refused its own report."""
+    scores, is_target = np.full(6, 0.25), np.array([1, 0, 1, 0, 0, 1], bool)
+    eer, threshold = evaluation.equal_error_rate(scores, is_target)
+    assert eer == 0.5 and np.isfinite(threshold) and threshold > 0.25 and not (scores >= threshold).any()
+
+
 def test_eer_of_known_scores():
     scores = np.array([0.9, 0.8, 0.7, 0.6, 0.75, 0.5, 0.4, 0.3])
     is_target = np.array([1, 1, 1, 1, 0, 0, 0, 0], bool)
