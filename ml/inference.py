@@ -13,7 +13,6 @@ MFCC + deltas, normalisation without knowing the speaker). Speakers need not be 
 """
 import hashlib
 import io
-import re
 import secrets
 import time
 from pathlib import Path
@@ -28,7 +27,6 @@ from ml import checkpoints, embeddings, evaluation
 
 UNKNOWN = "unknown"
 EVALUATE = "python ml/2_evaluate_unseen_speakers.py"  # the command that makes the report (and the cohort) again
-ROWS_FILE = re.compile(r".-[0-9a-f]{8}\.npy$")  # <name>-<token>.npy: a rows file of this version (named by a record)
 
 
 class Enrolment(NamedTuple):
@@ -216,11 +214,11 @@ class Speakers:
         return record
 
     def _old_rows_files(self):
-        """The <name>.npy files of a gallery enrolled before gallery.json existed. Not the rows files of this version
-        (<name>-<token>.npy) nor temporary ones (.tmp-...): a first enroll killed before its record leaves those, and
-        they must not lock the gallery (the next enroll removes them)."""
+        """The <name>.npy files of a gallery enrolled before gallery.json existed. A first enroll writes gallery.json
+        before any rows file, so a gallery without one holds no rows file of this version (its temporary files,
+        .tmp-..., left by a kill, are no rows: the next enroll removes them)."""
         files = self.gallery.glob("*.npy") if self.gallery.is_dir() else []
-        return [path for path in files if not path.name.startswith(".") and not ROWS_FILE.search(path.name)]
+        return [path for path in files if not path.name.startswith(".")]
 
     def embed_many(self, paths):
         """({path: embedding} of the files that give one, {path: reason} of those that do not), one model load."""
@@ -248,6 +246,8 @@ class Speakers:
         paths = list(dict.fromkeys(Path(p).resolve() for p in paths))  # one recording, one name: however written
         with utils.folder_lock(self.gallery, "the gallery"):
             record = self._record()
+            if not (self.gallery / "gallery.json").exists():  # before any rows file: a kill leaves a gallery of this
+                utils.write_json(self.gallery / "gallery.json", record)  # version (empty), never an "older" one
             entry = {} if replace else record["speakers"].get(name, {})
             files, audio = list(entry.get("files", [])), dict(entry.get("audio", {}))
             stamps = {path: stamp(path) for path in paths}  # before embedding: a file changed meanwhile is seen next time
