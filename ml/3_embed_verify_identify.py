@@ -264,7 +264,9 @@ def enroll(context, name, files, replace, run, threshold, as_json, asnorm):
                           "skipped": {str(k): v for k, v in done.skipped.items()}}))
         return
     for path in done.updated:
-        print(f"embedded {path} again: it changed since it was enrolled (its row is replaced)")
+        why = ("enrolled by an earlier version, which kept no size and time to tell a change by" if path in
+               done.unstamped else "it changed since it was enrolled")
+        print(f"embedded {path} again: {why} (its row is replaced)")
     if done.added or done.updated or replace:
         print(f"enrolled {name}: {count} recording(s) in the gallery {done.rows_file.parent}")
     else:

@@ -13,6 +13,8 @@ MFCC + deltas, normalisation without knowing the speaker). Speakers need not be 
 """
 import hashlib
 import io
+import math
+import numbers
 import secrets
 import time
 from pathlib import Path
@@ -31,12 +33,14 @@ EVALUATE = "python ml/2_evaluate_unseen_speakers.py"  # the command that makes t
 
 class Enrolment(NamedTuple):
     """What an enroll did: the speaker's rows file, {path: reason} of the files skipped, and the (resolved) paths
-    added, embedded again because they changed since they were enrolled, and enrolled before and unchanged."""
+    added, embedded again because they changed since they were enrolled (or an earlier version enrolled them without
+    their size and time: `unstamped`, among the `updated`), and enrolled before and unchanged."""
     rows_file: Path
     skipped: dict
     added: list
     updated: list
     unchanged: list
+    unstamped: list = []
 
 
 def is_speaker_name(name):
@@ -97,8 +101,11 @@ class Speakers:
         self.trained = label_free_model(run, checkpoint)
         self.model, self.norm, self.source = self.trained.model, self.trained.norm, self.trained.description
         self.gallery = Path(gallery or utils.work_path("gallery"))
-        if threshold is not None and not finite_number(threshold):  # NaN would answer "different" to every pair
-            raise utils.PipelineError(f"threshold {threshold!r}: a threshold is a finite score")
+        if threshold is not None:  # any real number (a NumPy float too); NaN would answer "different" to every pair
+            if not (isinstance(threshold, numbers.Real) and not isinstance(threshold, bool)
+                    and math.isfinite(threshold)):
+                raise utils.PipelineError(f"threshold {threshold!r}: a threshold is a finite score")
+            threshold = float(threshold)
         self._threshold = threshold
         self.asnorm = asnorm
         self._cohort = None
@@ -252,6 +259,7 @@ class Speakers:
             files, audio = list(entry.get("files", [])), dict(entry.get("audio", {}))
             stamps = {path: stamp(path) for path in paths}  # before embedding: a file changed meanwhile is seen next time
             unchanged = [p for p in paths if str(p) in files and audio.get(str(p)) == stamps[p]]
+            unstamped = [p for p in paths if str(p) in files and str(p) not in audio]
             vectors, skipped = self.embed_many([p for p in paths if p not in unchanged])
             if not vectors and not unchanged:
                 raise utils.PipelineError(f"no usable recording to enroll {name} from: " + "; ".join(
@@ -275,7 +283,7 @@ class Speakers:
                     added.append(path)
                 audio[str(path)] = stamps[path]
             target = self._write_rows(record, name, files, audio, rows)
-        return Enrolment(target, skipped, added, updated, unchanged)
+        return Enrolment(target, skipped, added, updated, unchanged, [p for p in updated if p in unstamped])
 
     def _write_rows(self, record, name, files, audio, rows):
         """Record `name`'s enrolment (its files, their [size, mtime_ns], one row each) in the gallery; its rows file.

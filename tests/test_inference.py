@@ -542,9 +542,14 @@ def test_an_asnorm_cohort_size_that_is_no_whole_number_is_named(speakers, traine
         report_file.write_text(good)
 
 
-def test_the_python_api_refuses_a_nan_threshold(speakers):
+@pytest.mark.parametrize("bad", [float("nan"), np.float32("inf"), "0.5", True])
+def test_the_python_api_refuses_a_threshold_that_is_no_finite_number(speakers, bad):
     with pytest.raises(utils.PipelineError, match="a threshold is a finite score"):
-        Speakers(threshold=float("nan"))
+        Speakers(threshold=bad)
+
+
+def test_the_python_api_takes_a_numpy_threshold(speakers):
+    assert Speakers(threshold=np.float32(0.5)).threshold() == 0.5
 
 
 def test_a_recording_replaced_in_place_is_embedded_again_not_kept_stale(speakers, tmp_path):
@@ -566,6 +571,13 @@ def test_a_recording_replaced_in_place_is_embedded_again_not_kept_stale(speakers
     assert result.exit_code == 0, result.output
     assert f"embedded {recording} again: it changed since it was enrolled" in result.output
     assert "enrolled bob: 2 recording(s)" in result.output
+    record_file = utils.work_path("gallery") / "gallery.json"  # as an earlier version wrote it: no sizes and times
+    record = json.loads(record_file.read_text())
+    del record["speakers"]["bob"]["audio"]
+    record_file.write_text(json.dumps(record))
+    result = CliRunner().invoke(script, ["enroll", "bob", str(recording)])
+    assert f"embedded {recording} again: enrolled by an earlier version, which kept no size and time" in result.output
+    assert "nothing new to enroll" in CliRunner().invoke(script, ["enroll", "bob", str(recording)]).output
 
 
 def test_an_enroll_that_adds_nothing_writes_nothing_and_one_whose_files_all_fail_is_an_error(speakers, tmp_path):
