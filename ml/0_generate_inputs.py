@@ -16,7 +16,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run as a script 
 import constants  # noqa: E402
 import utils  # noqa: E402
 from audio.cache import FeatureCache  # noqa: E402
-from audio.corpus import find_corpus, split_speakers  # noqa: E402
+from audio.corpus import find_corpus  # noqa: E402
 from ml import checkpoints  # noqa: E402
 from ml import inputs as ml_inputs  # noqa: E402
 from ml import speed_copies  # noqa: E402
@@ -33,8 +33,7 @@ def main(force, workers):
     utils.stop_cleanly_on_termination()
     utils.print_overrides()
     corpus = find_corpus()
-    train_speakers, unseen_speakers = split_speakers(corpus.speakers)
-    train_speakers, validation_speakers = ml_inputs.split_validation(train_speakers)
+    train_speakers, validation_speakers, unseen_speakers = ml_inputs.corpus_split(corpus)
     print(f"corpus: {corpus.root} ({corpus.layout}), {len(corpus.speakers)} speakers, "
           f"{corpus.num_utterances()} utterances; split {constants.SPLIT}: {len(train_speakers)} training, "
           f"{len(validation_speakers)} validation, {len(unseen_speakers)} unseen speakers")

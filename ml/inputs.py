@@ -290,10 +290,9 @@ def check_corpus_unchanged(built_from):
     Returns the digest of every corpus file as it is now (key, size, time: corpus_audio_digest). The reports of
     stages 2 and 4 record it: a file removed since stage 0 is in no digest of the inputs yet, and stage 4's
     conversations also read files the inputs leave out (utterances too short for a window)."""
-    from audio.corpus import find_corpus, split_speakers
+    from audio.corpus import find_corpus
     corpus = find_corpus()
-    train, unseen = split_speakers(corpus.speakers)
-    train, validation = split_validation(train)
+    train, validation, unseen = corpus_split(corpus)
     built = {k: list((built_from or {}).get(k) or []) for k in ("train_speakers", "unseen_speakers", "validation_speakers")}
     if built != {"train_speakers": train, "unseen_speakers": unseen, "validation_speakers": validation}:
         raise utils.PipelineError(f"the corpus's speakers changed since stage 0 built the inputs (the split is now "
@@ -310,8 +309,20 @@ def corpus_audio_digest(utterances):
     """A digest of `utterances` (corpus Utterances) and their audio files (size, time) as they are now: another
     digest when one is added, removed or replaced, whether or not the inputs use it."""
     from audio.cache import stamp
-    lines = sorted(f"{u.key} {stamp(u.path)}" for u in utterances)
+    return _digest(sorted(f"{u.key} {stamp(u.path)}" for u in utterances))
+
+
+def _digest(lines):
+    """The sha1 of `lines` joined by newlines: the inputs' and reports' records of what they were made of."""
     return hashlib.sha1("\n".join(lines).encode()).hexdigest()
+
+
+def corpus_split(corpus):
+    """(training, validation, unseen speakers) of `corpus` under SPLIT, as stage 0 builds the inputs of them."""
+    from audio.corpus import split_speakers
+    train, unseen = split_speakers(corpus.speakers)
+    train, validation = split_validation(train)
+    return train, validation, unseen
 
 
 def inputs_folder():
@@ -343,17 +354,14 @@ def expected_record(cache, corpus, train_speakers, unseen_speakers, validation_s
     trained = [k for s in sorted(keys) if s not in unseen_speakers for k in keys[s]] + copied
     recorded = cache.sources()  # each key's audio file (size, time) as cached: a replaced file gives other inputs
 
-    def digest(lines):
-        return hashlib.sha1("\n".join(lines).encode()).hexdigest()
-
     def sources(listed_keys):
-        return digest(f"{k} {recorded.get(k)}" for k in listed_keys)
+        return _digest(f"{k} {recorded.get(k)}" for k in listed_keys)
 
     return {"settings": utils.settings_snapshot(INPUT_SETTINGS + tuple(features.feature_settings())),
             "cache": cache.folder.name,
             "train_speakers": list(train_speakers), "unseen_speakers": list(unseen_speakers),
             "validation_speakers": list(validation_speakers),
-            "utterances_digest": digest(listed), "sources_digest": sources(listed),
+            "utterances_digest": _digest(listed), "sources_digest": sources(listed),
             "training_sources_digest": sources(trained), "unseen_sources_digest": sources(unseen)}
 
 
