@@ -131,16 +131,19 @@ def write_json(path, obj):
 NUMBER = "a finite number"  # a kind for read_json's keys: an int or float (not a bool), neither NaN nor infinite
 
 
-def read_json(path, default=None, what=None, fix=None, keys=None):
+def read_json(path, default=None, what=None, fix=None, keys=None, check=None):
     """Read JSON from `path`; `default` when the file does not exist; CorruptFile when it cannot be decoded, or
     when `keys` are given and it is not an object holding them all: `keys` names them, or maps each to the kind
     (a type, NUMBER, None, or a tuple of those) its value must be, so that a hand-edited or damaged record is
-    refused in one line, never a traceback further on or a NaN threshold used."""
+    refused in one line, never a traceback further on or a NaN threshold used. `check(record)`, given, says what
+    else is wrong deeper inside a record that holds its keys (None when nothing is)."""
     path = Path(path)
     if not path.exists():
         return default
     value = read_checked(path, lambda p: json.loads(Path(p).read_text()), what, fix)
     problem = None if keys is None else record_problem(value, keys)
+    if not problem and check is not None:
+        problem = check(value)
     if problem:
         raise CorruptFile(f"{path} is not a valid record ({problem}); it is {what or 'a file of the pipeline'}"
                           f"{'. ' + fix if fix else ''}")

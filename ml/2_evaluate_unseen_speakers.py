@@ -19,7 +19,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run as a script 
 import constants  # noqa: E402
 import utils  # noqa: E402
 from ml import checkpoints  # noqa: E402
-from ml.inputs import check_corpus_unchanged, checked_record  # noqa: E402
+from ml.inputs import checked_corpus, checked_record  # noqa: E402
 
 RUNS = ("frozen", "triplet", "softmax")
 REPORT_KEYS = {"eer": utils.NUMBER, "eer_threshold": utils.NUMBER}  # besides its checkpoint, settings and time
@@ -53,7 +53,7 @@ def main(run, checkpoint, force):
         again = f"python ml/2_evaluate_unseen_speakers.py --run {mode}" + (f" --checkpoint {checkpoint}" if checkpoint
                                                                           else "") + " --force"
         # a report, stored or new, describes the corpus as stage 0 last saw it
-        audio = check_corpus_unchanged(record["built_from"])
+        corpus, audio = checked_corpus(record["built_from"])
         report = None if force else checkpoints.existing_evaluation(
             folder / "report.json", mode, state, entry, settings, again, "stage 3", keys=REPORT_KEYS,
             unseen=record["built_from"].get("unseen_sources_digest"), audio=audio)
@@ -61,19 +61,18 @@ def main(run, checkpoint, force):
             with utils.stored_record(folder / "report.json", again):  # one damaged inside: refused in one line
                 summary(report, folder, start)
             return
-        report = evaluate(mode, entry, folder, settings, record, audio)
+        report = evaluate(mode, entry, folder, settings, record, corpus, audio)
     summary(report, folder, start)
 
 
-def evaluate(mode, entry, folder, settings, record, audio):
-    """Compute the evaluation of the run's checkpoint, write report.json and the plots into `folder`."""
+def evaluate(mode, entry, folder, settings, record, corpus, audio):
+    """Compute the evaluation of the run's checkpoint on `corpus` (checked_corpus), write report.json and the plots
+    into `folder`."""
     utils.import_tensorflow_quietly()
-    from audio.corpus import find_corpus, split_speakers
     from ml import embeddings, evaluation, plots
     from ml.inputs import corpus_cache, load_inputs
 
-    corpus = find_corpus()
-    _, unseen_speakers = split_speakers(corpus.speakers)
+    unseen_speakers = record["built_from"]["unseen_speakers"]  # the corpus's split, as checked_corpus found it
     inputs = load_inputs(expected=record)
     cache = corpus_cache(corpus, inputs.record)
     trained = embeddings.load_trained_model(mode, entry=entry, settings="inputs")

@@ -172,22 +172,19 @@ def unique_recordings(paths):
     return unique
 
 
-def manifest_entries(manifest, folder):
+def manifest_problem(manifest):
+    """What is wrong with a folder's manifest (read_json's check), or None."""
+    return next((f"{name!r} names no audio file" for name, entry in manifest["files"].items()
+                 if not isinstance(entry, str) and not (isinstance(entry, dict) and isinstance(entry.get("path"), str))),
+                None)
+
+
+def manifest_entries(manifest):
     """{.npy name: {"path": resolved audio path, "stamp": [size, mtime_ns]}} of a folder's manifest. A manifest of
     before listed each file as written ("good.wav"): kept, but an entry that is not absolute names no file for
     sure, so no recording is taken for it (and its .npy is never overwritten)."""
     files = manifest["files"] if manifest else {}
-    if not isinstance(files, dict):
-        raise utils.CorruptFile(f"{folder / MANIFEST} is not a valid record (its files are not an object); write the "
-                                f"embeddings into an empty folder")
-    entries = {}
-    for name, entry in files.items():
-        entry = {"path": entry} if isinstance(entry, str) else entry
-        if not isinstance(entry, dict) or not isinstance(entry.get("path"), str):
-            raise utils.CorruptFile(f"{folder / MANIFEST} is not a valid record ({name!r} names no audio file); "
-                                    f"write the embeddings into an empty folder")
-        entries[name] = entry
-    return entries
+    return {name: {"path": entry} if isinstance(entry, str) else entry for name, entry in files.items()}
 
 
 def write_folder(folder, rows, model):
@@ -198,7 +195,8 @@ def write_folder(folder, rows, model):
     manifest lists, is refused: they would not compare."""
     utils.ensure_writable_dir(folder, f"the --output folder {folder}", "write the embeddings elsewhere")
     manifest = utils.read_json(folder / MANIFEST, what="the record of the embeddings in this folder",
-                               fix="Write the embeddings into an empty folder", keys=("model", "files"))
+                               fix="Write the embeddings into an empty folder", keys={"model": object, "files": dict},
+                               check=manifest_problem)
     if manifest is None and any(path for path in folder.glob("*.npy") if not path.name.startswith(".")):
         raise utils.PipelineError(f"--output {folder} holds .npy files that no {MANIFEST} describes: write the "
                                   f"embeddings into an empty or new folder")
@@ -207,7 +205,7 @@ def write_folder(folder, rows, model):
         raise utils.PipelineError(f"--output {folder} holds embeddings of {made.get('mode')} {made.get('file')} (run "
                                   f"{made.get('run_id')}), not of this model: embeddings of two models do not "
                                   f"compare; write them into another folder")
-    files = manifest_entries(manifest, folder)
+    files = manifest_entries(manifest)
     rows = {str(Path(path).resolve()): value for path, value in rows.items()}
     named = {entry["path"]: name for name, entry in files.items() if Path(entry["path"]).is_absolute()}
     taken = set(files)

@@ -151,7 +151,7 @@ def evaluate(run, checkpoint, force):
     utils.stop_cleanly_on_termination()
     utils.print_overrides()
     from ml import checkpoints
-    from ml.inputs import check_corpus_unchanged, checked_record
+    from ml.inputs import checked_corpus, checked_record
     from ml.speaker_changes import EVALUATION_SETTINGS, REPORT
     record = checked_record()
     mode, state, entry = checkpoints.resolve_checkpoint(run, checkpoint)
@@ -162,13 +162,13 @@ def evaluate(run, checkpoint, force):
         again = (f"python ml/4_detect_speaker_changes.py evaluate --run {mode}"
                  + (f" --checkpoint {checkpoint}" if checkpoint else "") + " --force")
         # a report, stored or new, describes the corpus as stage 0 last saw it
-        audio = check_corpus_unchanged(record["built_from"])
+        corpus, audio = checked_corpus(record["built_from"])
         report = None if force else checkpoints.existing_evaluation(
             folder / REPORT, mode, state, entry, settings, again, "detect",
             keys={"threshold": utils.NUMBER, "f1": utils.NUMBER, "baseline": dict, "by_collar": dict, "tuning": dict},
             unseen=record["built_from"].get("unseen_sources_digest"), audio=audio)
         if report is None:
-            report = compute(mode, entry, folder, settings, record, audio)
+            report = compute(mode, entry, folder, settings, record, corpus, audio)
         else:  # a stored report: one damaged inside is refused in one line
             with utils.stored_record(folder / REPORT, again):
                 summary(report, folder, start)
@@ -176,17 +176,15 @@ def evaluate(run, checkpoint, force):
     summary(report, folder, start)
 
 
-def compute(mode, entry, folder, settings, record, audio):
-    """Run the evaluation of the checkpoint and write its report."""
+def compute(mode, entry, folder, settings, record, corpus, audio):
+    """Run the evaluation of the checkpoint on `corpus` (checked_corpus) and write its report."""
     utils.import_tensorflow_quietly()
     import constants
-    from audio.corpus import find_corpus, split_speakers
     from ml import checkpoints, speaker_changes
     from ml.inference import label_free_model
     from ml.inputs import load_inputs
 
-    corpus = find_corpus()
-    _, unseen = split_speakers(corpus.speakers)
+    unseen = record["built_from"]["unseen_speakers"]  # the corpus's split, as checked_corpus found it
     inputs = load_inputs(expected=record)
     trained = label_free_model(mode, settings="inputs", entry=entry)
     print(f"model: {trained.description}")

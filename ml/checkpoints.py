@@ -47,6 +47,13 @@ STATE_KEYS = {"run_id": str, "unit": str, "checkpoints": list, "latest": (dict, 
 ENTRY_KEYS = {"file": str, "count": int, "sha256": str}
 
 
+def _entries_problem(state):
+    """What is wrong with a checkpoint entry of `state` (a state.json record holding STATE_KEYS), or None."""
+    entries = state["checkpoints"] + [e for e in (state["latest"], state.get("best")) if e]
+    return next((f"a checkpoint in it: {p}" for p in (utils.record_problem(e, ENTRY_KEYS) for e in entries) if p),
+                None)
+
+
 def command(mode, normalize_embeddings=None):
     """The stage-1 command that trains `mode` (for messages); by default with --normalize_embeddings for the
     triplet and frozen modes, as the documented chain runs them."""
@@ -98,15 +105,10 @@ class RunFolder:
 
     def state(self):
         """The state record, or None before the first checkpoint; PipelineError when it is corrupt."""
-        what, fix = (f"the record of the {self.mode} run's checkpoints",
-                     f"Start the run again with `{command(self.mode)} --fresh` (the old run is kept under runs/archive/)")
-        state = utils.read_json(self.folder / "state.json", what=what, fix=fix, keys=STATE_KEYS)
-        entries = [] if state is None else state["checkpoints"] + [e for e in (state["latest"], state.get("best")) if e]
-        problem = next((p for p in map(lambda e: utils.record_problem(e, ENTRY_KEYS), entries) if p), None)
-        if problem:
-            raise utils.CorruptFile(f"{self.folder / 'state.json'} is not a valid record (a checkpoint in it: "
-                                    f"{problem}); it is {what}. {fix}")
-        return state
+        return utils.read_json(self.folder / "state.json", what=f"the record of the {self.mode} run's checkpoints",
+                               keys=STATE_KEYS, check=_entries_problem,
+                               fix=f"Start the run again with `{command(self.mode)} --fresh` (the old run is kept "
+                                   f"under runs/archive/)")
 
     def result(self):
         """(result.json, whether it is of the run's latest checkpoint: its file and sha256)."""
@@ -662,7 +664,7 @@ def existing_evaluation(path, mode, state, entry, settings, again, used_by, keys
     change (ml/inputs.py, same_inputs), so this is where it is noticed. Reports without the record (earlier
     versions) are taken as they are: the runs of those versions were refused after any change of audio.
 
-    `audio` is the digest of every corpus file now (inputs.check_corpus_unchanged), which the reports of stages 2 and
+    `audio` is the digest of every corpus file now (inputs.checked_corpus), which the reports of stages 2 and
     4 record as "corpus_audio_digest" (stage 2 reads the unseen utterances from the corpus and cache, stage 4 makes its
     conversations of the corpus's audio): a report of other audio, a file removed since or one the inputs leave out,
     is refused the same way (reports without the record are taken as they are)."""

@@ -278,8 +278,8 @@ def corpus_cache(corpus, built_from):
     return cache
 
 
-def check_corpus_unchanged(built_from):
-    """PipelineError naming the fix when the corpus is not the one the inputs were built from (corpus_cache), or a
+def checked_corpus(built_from):
+    """(the corpus, the digest of its audio now); PipelineError naming the fix when the corpus is not the one the inputs were built from (corpus_cache), or a
     corpus file was added, removed from the cache, or changed since stage 0 cached the features: the inputs' record
     (and so a report's) cannot know it yet. Stages 2 and 4 call it before they show a stored report or compute one
     (stage 4's conversations are made of the corpus's audio itself).
@@ -287,9 +287,10 @@ def check_corpus_unchanged(built_from):
     Speakers added or removed refuse too when they change the split (SPLIT "auto" takes them in sorted order): the
     unseen speakers evaluated would not be the inputs' ones.
 
-    Returns the digest of every corpus file as it is now (key, size, time: corpus_audio_digest). The reports of
-    stages 2 and 4 record it: a file removed since stage 0 is in no digest of the inputs yet, and stage 4's
-    conversations also read files the inputs leave out (utterances too short for a window)."""
+    The digest covers every corpus file as it is now (key, size, time: corpus_audio_digest). The reports of stages 2
+    and 4 record it: a file removed since stage 0 is in no digest of the inputs yet, and stage 4's conversations also
+    read files the inputs leave out (utterances too short for a window). The corpus is the one they then evaluate
+    (its split is the inputs' one): it is walked once."""
     from audio.corpus import find_corpus
     corpus = find_corpus()
     train, validation, unseen = corpus_split(corpus)
@@ -302,7 +303,7 @@ def check_corpus_unchanged(built_from):
                                   f"`python ml/0_generate_inputs.py` and retrain")
     utterances = [u for us in corpus.utterances.values() for u in us]
     corpus_cache(corpus, built_from).check_current(utterances)
-    return corpus_audio_digest(utterances)
+    return corpus, corpus_audio_digest(utterances)
 
 
 def corpus_audio_digest(utterances):
@@ -420,14 +421,13 @@ NORM_KEYS = ("method", "global", "global_per_coefficient", "per_speaker")
 def read_record(folder=None):
     """The inputs.json record of `folder` (None when absent); PipelineError naming the fix when corrupt."""
     folder = Path(folder or inputs_folder())
-    what, fix = "the record of the inputs (what built them)", REBUILD[0].upper() + REBUILD[1:]
-    record = utils.read_json(folder / "inputs.json", what=what, fix=fix,
-                             keys={"built_from": dict, "files": dict, "classes": list, "input_shape": list})
-    problem = None if record is None else utils.record_problem(record["built_from"], {"settings": dict})
-    if problem:
-        raise utils.CorruptFile(f"{folder / 'inputs.json'} is not a valid record (its built_from: {problem}); it is "
-                                f"{what}. {fix}")
-    return record
+    def built_from_problem(record):
+        problem = utils.record_problem(record["built_from"], {"settings": dict})
+        return problem and f"its built_from: {problem}"
+
+    return utils.read_json(folder / "inputs.json", what="the record of the inputs (what built them)",
+                           fix=REBUILD[0].upper() + REBUILD[1:], check=built_from_problem,
+                           keys={"built_from": dict, "files": dict, "classes": list, "input_shape": list})
 
 
 def is_current(record, folder=None):
